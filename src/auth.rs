@@ -1,0 +1,410 @@
+//! Gateway keys and the proof that a peer holds one.
+//!
+//! A key never crosses the wire, not even over plain HTTP. A peer proves it
+//! holds a key with an HMAC-SHA256 over the request's method, target, a
+//! timestamp, a random nonce, the key's id and the peer's identity (its
+//! agent or control name). The gateway accepts a proof once, within
+//! [`REPLAY_WINDOW_SECS`] of its own clock, and compares in constant time
+//! (ring's `hmac::verify`). The exact string signed is in docs/PROTOCOL.md.
+//!
+//! Operator identity (user, password, TOTP) will travel in headers of its
+//! own with proofs of their own, next to this one; nothing here changes
+//! when it comes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use ring::{digest, hmac, rand::SecureRandom};
+
+/// Shortest gateway key accepted. The seed product's rule (it used 5); we
+/// lengthen it to 8 so a key is not trivially guessed online.
+pub const MIN_KEY_LEN: usize = 8;
+
+/// How far a proof's timestamp may be from the gateway's clock, either way.
+/// Agents run on PCs whose clocks drift; five minutes is what Kerberos
+/// allows and still bounds how long a nonce must be remembered.
+pub const REPLAY_WINDOW_SECS: u64 = 300;
+
+/// The authorization scheme name on the wire.
+pub const SCHEME: &str = "Ringway-HMAC-SHA256";
+
+/// How many independently locked parts the nonce cache has. Auth runs once
+/// per connection (never on the relay path); splitting the lock keeps
+/// workers accepting at the same moment from waiting on each other.
+const NONCE_SHARDS: usize = 16;
+
+/// Most nonces remembered per part. A peer must hold a key to get a nonce
+/// stored, so this bounds memory (16 x 65,536 x ~40 B = 40 MiB at worst)
+/// against a key holder flooding us; past it new proofs are refused.
+const MAX_NONCES_PER_SHARD: usize = 65_536;
+
+/// A gateway key: the shared secret and its public id. `Debug` hides the
+/// secret so it never reaches a log.
+#[derive(Clone)]
+pub struct GatewayKey {
+    secret: String,
+    id: KeyId,
+}
+
+impl GatewayKey {
+    /// Wraps a secret. Length rules are the config's job; this only hashes.
+    pub fn new(secret: &str) -> Self {
+        Self {
+            secret: secret.to_string(),
+            id: KeyId::of(secret),
+        }
+    }
+
+    /// The key's public id.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    fn hmac_key(&self) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, self.secret.as_bytes())
+    }
+}
+
+impl fmt::Debug for GatewayKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GatewayKey({}, secret hidden)", self.id)
+    }
+}
+
+/// A key's public id: the first 8 bytes of SHA-256 over a fixed label and
+/// the key. It names the key in proofs, logs, the console and shard hashing,
+/// so the secret itself is never needed to say which key is meant.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub [u8; 8]);
+
+impl KeyId {
+    /// The id of `secret`.
+    pub fn of(secret: &str) -> Self {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(b"ringway key id v1\0");
+        ctx.update(secret.as_bytes());
+        let d = ctx.finish();
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&d.as_ref()[..8]);
+        KeyId(id)
+    }
+
+    /// Parses the 16 hex digits form.
+    pub fn parse(s: &str) -> Option<Self> {
+        let bytes = hex_decode(s)?;
+        Some(KeyId(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+/// Why a proof was refused. The gateway logs the kind; the peer only hears
+/// 401, so it learns nothing about which part was wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    Missing,
+    /// The header is not our scheme or a field is broken.
+    Malformed,
+    /// No configured key has this id.
+    UnknownKey,
+    /// The timestamp is outside the replay window.
+    Expired,
+    /// This nonce was already used.
+    Replayed,
+    /// The HMAC does not match.
+    BadSignature,
+    /// The nonce cache is full (a flood by a key holder).
+    Overloaded,
+}
+
+impl AuthError {
+    /// A short label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed => "malformed",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::Expired => "expired",
+            AuthError::Replayed => "replayed",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// The parts of an `Authorization: Ringway-HMAC-SHA256 ...` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// Which key the peer claims to hold.
+    pub kid: KeyId,
+    /// Unix seconds when the proof was made.
+    pub ts: u64,
+    /// 16 random bytes, never reused.
+    pub nonce: [u8; 16],
+    /// HMAC-SHA256 over [`string_to_sign`].
+    pub sig: Vec<u8>,
+}
+
+/// Exactly what is signed. Newline-separated so no field can run into the
+/// next (the target and identity cannot contain a raw newline: the target
+/// is an HTTP request line and the identity is percent-encoded).
+pub fn string_to_sign(method: &str, target: &str, ts: u64, nonce: &[u8; 16], kid: KeyId, identity: &str) -> String {
+    format!("{SCHEME}\n{method}\n{target}\n{ts}\n{}\n{kid}\n{identity}", hex(nonce))
+}
+
+/// Makes the `Authorization` header value for a request.
+pub fn sign(key: &GatewayKey, method: &str, target: &str, identity: &str, ts: u64, nonce: [u8; 16]) -> String {
+    let msg = string_to_sign(method, target, ts, &nonce, key.id, identity);
+    let tag = hmac::sign(&key.hmac_key(), msg.as_bytes());
+    format!(
+        "{SCHEME} kid={}, ts={ts}, nonce={}, sig={}",
+        key.id,
+        hex(&nonce),
+        hex(tag.as_ref())
+    )
+}
+
+/// Makes a fresh random nonce.
+pub fn new_nonce() -> [u8; 16] {
+    let mut n = [0u8; 16];
+    // SystemRandom fails only if the OS has no entropy source at all, which
+    // would leave no way to make any secret: nothing sensible to do but stop.
+    ring::rand::SystemRandom::new()
+        .fill(&mut n)
+        .expect("the OS random source failed");
+    n
+}
+
+/// Parses an `Authorization` header value of our scheme.
+pub fn parse_authorization(value: &str) -> Result<Proof, AuthError> {
+    let rest = value.strip_prefix(SCHEME).ok_or(AuthError::Malformed)?;
+    let (mut kid, mut ts, mut nonce, mut sig) = (None, None, None, None);
+    for part in rest.split(',') {
+        let (k, v) = part.trim().split_once('=').ok_or(AuthError::Malformed)?;
+        let v = v.trim_matches('"');
+        match k {
+            "kid" => kid = KeyId::parse(v),
+            "ts" => ts = v.parse::<u64>().ok(),
+            "nonce" => nonce = hex_decode(v).and_then(|b| <[u8; 16]>::try_from(b).ok()),
+            "sig" => sig = hex_decode(v).filter(|b| b.len() == 32),
+            // Unknown parameters are ignored so that later versions can add some.
+            _ => {}
+        }
+    }
+    Ok(Proof {
+        kid: kid.ok_or(AuthError::Malformed)?,
+        ts: ts.ok_or(AuthError::Malformed)?,
+        nonce: nonce.ok_or(AuthError::Malformed)?,
+        sig: sig.ok_or(AuthError::Malformed)?,
+    })
+}
+
+/// The set of keys a gateway accepts, looked up by id.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    by_id: HashMap<KeyId, GatewayKey>,
+}
+
+impl KeyRing {
+    /// A ring holding `keys`.
+    pub fn new(keys: impl IntoIterator<Item = GatewayKey>) -> Self {
+        Self {
+            by_id: keys.into_iter().map(|k| (k.id, k)).collect(),
+        }
+    }
+
+    /// Whether a key with this id is configured.
+    pub fn contains(&self, kid: KeyId) -> bool {
+        self.by_id.contains_key(&kid)
+    }
+
+    /// The ids of all configured keys.
+    pub fn ids(&self) -> impl Iterator<Item = KeyId> + '_ {
+        self.by_id.keys().copied()
+    }
+
+    /// Checks a proof for a request and, if it holds, remembers its nonce
+    /// and returns the key id it proved.
+    pub fn verify(
+        &self,
+        method: &str,
+        target: &str,
+        identity: &str,
+        authorization: Option<&str>,
+        now: u64,
+        nonces: &NonceCache,
+    ) -> Result<KeyId, AuthError> {
+        let proof = parse_authorization(authorization.ok_or(AuthError::Missing)?)?;
+        let key = self.by_id.get(&proof.kid).ok_or(AuthError::UnknownKey)?;
+        if now.abs_diff(proof.ts) > REPLAY_WINDOW_SECS {
+            return Err(AuthError::Expired);
+        }
+        let msg = string_to_sign(method, target, proof.ts, &proof.nonce, proof.kid, identity);
+        hmac::verify(&key.hmac_key(), msg.as_bytes(), &proof.sig).map_err(|_| AuthError::BadSignature)?;
+        nonces.insert(proof.nonce, proof.ts, now)?;
+        Ok(proof.kid)
+    }
+}
+
+/// Nonces seen within the replay window, so a captured request cannot be
+/// sent again. Shared by all workers: a replay may land on any of them.
+pub struct NonceCache {
+    shards: Vec<Mutex<HashMap<[u8; 16], u64>>>,
+}
+
+impl Default for NonceCache {
+    fn default() -> Self {
+        Self {
+            shards: (0..NONCE_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl NonceCache {
+    /// Records `nonce` (made at `ts`) or refuses it if already seen.
+    fn insert(&self, nonce: [u8; 16], ts: u64, now: u64) -> Result<(), AuthError> {
+        let shard = &self.shards[nonce[0] as usize % NONCE_SHARDS];
+        // A poisoned lock means another worker panicked mid-insert; the map
+        // is still a valid map, so keep using it.
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if map.contains_key(&nonce) {
+            return Err(AuthError::Replayed);
+        }
+        if map.len() >= MAX_NONCES_PER_SHARD {
+            // Forget what can no longer be replayed (older than the window).
+            map.retain(|_, seen| now.saturating_sub(*seen) <= 2 * REPLAY_WINDOW_SECS);
+            if map.len() >= MAX_NONCES_PER_SHARD {
+                return Err(AuthError::Overloaded);
+            }
+        }
+        map.insert(nonce, ts.max(now));
+        Ok(())
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Decodes hex (either case); `None` if odd-length or not hex.
+pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Seconds since the Unix epoch by the system clock.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring_of(keys: &[&str]) -> KeyRing {
+        KeyRing::new(keys.iter().map(|k| GatewayKey::new(k)))
+    }
+
+    #[test]
+    fn a_valid_proof_is_accepted_once() {
+        let key = GatewayKey::new("Testing1");
+        let ring = ring_of(&["Testing1", "Testing2"]);
+        let nonces = NonceCache::default();
+        let auth = sign(&key, "GET", "/v1/clients", "ops", 1000, [7; 16]);
+        assert_eq!(
+            ring.verify("GET", "/v1/clients", "ops", Some(&auth), 1010, &nonces),
+            Ok(key.id())
+        );
+        assert_eq!(
+            ring.verify("GET", "/v1/clients", "ops", Some(&auth), 1010, &nonces),
+            Err(AuthError::Replayed)
+        );
+    }
+
+    #[test]
+    fn every_signed_field_matters() {
+        let key = GatewayKey::new("Testing1");
+        let ring = ring_of(&["Testing1"]);
+        let nonces = NonceCache::default();
+        let auth = sign(&key, "GET", "/v1/connect/pc1", "ops", 1000, [1; 16]);
+        for (method, target, identity) in [
+            ("POST", "/v1/connect/pc1", "ops"),
+            ("GET", "/v1/connect/pc2", "ops"),
+            ("GET", "/v1/connect/pc1", "other"),
+        ] {
+            assert_eq!(
+                ring.verify(method, target, identity, Some(&auth), 1000, &nonces),
+                Err(AuthError::BadSignature)
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_key_expired_and_malformed_are_refused() {
+        let ring = ring_of(&["Testing1"]);
+        let nonces = NonceCache::default();
+        let other = GatewayKey::new("Testing2");
+        let auth = sign(&other, "GET", "/", "x", 1000, [2; 16]);
+        assert_eq!(
+            ring.verify("GET", "/", "x", Some(&auth), 1000, &nonces),
+            Err(AuthError::UnknownKey)
+        );
+        let key = GatewayKey::new("Testing1");
+        let auth = sign(&key, "GET", "/", "x", 1000, [3; 16]);
+        assert_eq!(
+            ring.verify("GET", "/", "x", Some(&auth), 1000 + REPLAY_WINDOW_SECS + 1, &nonces),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            ring.verify("GET", "/", "x", Some("Bearer Testing1"), 1000, &nonces),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            ring.verify("GET", "/", "x", None, 1000, &nonces),
+            Err(AuthError::Missing)
+        );
+    }
+
+    #[test]
+    fn key_debug_hides_the_secret() {
+        let key = GatewayKey::new("super-secret-key");
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("super-secret-key"));
+        assert!(shown.contains(&key.id().to_string()));
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(hex(&[0, 0xab, 0xff]), "00abff");
+        assert_eq!(hex_decode("00ABff"), Some(vec![0, 0xab, 0xff]));
+        assert_eq!(hex_decode("abc"), None);
+        assert_eq!(hex_decode("zz"), None);
+    }
+}

@@ -1,0 +1,151 @@
+//! `ringway agent`: publish a local TCP service through a gateway, and
+//! stay registered: reconnect with jittered exponential backoff whenever
+//! the gateway goes away.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use clap::Args;
+use compio::net::TcpStream;
+use ring::rand::SecureRandom;
+
+use super::ClientArgs;
+use crate::client::{self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, Endpoint, Outgoing, sysinfo};
+use crate::proto::{FromAgent, SessionId};
+use crate::relay::{Counters, relay};
+
+/// First pause before reconnecting; doubled after each failure.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+/// Longest pause between attempts: a minute, the default CMPI, so an agent
+/// is back within about one poll of the gateway's return.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Relay buffer per direction on the agent's side.
+const RELAY_BUFFER: usize = 64 * 1024;
+
+/// Arguments of `ringway agent`.
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// This agent's name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// The local service to publish, HOST:PORT (e.g. 127.0.0.1:22).
+    #[arg(long)]
+    expose: String,
+}
+
+/// Runs the agent until killed.
+pub fn run(args: AgentArgs) -> Result<(), String> {
+    let key = args.client.key()?;
+    let name = args.name.unwrap_or_else(sysinfo::hostname);
+    if !crate::proto::valid_name(&name) {
+        return Err(format!(
+            "invalid agent name {name:?}: 1 to 64 characters, no control characters"
+        ));
+    }
+    let ep = Endpoint {
+        gateway: args.client.gateway,
+        key,
+        identity: name,
+        bind: None,
+    };
+    let expose = Rc::new(args.expose);
+    super::client_runtime()?.block_on(async move {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let info = AgentInfo {
+                mac: sysinfo::mac_address(),
+                local_ip: String::new(),
+                os: sysinfo::os_description(),
+            };
+            match AgentChannel::register(&ep, &info).await {
+                Ok(channel) => {
+                    backoff = BACKOFF_START;
+                    log::info!(
+                        "registered with {} as {:?} (poll every {} s)",
+                        ep.gateway,
+                        ep.identity,
+                        channel.cmpi().as_secs()
+                    );
+                    let handler = Sessions {
+                        ep: ep.clone(),
+                        expose: expose.clone(),
+                        outgoing: channel.outgoing(),
+                    };
+                    match channel.run(&handler).await {
+                        Ok(ChannelEnd::Bye(reason)) => log::warn!("gateway closed the channel: {reason}"),
+                        Ok(ChannelEnd::Closed) => log::warn!("gateway closed the channel"),
+                        Err(e) => log::warn!("channel lost: {e}"),
+                    }
+                }
+                Err(e) => log::warn!("cannot register with {}: {e}", ep.gateway),
+            }
+            let pause = jitter(backoff);
+            log::info!("reconnecting in {:.1} s", pause.as_secs_f64());
+            compio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    })
+}
+
+/// A random pause between half of `d` and `d`, so that agents cut off
+/// together do not all return in the same instant.
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let frac = match ring::rand::SystemRandom::new().fill(&mut b) {
+        Ok(()) => u16::from_le_bytes(b) as f64 / u16::MAX as f64,
+        Err(_) => 1.0,
+    };
+    d.mul_f64(0.5 + 0.5 * frac)
+}
+
+/// Opens each session the gateway asks for: dial the local service, then
+/// the gateway, and relay.
+struct Sessions {
+    ep: Endpoint,
+    expose: Rc<String>,
+    outgoing: Outgoing,
+}
+
+impl AgentHandler for Sessions {
+    fn open(&self, sid: SessionId) {
+        let (ep, expose, outgoing) = (self.ep.clone(), self.expose.clone(), self.outgoing.clone());
+        compio::runtime::spawn(async move {
+            let local = match TcpStream::connect(expose.as_str()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("session {sid}: cannot reach {expose}: {e}");
+                    outgoing.send(FromAgent::Fail(sid)).await;
+                    return;
+                }
+            };
+            let _ = local.set_nodelay(true);
+            let session = match client::join(&ep, sid).await {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("session {sid}: cannot join: {e}");
+                    return;
+                }
+            };
+            log::info!("session {sid} open to {expose}");
+            let counters = Counters::default();
+            let res = relay(
+                &session.stream,
+                session.early,
+                &local,
+                Vec::new(),
+                RELAY_BUFFER,
+                &counters,
+            )
+            .await;
+            log::info!(
+                "session {sid} closed ({} bytes in, {} out){}",
+                counters.a_to_b.get(),
+                counters.b_to_a.get(),
+                res.err().map(|e| format!(": {e}")).unwrap_or_default()
+            );
+        })
+        .detach();
+    }
+}

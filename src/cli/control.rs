@@ -1,0 +1,210 @@
+//! `ringway control`: list agents, and open sessions to them from local
+//! TCP connections or from stdin/stdout (ssh's ProxyCommand).
+
+use std::io::{Read, Write};
+use std::rc::Rc;
+
+use clap::{Args, Subcommand};
+use compio::net::TcpListener;
+
+use super::ClientArgs;
+use crate::client::{self, Endpoint, sysinfo};
+use crate::relay::{Counters, relay};
+
+/// Relay buffer per direction on the control's side.
+const RELAY_BUFFER: usize = 64 * 1024;
+
+/// `ringway control` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ControlCommand {
+    /// List the agents this key can see.
+    Ls {
+        #[command(flatten)]
+        common: ControlArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open relay sessions to an agent.
+    Connect {
+        /// The agent's name.
+        agent: String,
+        #[command(flatten)]
+        common: ControlArgs,
+        /// Accept local TCP connections here; each becomes one session.
+        #[arg(long, conflicts_with = "stdio", required_unless_present = "stdio")]
+        listen: Option<String>,
+        /// Relay stdin/stdout as one session (for ssh -o ProxyCommand).
+        #[arg(long)]
+        stdio: bool,
+    },
+}
+
+/// Options of every control subcommand.
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// This control's name, shown in the gateway's log (default: host name).
+    #[arg(long = "as")]
+    name: Option<String>,
+}
+
+impl ControlArgs {
+    fn endpoint(self) -> Result<Endpoint, String> {
+        let key = self.client.key()?;
+        let identity = self.name.unwrap_or_else(sysinfo::hostname);
+        if !crate::proto::valid_name(&identity) {
+            return Err(format!("invalid control name {identity:?}"));
+        }
+        Ok(Endpoint {
+            gateway: self.client.gateway,
+            key,
+            identity,
+            bind: None,
+        })
+    }
+}
+
+/// Runs a control subcommand.
+pub fn run(cmd: ControlCommand) -> Result<(), String> {
+    match cmd {
+        ControlCommand::Ls { common, json } => {
+            let ep = common.endpoint()?;
+            let agents = super::client_runtime()?
+                .block_on(client::list_agents(&ep))
+                .map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&agents).map_err(|e| e.to_string())?);
+            } else {
+                println!(
+                    "{:<24} {:<22} {:<21} {:<17} {:<15} OS",
+                    "NAME", "EXTERNAL", "CONNECTED SINCE", "MAC", "LOCAL IP"
+                );
+                for a in agents {
+                    println!(
+                        "{:<24} {:<22} {:<21} {:<17} {:<15} {}",
+                        a.name, a.external_addr, a.connected_since, a.mac, a.local_ip, a.os
+                    );
+                }
+            }
+            Ok(())
+        }
+        ControlCommand::Connect {
+            agent,
+            common,
+            listen,
+            stdio,
+        } => {
+            let ep = common.endpoint()?;
+            if stdio {
+                return connect_stdio(&ep, &agent);
+            }
+            let listen = listen.ok_or("give --listen ADDR or --stdio")?;
+            connect_listen(ep, agent, listen)
+        }
+    }
+}
+
+fn connect_listen(ep: Endpoint, agent: String, listen: String) -> Result<(), String> {
+    super::client_runtime()?.block_on(async move {
+        let listener = TcpListener::bind(listen.as_str())
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        log::info!("listening on {local}; each connection becomes a session to {agent}");
+        let (ep, agent) = (Rc::new(ep), Rc::new(agent));
+        loop {
+            let (conn, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    continue;
+                }
+            };
+            let _ = conn.set_nodelay(true);
+            let (ep, agent) = (ep.clone(), agent.clone());
+            compio::runtime::spawn(async move {
+                match client::connect(&ep, &agent).await {
+                    Ok(session) => {
+                        log::info!("{peer}: session to {agent} open");
+                        let counters = Counters::default();
+                        let res = relay(
+                            &conn,
+                            Vec::new(),
+                            &session.stream,
+                            session.early,
+                            RELAY_BUFFER,
+                            &counters,
+                        )
+                        .await;
+                        log::info!(
+                            "{peer}: session closed ({} bytes out, {} in){}",
+                            counters.a_to_b.get(),
+                            counters.b_to_a.get(),
+                            res.err().map(|e| format!(": {e}")).unwrap_or_default()
+                        );
+                    }
+                    Err(e) => log::warn!("{peer}: cannot open a session to {agent}: {e}"),
+                }
+            })
+            .detach();
+        }
+    })
+}
+
+/// One session over stdin/stdout. The handshake runs on the async runtime;
+/// the relay then runs on two plain threads with blocking I/O, since
+/// standard streams cannot be driven portably by a completion runtime.
+fn connect_stdio(ep: &Endpoint, agent: &str) -> Result<(), String> {
+    let runtime = super::client_runtime()?;
+    let session = runtime
+        .block_on(client::connect(ep, agent))
+        .map_err(|e| e.to_string())?;
+    let sock = to_blocking(&session.stream).map_err(|e| format!("cannot use the session socket: {e}"))?;
+    let mut out = std::io::stdout();
+    out.write_all(&session.early).map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
+    // The async socket is closed on its runtime; the blocking duplicate
+    // keeps the connection open.
+    runtime.enter(|| drop(session));
+
+    let mut up = sock.try_clone().map_err(|e| e.to_string())?;
+    let uploader = std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let _ = std::io::copy(&mut stdin, &mut up);
+        // EOF on stdin is carried as a half-close, as the gateway does.
+        let _ = up.shutdown(std::net::Shutdown::Write);
+    });
+    let mut down = sock;
+    let mut buf = vec![0u8; RELAY_BUFFER];
+    loop {
+        match down.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // The remote side is done; whatever stdin still holds has nowhere to go.
+    drop(uploader);
+    Ok(())
+}
+
+#[cfg(unix)]
+fn to_blocking(stream: &compio::net::TcpStream) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let s = std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?);
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
+#[cfg(windows)]
+fn to_blocking(stream: &compio::net::TcpStream) -> std::io::Result<std::net::TcpStream> {
+    use std::os::windows::io::AsSocket;
+    let s = std::net::TcpStream::from(stream.as_socket().try_clone_to_owned()?);
+    s.set_nonblocking(false)?;
+    Ok(s)
+}

@@ -1,0 +1,242 @@
+//! The client side of the protocol: what agents, controls, the load
+//! generator and the tests speak. Portable (compio drives IOCP on Windows
+//! and poll/kqueue elsewhere; io_uring on Linux).
+
+mod agent;
+pub mod sysinfo;
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use compio::BufResult;
+use compio::io::{AsyncRead, AsyncWriteExt};
+use compio::net::{TcpSocket, TcpStream};
+
+pub use agent::{AgentChannel, AgentHandler, AgentInfo, ChannelEnd, Outgoing};
+
+use crate::auth::{GatewayKey, new_nonce, sign, unix_now};
+use crate::http::{self, HeadError, ResponseHead, pct_encode};
+use crate::proto::{self, AgentSummary, SessionId};
+
+/// How long a client waits for the gateway's answer to a request. A
+/// connect waits for the agent to join (the gateway's pairing deadline,
+/// 10 s by default), so this leaves room past that.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest response body read (a client list). 16 MiB holds ~50,000
+/// agents' summaries.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Where and as whom a client talks to a gateway.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// `host:port` of the gateway.
+    pub gateway: String,
+    /// The gateway key to prove.
+    pub key: GatewayKey,
+    /// This client's name (agent name, or the control's name).
+    pub identity: String,
+    /// Source address to dial from (the load generator spreads its
+    /// connections over several to stay within ports per address).
+    pub bind: Option<IpAddr>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("gateway", &self.gateway)
+            .field("key", &self.key)
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+/// Why a request failed. Callers branch on it: a refusal carries the
+/// gateway's status and reason; I/O and protocol errors mean retry later.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The connection failed.
+    Io(io::Error),
+    /// The gateway answered with an error status.
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The gateway's one-line reason.
+        reason: String,
+    },
+    /// The gateway's answer made no sense, or did not come in time.
+    Protocol(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Io(e) => write!(f, "{e}"),
+            ClientError::Refused { status, reason } => write!(f, "gateway refused ({status}): {reason}"),
+            ClientError::Protocol(why) => write!(f, "protocol error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+/// A relay connection after its `101`: the socket and any bytes that came
+/// with the response (they belong to the relayed stream).
+pub struct Session {
+    /// The connection, now a raw byte stream to the peer.
+    pub stream: TcpStream,
+    /// Bytes already read past the response head.
+    pub early: Vec<u8>,
+}
+
+/// Opens a TCP connection to the gateway.
+pub async fn dial(ep: &Endpoint) -> io::Result<TcpStream> {
+    let stream = match ep.bind {
+        None => TcpStream::connect(ep.gateway.as_str()).await?,
+        Some(ip) => {
+            let addr: SocketAddr = ep.gateway.parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a source address needs the gateway as ip:port",
+                )
+            })?;
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4().await?
+            } else {
+                TcpSocket::new_v6().await?
+            };
+            socket.bind(SocketAddr::new(ip, 0)).await?;
+            socket.connect(addr).await?
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The head of a signed request.
+pub fn request_head(ep: &Endpoint, method: &str, target: &str, extra: &[(&str, String)]) -> Vec<u8> {
+    let identity = pct_encode(&ep.identity);
+    let auth = sign(&ep.key, method, target, &identity, unix_now(), new_nonce());
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway/{}\r\nRingway-Identity: {identity}\r\nAuthorization: {auth}\r\n",
+        ep.gateway,
+        env!("CARGO_PKG_VERSION")
+    );
+    for (name, value) in extra {
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+/// Sends a request head and reads the response head (within
+/// [`RESPONSE_TIMEOUT`]); returns it with the bytes read past it.
+pub async fn exchange(stream: &TcpStream, head: Vec<u8>) -> Result<(ResponseHead, Vec<u8>), ClientError> {
+    let mut s = stream;
+    let BufResult(res, _) = s.write_all(head).await;
+    res?;
+    compio::time::timeout(RESPONSE_TIMEOUT, read_response(stream))
+        .await
+        .map_err(|_| ClientError::Protocol("no response from the gateway in time".into()))?
+}
+
+async fn read_response(stream: &TcpStream) -> Result<(ResponseHead, Vec<u8>), ClientError> {
+    let mut s = stream;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        match http::parse_response(&buf) {
+            Ok((head, len)) => return Ok((head, buf.split_off(len))),
+            Err(HeadError::Incomplete) => {}
+            Err(e) => return Err(ClientError::Protocol(e.reason().into())),
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity());
+        }
+        let BufResult(res, b) = s.read(buf).await;
+        buf = b;
+        if res? == 0 {
+            return Err(ClientError::Protocol("the gateway closed the connection".into()));
+        }
+    }
+}
+
+/// Reads a `Content-Length` body, given the bytes already read.
+async fn read_body(stream: &TcpStream, head: &ResponseHead, mut body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+    let len: usize = head
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ClientError::Protocol("response without Content-Length".into()))?;
+    if len > MAX_BODY_BYTES {
+        return Err(ClientError::Protocol(format!(
+            "response body of {len} bytes is too large"
+        )));
+    }
+    let mut s = stream;
+    while body.len() < len {
+        body.reserve(len - body.len());
+        let BufResult(res, b) = s.read(body).await;
+        body = b;
+        if res? == 0 {
+            return Err(ClientError::Protocol("response body cut short".into()));
+        }
+    }
+    body.truncate(len);
+    Ok(body)
+}
+
+/// Turns an error status into [`ClientError::Refused`] with the body's reason.
+async fn refused(stream: &TcpStream, head: &ResponseHead, rest: Vec<u8>) -> ClientError {
+    let reason = match read_body(stream, head, rest).await {
+        Ok(body) => String::from_utf8_lossy(&body).trim().to_string(),
+        Err(_) => head.reason.clone(),
+    };
+    ClientError::Refused {
+        status: head.status,
+        reason,
+    }
+}
+
+/// The agents this key can see.
+pub async fn list_agents(ep: &Endpoint) -> Result<Vec<AgentSummary>, ClientError> {
+    let stream = dial(ep).await?;
+    let (head, rest) = exchange(&stream, request_head(ep, "GET", proto::PATH_CLIENTS, &[])).await?;
+    if head.status != 200 {
+        return Err(refused(&stream, &head, rest).await);
+    }
+    let body = read_body(&stream, &head, rest).await?;
+    serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("bad client list: {e}")))
+}
+
+async fn upgrade(ep: &Endpoint, target: &str) -> Result<Session, ClientError> {
+    let stream = dial(ep).await?;
+    let extra = [
+        ("Upgrade", proto::UPGRADE_RELAY.to_string()),
+        ("Connection", "Upgrade".to_string()),
+    ];
+    let (head, early) = exchange(&stream, request_head(ep, "GET", target, &extra)).await?;
+    if head.status != 101 {
+        return Err(refused(&stream, &head, early).await);
+    }
+    Ok(Session { stream, early })
+}
+
+/// Opens a relay session to agent `name`.
+pub async fn connect(ep: &Endpoint, name: &str) -> Result<Session, ClientError> {
+    upgrade(ep, &format!("{}{}", proto::PATH_CONNECT_PREFIX, pct_encode(name))).await
+}
+
+/// Joins session `sid` as the agent (the data connection).
+pub async fn join(ep: &Endpoint, sid: SessionId) -> Result<Session, ClientError> {
+    upgrade(ep, &format!("{}{sid}", proto::PATH_SESSION_PREFIX)).await
+}

@@ -1,0 +1,295 @@
+//! Agent registration and the agent's held channel.
+//!
+//! The worker that accepts a registration checks the proof, then hands the
+//! socket to the agent's owner (`owner_of(key id, name)`), which records it,
+//! answers `101`, and runs the channel: polls in, pushes out, until the
+//! agent leaves, misses its heartbeat deadline, or is replaced.
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use compio::BufResult;
+use compio::io::{AsyncRead, AsyncWriteExt};
+use compio::net::TcpStream;
+use futures_util::future::{Either, select};
+
+use super::directory::AgentRecord;
+use super::frontdoor::{identity, reject, send, verify, wants_upgrade};
+use super::owner_of;
+use super::shard::{Handoff, Shard, ShardMsg};
+use crate::auth::KeyId;
+use crate::eventlog::sanitize;
+use crate::http::{self, RequestHead};
+use crate::proto::{self, FrameError, FromAgent, ToAgent};
+
+/// Frames that may wait in an agent's outbox. Pushes are rare (a session
+/// open, a pong per poll); 16 queued means the agent stopped reading, and
+/// it is dropped rather than buffered without bound.
+const OUTBOX_CAPACITY: usize = 16;
+
+/// Longest reported detail (MAC, IP, OS) kept; longer is cut.
+const MAX_DETAIL_CHARS: usize = 64;
+
+/// A registration on its way to the agent's owner.
+pub(crate) struct Registration {
+    /// The agent's socket and the bytes it sent after its head.
+    pub handoff: Handoff,
+    /// The key it proved.
+    pub kid: KeyId,
+    /// Its checked name.
+    pub name: String,
+    /// What it reported about itself.
+    pub mac: String,
+    /// Its own IP address as it reported it.
+    pub local_ip: String,
+    /// Its operating system as it reported it.
+    pub os: String,
+}
+
+/// Why an agent's channel ended, for the log.
+enum Ended {
+    Closed,
+    Expired(u64),
+    Protocol,
+    Stalled,
+    Removed,
+}
+
+/// Handles `GET /v1/agent/register` on the worker that accepted it.
+pub(crate) async fn register(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, head: RequestHead, early: Vec<u8>) {
+    if !wants_upgrade(&head, proto::UPGRADE_AGENT) {
+        reject(&stream, 426, "registration must upgrade to ringway-agent/1").await;
+        return;
+    }
+    let Some((identity_raw, name)) = identity(&head) else {
+        reject(&stream, 400, "missing or invalid agent name").await;
+        return;
+    };
+    let detail = |h: &str| {
+        let v = head.header(h).and_then(http::pct_decode).unwrap_or_default();
+        sanitize(&v.chars().take(MAX_DETAIL_CHARS).collect::<String>())
+    };
+    let (mac, local_ip, os) = (
+        detail(proto::H_AGENT_MAC),
+        detail(proto::H_AGENT_IP),
+        detail(proto::H_AGENT_OS),
+    );
+    let kid = match verify(&shard, &head, &identity_raw) {
+        Ok(kid) => kid,
+        Err(why) => {
+            shard.event(format!(
+                "Security check failed for Client {} ({}). Terminating connection from {}",
+                sanitize(&name),
+                local_ip,
+                peer.ip()
+            ));
+            log::debug!("agent proof refused: {}", why.label());
+            reject(&stream, 401, "gateway key proof refused").await;
+            return;
+        }
+    };
+    let owner = owner_of(kid, &name, shard.workers());
+    let reg = Registration {
+        handoff: match Handoff::new(stream, peer, early) {
+            Ok(h) => h,
+            Err(e) => {
+                log::warn!("cannot hand over agent socket: {e}");
+                return;
+            }
+        },
+        kid,
+        name,
+        mac,
+        local_ip,
+        os,
+    };
+    if owner == shard.index {
+        serve_handed(shard, Box::new(reg)).await;
+    } else if shard.send_to(owner, ShardMsg::Register(Box::new(reg))).await.is_err() {
+        log::warn!("worker {owner} is gone; agent registration dropped");
+    }
+}
+
+/// Serves a registration on the agent's owner worker.
+pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
+    let Registration {
+        handoff,
+        kid,
+        name,
+        mac,
+        local_ip,
+        os,
+    } = *reg;
+    let (stream, peer, early) = match handoff.into_stream() {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("cannot adopt agent socket: {e}");
+            return;
+        }
+    };
+    let config = shard.config();
+    let shown = sanitize(&name);
+
+    let replacing = shard.directory.borrow().contains(kid, &name);
+    if !replacing && !take_licence(&shard, config.max_clients) {
+        shard.event(format!(
+            "Licence exceed. Rejecting connection from Client {shown} ({local_ip}, {})",
+            peer.ip()
+        ));
+        let reason = format!("licensed maximum of {} clients reached", config.max_clients);
+        reject(&stream, 503, &reason).await;
+        return;
+    }
+
+    let (outbox, outbox_rx) = async_channel::bounded(OUTBOX_CAPACITY);
+    let id = shard.next_id();
+    let now = SystemTime::now();
+    let (slot, old) = shard.directory.borrow_mut().insert(AgentRecord {
+        id,
+        kid,
+        name: name.clone(),
+        mac,
+        local_ip,
+        os,
+        external: peer,
+        connected_since: now,
+        last_poll: now,
+        outbox,
+    });
+    if let Some(old) = old {
+        shard.event(format!(
+            "Client {shown} replaced: a new connection came from {} (old one from {} closed)",
+            peer, old.external
+        ));
+        let _ = old.outbox.try_send(ToAgent::Bye("replaced".into()));
+    }
+
+    let cmpi = config.cmpi.as_secs().to_string();
+    let ok = http::switching_protocols(proto::UPGRADE_AGENT, &[("Ringway-Cmpi", &cmpi)]);
+    if send(&stream, ok).await.is_err() {
+        release(&shard, slot, id);
+        return;
+    }
+    shard.event(format!("Client {shown} connected"));
+    shard.live_agents.set(shard.live_agents.get() + 1);
+
+    let ended = {
+        let reader = pin!(read_polls(&shard, &stream, early, slot, id));
+        let writer = pin!(write_pushes(&stream, outbox_rx));
+        match select(reader, writer).await {
+            Either::Left((ended, _)) => ended,
+            Either::Right(((), _)) => Ended::Removed,
+        }
+    };
+
+    shard.live_agents.set(shard.live_agents.get() - 1);
+    let was_current = release(&shard, slot, id);
+    match ended {
+        Ended::Expired(secs) => shard.event(format!("Client {shown} timed out: no poll for {secs} s")),
+        Ended::Protocol => shard.event(format!("Client {shown} sent an invalid frame; closing")),
+        Ended::Stalled => shard.event(format!("Client {shown} stopped reading its channel; closing")),
+        Ended::Closed | Ended::Removed => {}
+    }
+    // A replaced agent's successor already logged; a removed one was logged
+    // by whoever removed it.
+    if was_current {
+        shard.event(format!("Client {shown} Disconnected"));
+    }
+}
+
+/// Reserves one licensed agent slot; false when the licence is full.
+fn take_licence(shard: &Shard, max: usize) -> bool {
+    shard
+        .shared
+        .agents_connected
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (max == 0 || n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+/// Removes registration `id` from the directory if it is still current and
+/// frees its licence slot. A replaced registration's slot passed to its
+/// successor, so nothing is freed then.
+fn release(shard: &Shard, slot: usize, id: u64) -> bool {
+    let removed = shard.directory.borrow_mut().remove_if(slot, id);
+    if removed.is_some() {
+        shard.shared.agents_connected.fetch_sub(1, Ordering::AcqRel);
+    }
+    removed.is_some()
+}
+
+/// Reads the agent's frames until it leaves or misses its deadline.
+async fn read_polls(shard: &Shard, stream: &TcpStream, early: Vec<u8>, slot: usize, id: u64) -> Ended {
+    let mut reader = stream;
+    let mut buf = early;
+    buf.reserve(proto::MAX_FRAME_LINE.saturating_sub(buf.len()));
+    loop {
+        loop {
+            match proto::parse_from_agent(&buf) {
+                Ok((frame, used)) => {
+                    buf.drain(..used);
+                    if let Some(ended) = on_frame(shard, frame, slot, id) {
+                        return ended;
+                    }
+                }
+                Err(FrameError::Incomplete) => break,
+                Err(FrameError::Invalid) => return Ended::Protocol,
+            }
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(proto::MAX_FRAME_LINE);
+        }
+        let deadline = shard.config().heartbeat_deadline();
+        match compio::time::timeout(deadline, reader.read(buf)).await {
+            Err(_) => return Ended::Expired(deadline.as_secs()),
+            Ok(BufResult(Ok(0), _)) | Ok(BufResult(Err(_), _)) => return Ended::Closed,
+            Ok(BufResult(Ok(_), b)) => buf = b,
+        }
+    }
+}
+
+fn on_frame(shard: &Shard, frame: FromAgent, slot: usize, id: u64) -> Option<Ended> {
+    match frame {
+        FromAgent::Ping(seq) => {
+            let mut dir = shard.directory.borrow_mut();
+            dir.touch(slot, id, SystemTime::now());
+            let rec = dir.find_slot(slot, id)?;
+            if rec.outbox.try_send(ToAgent::Pong(seq)).is_err() {
+                return Some(Ended::Stalled);
+            }
+            None
+        }
+        FromAgent::Fail(sid) => {
+            let (kid, name) = {
+                let dir = shard.directory.borrow();
+                let rec = dir.find_slot(slot, id)?;
+                (rec.kid, rec.name.clone())
+            };
+            if sid.worker as usize == shard.index {
+                super::control::fail_pending(shard, sid, kid, &name);
+            } else if let Some(inbox) = shard.shared.inboxes.get(sid.worker as usize) {
+                // A full inbox only delays the control's 504; never block
+                // this agent's reads on another worker.
+                let _ = inbox.try_send(ShardMsg::Fail { sid, kid, name });
+            }
+            None
+        }
+        FromAgent::Unknown => None,
+    }
+}
+
+/// Writes queued frames until the outbox closes: the record was removed
+/// (replaced, key removed, shutdown) after its goodbye was queued.
+async fn write_pushes(stream: &TcpStream, outbox: async_channel::Receiver<ToAgent>) {
+    let mut writer = stream;
+    while let Ok(frame) = outbox.recv().await {
+        let BufResult(res, _) = writer.write_all(frame.to_string().into_bytes()).await;
+        if res.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! What controls do: browse agents, and open relay sessions to them.
+//!
+//! A session lives on the worker its control connected to. That worker
+//! parks the control in a pending slot, asks the agent's owner to push
+//! `OPEN <sid>` down the agent's channel, and waits (pairing deadline) for
+//! the agent's data connection. Whichever worker accepts that connection
+//! hands it here, since the sid names this worker; then both sides get
+//! `101` and the relay runs with both sockets on this one thread.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use compio::net::TcpStream;
+use futures_channel::oneshot;
+
+use super::frontdoor::{identity, reject, send, verify, wants_upgrade};
+use super::owner_of;
+use super::shard::{Handoff, OpenResult, Shard, ShardMsg};
+use crate::auth::{KeyId, new_nonce};
+use crate::eventlog::sanitize;
+use crate::http::{self, RequestHead};
+use crate::proto::{self, AgentSummary, SessionId};
+use crate::relay::{Counters, relay};
+
+/// A control waiting for its agent's data connection.
+pub(crate) struct Pending {
+    /// Must match the sid's token: ids cannot be guessed.
+    token: [u8; 16],
+    /// The control's key: only an agent with the same key may join.
+    kid: KeyId,
+    /// The agent asked for: only that agent may join.
+    agent: String,
+    /// Delivers the data connection; dropped to fail the session.
+    tx: Option<oneshot::Sender<Joined>>,
+}
+
+/// The agent's data connection, delivered to the waiting control.
+pub(crate) struct Joined {
+    stream: TcpStream,
+    early: Vec<u8>,
+}
+
+/// An agent's data connection on its way to the control's worker.
+pub(crate) struct JoinRequest {
+    handoff: Handoff,
+    sid: SessionId,
+    kid: KeyId,
+    agent: String,
+}
+
+/// A relaying session, for the console.
+#[expect(
+    dead_code,
+    reason = "read by the admin console, which comes with the event log issue"
+)]
+pub(crate) struct SessionInfo {
+    /// The control's name.
+    pub control: String,
+    /// The agent's name.
+    pub agent: String,
+    /// The key both proved.
+    pub kid: KeyId,
+    /// When the relay started.
+    pub started: SystemTime,
+    /// Bytes each way so far (control→agent is `a_to_b`).
+    pub counters: Rc<Counters>,
+}
+
+/// `GET /v1/clients`: the agents that share the control's key, as JSON.
+pub(crate) async fn browse(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, head: RequestHead) {
+    let Some((identity_raw, _control)) = identity(&head) else {
+        reject(&stream, 400, "missing or invalid control name").await;
+        return;
+    };
+    let kid = match verify(&shard, &head, &identity_raw) {
+        Ok(kid) => kid,
+        Err(why) => {
+            shard.event(format!(
+                "Security check failed for Control browse. Terminating connection from {}",
+                peer.ip()
+            ));
+            log::debug!("browse proof refused: {}", why.label());
+            reject(&stream, 401, "gateway key proof refused").await;
+            return;
+        }
+    };
+    let mut agents: Vec<AgentSummary> = Vec::new();
+    for w in 0..shard.workers() {
+        if w == shard.index {
+            agents.extend(shard.directory.borrow().list(kid));
+            continue;
+        }
+        let (reply, rx) = oneshot::channel();
+        if shard.send_to(w, ShardMsg::List { kid, reply }).await.is_ok()
+            && let Ok(list) = rx.await
+        {
+            agents.extend(list);
+        }
+    }
+    agents.sort_by(|a, b| a.name.cmp(&b.name));
+    let body = match serde_json::to_vec(&agents) {
+        Ok(b) => b,
+        Err(_) => {
+            reject(&stream, 500, "cannot encode the client list").await;
+            return;
+        }
+    };
+    let _ = send(&stream, http::response(200, &[], "application/json", &body)).await;
+}
+
+/// `GET /v1/connect/<name>`: a relay session to agent `name`.
+pub(crate) async fn connect(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    early: Vec<u8>,
+    name_raw: String,
+) {
+    if !wants_upgrade(&head, proto::UPGRADE_RELAY) {
+        reject(&stream, 426, "connect must upgrade to ringway-relay/1").await;
+        return;
+    }
+    let Some(agent) = http::pct_decode(&name_raw).filter(|n| proto::valid_name(n)) else {
+        reject(&stream, 400, "invalid client name").await;
+        return;
+    };
+    let Some((identity_raw, control)) = identity(&head) else {
+        reject(&stream, 400, "missing or invalid control name").await;
+        return;
+    };
+    let (agent_shown, control_shown) = (sanitize(&agent), sanitize(&control));
+    let kid = match verify(&shard, &head, &identity_raw) {
+        Ok(kid) => kid,
+        Err(why) => {
+            shard.event(format!(
+                "Security check failed for Control {control_shown}. Rejecting connection request to Client {agent_shown} from {}",
+                peer.ip()
+            ));
+            log::debug!("connect proof refused: {}", why.label());
+            reject(&stream, 401, "gateway key proof refused").await;
+            return;
+        }
+    };
+
+    let config = shard.config();
+    let (tx, rx) = oneshot::channel();
+    let token = new_nonce();
+    if shard.pending.borrow().len() >= config.limits.max_pending_sessions {
+        reject(&stream, 503, "too many sessions waiting for their clients").await;
+        return;
+    }
+    let slot = shard.pending.borrow_mut().insert(Pending {
+        token,
+        kid,
+        agent: agent.clone(),
+        tx: Some(tx),
+    });
+    let sid = SessionId {
+        worker: shard.index as u16,
+        slot: slot as u32,
+        token,
+    };
+
+    let owner = owner_of(kid, &agent, shard.workers());
+    let opened = if owner == shard.index {
+        shard.open_local(kid, &agent, sid)
+    } else {
+        let (reply, answer) = oneshot::channel();
+        let msg = ShardMsg::Open {
+            kid,
+            name: agent.clone(),
+            sid,
+            reply,
+        };
+        match shard.send_to(owner, msg).await {
+            Ok(()) => answer.await.unwrap_or(OpenResult::NotFound),
+            Err(()) => OpenResult::NotFound,
+        }
+    };
+    let outcome = match opened {
+        OpenResult::Sent => compio::time::timeout(config.limits.pairing_timeout, rx).await,
+        OpenResult::NotFound => {
+            shard.pending.borrow_mut().remove(slot);
+            // Same answer whether the name is unknown or belongs to another
+            // key: a control learns nothing about other keys' agents.
+            reject(&stream, 404, &format!("no client named {agent_shown} is connected")).await;
+            return;
+        }
+        OpenResult::Busy => {
+            shard.pending.borrow_mut().remove(slot);
+            reject(
+                &stream,
+                503,
+                &format!("client {agent_shown} is not reading its channel"),
+            )
+            .await;
+            return;
+        }
+    };
+    take_pending(&shard, sid);
+    let joined = match outcome {
+        Ok(Ok(joined)) => joined,
+        Ok(Err(_)) => {
+            let reason = format!("client {agent_shown} could not reach its local service");
+            reject(&stream, 502, &reason).await;
+            return;
+        }
+        Err(_) => {
+            let reason = format!(
+                "client {agent_shown} did not join the session within {} s",
+                config.limits.pairing_timeout.as_secs()
+            );
+            reject(&stream, 504, &reason).await;
+            return;
+        }
+    };
+
+    let agent_stream = joined.stream;
+    let upgrade = http::switching_protocols(proto::UPGRADE_RELAY, &[]);
+    if send(&stream, upgrade.clone()).await.is_err() || send(&agent_stream, upgrade).await.is_err() {
+        return;
+    }
+    let counters = Rc::new(Counters::default());
+    let key = shard.sessions.borrow_mut().insert(SessionInfo {
+        control: control.clone(),
+        agent: agent.clone(),
+        kid,
+        started: SystemTime::now(),
+        counters: counters.clone(),
+    });
+    shard.event(format!("Control {control_shown} connected to Client {agent_shown}"));
+    let res = relay(
+        &stream,
+        early,
+        &agent_stream,
+        joined.early,
+        config.limits.relay_buffer,
+        &counters,
+    )
+    .await;
+    if let Err(e) = res {
+        log::debug!("session {control_shown} -> {agent_shown} ended: {e}");
+    }
+    shard.sessions.borrow_mut().remove(key);
+    shard.event(format!(
+        "Control {control_shown} disconnected from Client {agent_shown}"
+    ));
+}
+
+/// Removes the pending slot of `sid` if it is still that session's.
+fn take_pending(shard: &Shard, sid: SessionId) -> Option<Pending> {
+    let mut pending = shard.pending.borrow_mut();
+    let slot = sid.slot as usize;
+    if pending.get(slot).is_some_and(|p| p.token == sid.token) {
+        Some(pending.remove(slot))
+    } else {
+        None
+    }
+}
+
+/// `GET /v1/session/<sid>`: an agent's data connection for a session.
+pub(crate) async fn join(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    early: Vec<u8>,
+    sid_raw: String,
+) {
+    if !wants_upgrade(&head, proto::UPGRADE_RELAY) {
+        reject(&stream, 426, "join must upgrade to ringway-relay/1").await;
+        return;
+    }
+    let Some(sid) = SessionId::parse(&sid_raw).filter(|s| (s.worker as usize) < shard.workers()) else {
+        reject(&stream, 404, "no such session").await;
+        return;
+    };
+    let Some((identity_raw, agent)) = identity(&head) else {
+        reject(&stream, 400, "missing or invalid agent name").await;
+        return;
+    };
+    let kid = match verify(&shard, &head, &identity_raw) {
+        Ok(kid) => kid,
+        Err(why) => {
+            shard.event(format!(
+                "Security check failed for Client {} (-). Terminating connection from {}",
+                sanitize(&agent),
+                peer.ip()
+            ));
+            log::debug!("join proof refused: {}", why.label());
+            reject(&stream, 401, "gateway key proof refused").await;
+            return;
+        }
+    };
+    let to = sid.worker as usize;
+    if to == shard.index {
+        deliver(&shard, sid, kid, &agent, stream, early).await;
+        return;
+    }
+    let handoff = match Handoff::new(stream, peer, early) {
+        Ok(h) => h,
+        Err(e) => {
+            log::warn!("cannot hand over data socket: {e}");
+            return;
+        }
+    };
+    let req = JoinRequest {
+        handoff,
+        sid,
+        kid,
+        agent,
+    };
+    if shard.send_to(to, ShardMsg::Join(Box::new(req))).await.is_err() {
+        log::warn!("worker {to} is gone; data connection dropped");
+    }
+}
+
+/// Serves a data connection handed over by another worker.
+pub(crate) async fn join_handed(shard: Rc<Shard>, req: Box<JoinRequest>) {
+    let JoinRequest {
+        handoff,
+        sid,
+        kid,
+        agent,
+    } = *req;
+    match handoff.into_stream() {
+        Ok((stream, _, early)) => deliver(&shard, sid, kid, &agent, stream, early).await,
+        Err(e) => log::warn!("cannot adopt data socket: {e}"),
+    }
+}
+
+/// Gives a data connection to the control waiting for it, if the session
+/// exists and belongs to this agent and key.
+async fn deliver(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str, stream: TcpStream, early: Vec<u8>) {
+    let tx = {
+        let mut pending = shard.pending.borrow_mut();
+        pending
+            .get_mut(sid.slot as usize)
+            .filter(|p| p.token == sid.token && p.kid == kid && p.agent == agent)
+            .and_then(|p| p.tx.take())
+    };
+    let Some(tx) = tx else {
+        reject(&stream, 404, "no such session").await;
+        return;
+    };
+    if let Err(joined) = tx.send(Joined { stream, early }) {
+        reject(&joined.stream, 410, "the control stopped waiting").await;
+    }
+}
+
+/// The agent said it cannot serve `sid`: fail the waiting control (502).
+pub(crate) fn fail_pending(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str) {
+    let mut pending = shard.pending.borrow_mut();
+    if let Some(p) = pending
+        .get_mut(sid.slot as usize)
+        .filter(|p| p.token == sid.token && p.kid == kid && p.agent == agent)
+    {
+        p.tx = None;
+    }
+}

@@ -1,0 +1,162 @@
+//! The front door of every connection: read the request head within its
+//! deadline and size limits, then route it. Bad heads get 400/408/431 and
+//! a close.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use compio::BufResult;
+use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use compio::net::TcpStream;
+
+use super::shard::Shard;
+use crate::auth::{AuthError, KeyId, unix_now};
+use crate::http::{self, HeadError, MAX_HEAD_BYTES, RequestHead};
+use crate::proto;
+
+/// First read buffer for a request head; it grows up to MAX_HEAD_BYTES.
+/// Our own heads fit in 1 KiB, so most connections never grow it.
+const HEAD_BUF_START: usize = 1024;
+
+/// After an error response, how long we keep reading (and discarding) what
+/// the peer still sends before closing. Closing with unread data makes the
+/// kernel send a reset, which can destroy the response before the peer
+/// reads it.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Serves one accepted connection.
+pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    let deadline = Instant::now() + shard.config().limits.head_timeout;
+    let (head, early) = match read_head(&stream, deadline).await {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return,
+        Err(HeadFailure::Timeout) => {
+            reject(&stream, 408, "request head not received in time").await;
+            return;
+        }
+        Err(HeadFailure::Bad(e)) => {
+            reject(&stream, e.status(), e.reason()).await;
+            return;
+        }
+    };
+    route(shard, stream, peer, head, early).await;
+}
+
+enum HeadFailure {
+    Timeout,
+    Bad(HeadError),
+}
+
+/// Reads until a complete head; `Ok(None)` if the peer closed or failed
+/// before sending one (nothing to answer).
+async fn read_head(stream: &TcpStream, deadline: Instant) -> Result<Option<(RequestHead, Vec<u8>)>, HeadFailure> {
+    let mut reader = stream;
+    let mut buf = Vec::with_capacity(HEAD_BUF_START);
+    loop {
+        match http::parse_request(&buf) {
+            Ok((head, len)) => return Ok(Some((head, buf.split_off(len)))),
+            Err(HeadError::Incomplete) => {}
+            Err(e) => return Err(HeadFailure::Bad(e)),
+        }
+        if buf.len() == buf.capacity() {
+            let grow = buf.capacity().min(MAX_HEAD_BYTES - buf.len());
+            buf.reserve_exact(grow);
+        }
+        match compio::time::timeout_at(deadline, reader.read(buf)).await {
+            Err(_) => return Err(HeadFailure::Timeout),
+            Ok(BufResult(Ok(0), _)) | Ok(BufResult(Err(_), _)) => return Ok(None),
+            Ok(BufResult(Ok(_), b)) => buf = b,
+        }
+    }
+}
+
+async fn route(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, head: RequestHead, early: Vec<u8>) {
+    let path = head.path().to_string();
+    let known = path == proto::PATH_REGISTER
+        || path == proto::PATH_CLIENTS
+        || path.starts_with(proto::PATH_CONNECT_PREFIX)
+        || path.starts_with(proto::PATH_SESSION_PREFIX);
+    if !known {
+        reject(&stream, 404, "no such endpoint").await;
+        return;
+    }
+    if head.method != "GET" {
+        reject(&stream, 405, "only GET is served here").await;
+        return;
+    }
+    if path == proto::PATH_REGISTER {
+        super::agent::register(shard, stream, peer, head, early).await;
+    } else if path == proto::PATH_CLIENTS {
+        super::control::browse(shard, stream, peer, head).await;
+    } else if let Some(name) = path.strip_prefix(proto::PATH_CONNECT_PREFIX) {
+        let name = name.to_string();
+        super::control::connect(shard, stream, peer, head, early, name).await;
+    } else if let Some(sid) = path.strip_prefix(proto::PATH_SESSION_PREFIX) {
+        let sid = sid.to_string();
+        super::control::join(shard, stream, peer, head, early, sid).await;
+    }
+}
+
+/// The identity a request claims: the raw (percent-encoded) header value,
+/// which is what the proof signs, and the decoded, checked name.
+pub(crate) fn identity(head: &RequestHead) -> Option<(String, String)> {
+    let raw = head.header(proto::H_IDENTITY)?;
+    let name = http::pct_decode(raw).filter(|n| proto::valid_name(n))?;
+    Some((raw.to_string(), name))
+}
+
+/// Checks the request's key proof for `identity_raw`.
+pub(crate) fn verify(shard: &Shard, head: &RequestHead, identity_raw: &str) -> Result<KeyId, AuthError> {
+    let keys = shard.keys.borrow().clone();
+    keys.verify(
+        &head.method,
+        &head.target,
+        identity_raw,
+        head.header("authorization"),
+        unix_now(),
+        &shard.shared.nonces,
+    )
+}
+
+/// Whether the request asks to upgrade to `protocol`.
+pub(crate) fn wants_upgrade(head: &RequestHead, protocol: &str) -> bool {
+    head.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case(protocol))
+}
+
+/// Writes `bytes` in full.
+pub(crate) async fn send(stream: &TcpStream, bytes: Vec<u8>) -> io::Result<()> {
+    let mut w = stream;
+    let BufResult(res, _) = w.write_all(bytes).await;
+    res
+}
+
+/// Answers with an error status and a one-line reason, then closes
+/// gracefully (see [`LINGER`]).
+pub(crate) async fn reject(stream: &TcpStream, status: u16, reason: &str) {
+    if send(stream, http::error_response(status, reason)).await.is_err() {
+        return;
+    }
+    let mut s = stream;
+    if s.shutdown().await.is_err() {
+        return;
+    }
+    let _ = compio::time::timeout(LINGER, async {
+        let mut drained = 0;
+        let mut buf = Vec::with_capacity(4096);
+        while drained < LINGER_BYTES {
+            let BufResult(res, b) = s.read(buf).await;
+            buf = b;
+            match res {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+            buf.clear();
+        }
+    })
+    .await;
+}

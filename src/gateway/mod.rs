@@ -1,0 +1,244 @@
+//! The gateway: listeners, workers, and what they share.
+//!
+//! `start` binds every listen address on the calling thread (so a bad
+//! address is refused before anything runs), then starts one worker per
+//! core. Each worker is a pinned thread with its own io_uring runtime and
+//! its own SO_REUSEPORT listener on every address; the kernel spreads new
+//! connections across them. See docs/ARCHITECTURE.md for the hand-offs.
+
+mod agent;
+mod control;
+mod directory;
+mod frontdoor;
+mod shard;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::thread::JoinHandle;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::auth::NonceCache;
+use crate::config::Config;
+use crate::eventlog::EventLog;
+use shard::ShardMsg;
+
+/// Pending connections the kernel queues per listener before we accept.
+/// 1024 absorbs a reconnect storm of agents after a gateway restart.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Messages queued to one worker from the others. Each is a connection
+/// hand-off or a short request; 1024 covers a burst of registrations while
+/// bounding what a stalled worker can make the others hold.
+const INBOX_CAPACITY: usize = 1024;
+
+/// Why the gateway did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// A listen address could not be bound.
+    Bind {
+        /// The address from the config.
+        addr: SocketAddr,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// A worker's io_uring runtime could not be built.
+    Runtime(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+            StartError::Runtime(e) => write!(f, "cannot start an io_uring event loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// What every worker shares. Nothing here is touched on the relay path.
+pub(crate) struct Shared {
+    /// Each worker's inbox, by worker index.
+    inboxes: Vec<async_channel::Sender<ShardMsg>>,
+    /// Agents connected across all workers, for the licence limit.
+    agents_connected: AtomicUsize,
+    /// Proof nonces seen, for replay protection.
+    nonces: NonceCache,
+    /// The administrator's event log.
+    events: EventLog,
+}
+
+impl Shared {
+    fn workers(&self) -> usize {
+        self.inboxes.len()
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    addrs: Vec<SocketAddr>,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds the configured addresses and starts the workers.
+    pub fn start(config: Config, events: EventLog) -> Result<Gateway, StartError> {
+        let workers = if config.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.workers
+        };
+        let (listeners, addrs) = bind_all(&config.listen, workers)?;
+
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..workers).map(|_| async_channel::bounded(INBOX_CAPACITY)).unzip();
+        let shared = Arc::new(Shared {
+            inboxes: senders,
+            agents_connected: AtomicUsize::new(0),
+            nonces: NonceCache::default(),
+            events,
+        });
+
+        let cpus = allowed_cpus();
+        let config = Arc::new(config);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::with_capacity(workers);
+        let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        for group in listeners {
+            for (w, l) in group.into_iter().enumerate() {
+                per_worker[w].push(l);
+            }
+        }
+        for (index, (listeners, inbox)) in per_worker.into_iter().zip(receivers).enumerate() {
+            let shared = shared.clone();
+            let config = config.clone();
+            let ready = ready_tx.clone();
+            let cpu = cpus.get(index % cpus.len().max(1)).copied();
+            let thread = std::thread::Builder::new()
+                .name(format!("ringway-w{index}"))
+                .spawn(move || {
+                    let mut builder = compio::runtime::RuntimeBuilder::new();
+                    if let Some(cpu) = cpu {
+                        builder.thread_affinity(HashSet::from([cpu]));
+                    }
+                    let runtime = match builder.build() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    drop(ready);
+                    runtime.block_on(shard::run(index, listeners, inbox, shared, config));
+                })
+                .map_err(StartError::Runtime)?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(StartError::Runtime(e)),
+                Err(_) => return Err(StartError::Runtime(io::Error::other("a worker thread died at start"))),
+            }
+        }
+        for addr in &addrs {
+            shared.events.event(format!("Listening on port {addr}"));
+        }
+        Ok(Gateway { addrs, shared, threads })
+    }
+
+    /// The addresses actually bound (port 0 resolved), in config order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Tells every agent goodbye, stops the workers and waits for them.
+    pub fn shutdown(self) {
+        for inbox in &self.shared.inboxes {
+            let _ = inbox.send_blocking(ShardMsg::Shutdown);
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds `workers` SO_REUSEPORT listeners on each address. Port 0 is
+/// resolved by the first bind and the rest join that port. A probe bind
+/// without SO_REUSEPORT first makes sure no other process is already
+/// serving the port (a reuseport group would otherwise silently share it).
+fn bind_all(
+    addrs: &[SocketAddr],
+    workers: usize,
+) -> Result<(Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>), StartError> {
+    let mut groups = Vec::with_capacity(addrs.len());
+    let mut bound = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let fail = |error: io::Error| StartError::Bind { addr, error };
+        if addr.port() != 0 {
+            let probe = new_socket(addr, false).map_err(fail)?;
+            probe.bind(&addr.into()).map_err(fail)?;
+        }
+        let mut group = Vec::with_capacity(workers);
+        let mut actual = addr;
+        for _ in 0..workers {
+            let s = new_socket(actual, true).map_err(fail)?;
+            s.bind(&actual.into()).map_err(fail)?;
+            s.listen(LISTEN_BACKLOG).map_err(fail)?;
+            if actual.port() == 0 {
+                actual = s
+                    .local_addr()
+                    .map_err(fail)?
+                    .as_socket()
+                    .ok_or_else(|| fail(io::Error::other("bound address is not IP")))?;
+            }
+            group.push(s.into());
+        }
+        groups.push(group);
+        bound.push(actual);
+    }
+    Ok((groups, bound))
+}
+
+fn new_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    Ok(s)
+}
+
+/// CPUs this process may run on, in order (respects taskset and cpusets).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is a plain bitset; sched_getaffinity fills it for
+    // this thread (pid 0) and CPU_ISSET only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// The worker that owns an agent: FNV-1a over key id and name, modulo the
+/// worker count. Every worker computes the same answer with no lookup.
+pub(crate) fn owner_of(kid: crate::auth::KeyId, name: &str, workers: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in kid.0.iter().chain(name.as_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % workers as u64) as usize
+}

@@ -1,0 +1,26 @@
+//! ringway: a connectivity gateway. Agents behind NAT dial out and stay
+//! present; operators ("controls") browse them and open relay sessions
+//! through the gateway, which carries every byte.
+//!
+//! # Layout
+//! - Bytes and meaning, no I/O: [`http`] (request/response heads),
+//!   [`auth`] (gateway keys and their proofs), [`proto`] (paths, headers,
+//!   agent channel frames, session ids), [`config`] (TOML into checked
+//!   types), [`timefmt`].
+//! - [`relay`]: two sockets, one buffer per direction, half-close carried.
+//! - [`gateway`] (Linux, io_uring): workers, listeners, directory, sessions.
+//! - [`client`]: what agents, controls and the load generator speak.
+//! - [`eventlog`]: the administrator's GWnnn.log.
+//! - [`cli`]: the `ringway` command.
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod eventlog;
+#[cfg(target_os = "linux")]
+pub mod gateway;
+pub mod http;
+pub mod proto;
+pub mod relay;
+pub mod timefmt;

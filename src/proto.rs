@@ -1,0 +1,257 @@
+//! The wire vocabulary shared by gateway and clients: paths, header names,
+//! the agent channel's frames and session ids. Bytes in, meaning out.
+//!
+//! After `101 Switching Protocols` an agent's registration connection
+//! carries short text lines, one frame per line (see docs/PROTOCOL.md).
+//! Text keeps the channel debuggable with `socat`; the line limit keeps the
+//! gateway's per-agent read buffer small.
+
+use std::fmt;
+
+/// Agent registration (upgrade to the agent channel).
+pub const PATH_REGISTER: &str = "/v1/agent/register";
+/// Agent joining a session with a data connection: `/v1/session/<sid>`.
+pub const PATH_SESSION_PREFIX: &str = "/v1/session/";
+/// Control browsing the agents its key can see.
+pub const PATH_CLIENTS: &str = "/v1/clients";
+/// Control opening a relay session: `/v1/connect/<pct-encoded name>`.
+pub const PATH_CONNECT_PREFIX: &str = "/v1/connect/";
+
+/// `Upgrade:` token of the agent channel.
+pub const UPGRADE_AGENT: &str = "ringway-agent/1";
+/// `Upgrade:` token of a relay connection (control or agent data).
+pub const UPGRADE_RELAY: &str = "ringway-relay/1";
+
+/// Who is asking: the agent's or control's name, percent-encoded.
+pub const H_IDENTITY: &str = "ringway-identity";
+/// Agent details sent at registration, percent-encoded.
+pub const H_AGENT_MAC: &str = "ringway-agent-mac";
+/// The agent's own (local) IP address, as it sees it.
+pub const H_AGENT_IP: &str = "ringway-agent-ip";
+/// The agent's operating system, free text.
+pub const H_AGENT_OS: &str = "ringway-agent-os";
+/// Sent in the registration response: the poll interval in seconds.
+pub const H_CMPI: &str = "ringway-cmpi";
+
+/// Longest agent or control name. Names show in the console and log; 64 is
+/// twice a NetBIOS name and more than a DNS label.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Longest frame line on the agent channel, newline included. Every frame
+/// we define is under 100 bytes; the rest is room for later fields.
+pub const MAX_FRAME_LINE: usize = 512;
+
+/// One agent as a control sees it (`GET /v1/clients` returns an array).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentSummary {
+    /// The agent's name, unique per key.
+    pub name: String,
+    /// Where its channel comes from, as the gateway sees it (ip:port).
+    pub external_addr: String,
+    /// When it registered, RFC 3339 UTC.
+    pub connected_since: String,
+    /// When it last polled, RFC 3339 UTC.
+    pub last_poll: String,
+    /// MAC address the agent reported.
+    pub mac: String,
+    /// The agent's own IP address, as it reported it.
+    pub local_ip: String,
+    /// Operating system the agent reported.
+    pub os: String,
+}
+
+/// Checks a peer-chosen name: 1 to [`MAX_NAME_CHARS`] characters, no
+/// control characters (they would corrupt logs and the console).
+pub fn valid_name(name: &str) -> bool {
+    let n = name.chars().count();
+    (1..=MAX_NAME_CHARS).contains(&n) && !name.chars().any(char::is_control)
+}
+
+/// A frame the gateway sends down an agent channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToAgent {
+    /// Answer to `PING <seq>`.
+    Pong(u64),
+    /// Dial a data connection for this session.
+    Open(SessionId),
+    /// The poll interval changed (reload).
+    Cmpi(u64),
+    /// The gateway is closing this channel; the reason is one word.
+    Bye(String),
+}
+
+/// A frame an agent sends up its channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromAgent {
+    /// Heartbeat; the gateway answers `PONG <seq>`.
+    Ping(u64),
+    /// The agent cannot serve this session (its local service refused).
+    Fail(SessionId),
+    /// A frame this version does not know; ignored, for forward compatibility.
+    Unknown,
+}
+
+/// Why a channel line could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// No newline yet: read more.
+    Incomplete,
+    /// Longer than [`MAX_FRAME_LINE`] or not UTF-8: close the channel.
+    Invalid,
+}
+
+impl fmt::Display for ToAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ToAgent::Pong(seq) => writeln!(f, "PONG {seq}"),
+            ToAgent::Open(sid) => writeln!(f, "OPEN {sid}"),
+            ToAgent::Cmpi(secs) => writeln!(f, "CMPI {secs}"),
+            ToAgent::Bye(reason) => writeln!(f, "BYE {reason}"),
+        }
+    }
+}
+
+impl fmt::Display for FromAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FromAgent::Ping(seq) => writeln!(f, "PING {seq}"),
+            FromAgent::Fail(sid) => writeln!(f, "FAIL {sid}"),
+            FromAgent::Unknown => writeln!(f, "NOP"),
+        }
+    }
+}
+
+/// Splits the first line off `buf`: the line (without `\n` or `\r\n`) and
+/// the bytes it took.
+fn take_line(buf: &[u8]) -> Result<(&str, usize), FrameError> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(i) if i < MAX_FRAME_LINE => {
+            let line = std::str::from_utf8(&buf[..i]).map_err(|_| FrameError::Invalid)?;
+            Ok((line.trim_end_matches('\r'), i + 1))
+        }
+        Some(_) => Err(FrameError::Invalid),
+        None if buf.len() >= MAX_FRAME_LINE => Err(FrameError::Invalid),
+        None => Err(FrameError::Incomplete),
+    }
+}
+
+/// Parses one agent frame from the start of `buf`.
+pub fn parse_from_agent(buf: &[u8]) -> Result<(FromAgent, usize), FrameError> {
+    let (line, used) = take_line(buf)?;
+    let mut words = line.split(' ');
+    let frame = match (words.next(), words.next()) {
+        (Some("PING"), Some(seq)) => seq.parse().map(FromAgent::Ping).unwrap_or(FromAgent::Unknown),
+        (Some("FAIL"), Some(sid)) => SessionId::parse(sid).map(FromAgent::Fail).unwrap_or(FromAgent::Unknown),
+        _ => FromAgent::Unknown,
+    };
+    Ok((frame, used))
+}
+
+/// Parses one gateway frame from the start of `buf`; `None` for a frame
+/// this version does not know (skip it).
+pub fn parse_to_agent(buf: &[u8]) -> Result<(Option<ToAgent>, usize), FrameError> {
+    let (line, used) = take_line(buf)?;
+    let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
+    let frame = match verb {
+        "PONG" => arg.parse().ok().map(ToAgent::Pong),
+        "OPEN" => SessionId::parse(arg).map(ToAgent::Open),
+        "CMPI" => arg.parse().ok().map(ToAgent::Cmpi),
+        "BYE" => Some(ToAgent::Bye(arg.to_string())),
+        _ => None,
+    };
+    Ok((frame, used))
+}
+
+/// Names a pending relay session: the worker that holds the control's side,
+/// the slot there, and a random token so that ids cannot be guessed.
+/// Written `<worker>.<slot>.<32 hex digits>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionId {
+    /// Worker index holding the control's connection.
+    pub worker: u16,
+    /// Slot in that worker's pending-session slab.
+    pub slot: u32,
+    /// 128 random bits.
+    pub token: [u8; 16],
+}
+
+impl SessionId {
+    /// Parses the `<worker>.<slot>.<hex>` form.
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split('.');
+        let worker = parts.next()?.parse().ok()?;
+        let slot = parts.next()?.parse().ok()?;
+        let token = crate::auth::hex_decode(parts.next()?)?.try_into().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self { worker, slot, token })
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.worker, self.slot, crate::auth::hex(&self.token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let sid = SessionId {
+            worker: 1,
+            slot: 42,
+            token: [0xab; 16],
+        };
+        for frame in [
+            ToAgent::Pong(7),
+            ToAgent::Open(sid),
+            ToAgent::Cmpi(60),
+            ToAgent::Bye("replaced".into()),
+        ] {
+            let bytes = frame.to_string();
+            assert_eq!(parse_to_agent(bytes.as_bytes()), Ok((Some(frame), bytes.len())));
+        }
+        for frame in [FromAgent::Ping(3), FromAgent::Fail(sid)] {
+            let bytes = frame.to_string();
+            assert_eq!(parse_from_agent(bytes.as_bytes()), Ok((frame, bytes.len())));
+        }
+    }
+
+    #[test]
+    fn partial_long_and_unknown_lines() {
+        assert_eq!(parse_from_agent(b"PING 1"), Err(FrameError::Incomplete));
+        assert_eq!(parse_from_agent(&[b'a'; MAX_FRAME_LINE]), Err(FrameError::Invalid));
+        assert_eq!(
+            parse_from_agent(b"HELLO there\r\nPING 2\n"),
+            Ok((FromAgent::Unknown, 13))
+        );
+        assert_eq!(parse_to_agent(b"NOTIFY 3\n"), Ok((None, 9)));
+        assert_eq!(parse_from_agent(b"\xff\n"), Err(FrameError::Invalid));
+    }
+
+    #[test]
+    fn session_ids_parse_strictly() {
+        let sid = SessionId {
+            worker: 3,
+            slot: 9,
+            token: [1; 16],
+        };
+        assert_eq!(SessionId::parse(&sid.to_string()), Some(sid));
+        assert_eq!(SessionId::parse("3.9"), None);
+        assert_eq!(SessionId::parse("3.9.0101"), None);
+        assert_eq!(SessionId::parse(&format!("{sid}.1")), None);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(valid_name("pc1"));
+        assert!(valid_name("Reception desk"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a\r\nb"));
+        assert!(!valid_name(&"x".repeat(MAX_NAME_CHARS + 1)));
+    }
+}
