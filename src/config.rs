@@ -84,6 +84,33 @@ pub struct Config {
     pub limits: Limits,
     /// The event log, if configured.
     pub log: Option<EventLogConfig>,
+    /// The admin listener, if configured.
+    pub admin: Option<AdminConfig>,
+}
+
+/// Default admin address: loopback, so the console is not on the internet
+/// unless asked for (and then a token is required).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+
+/// Shortest admin token accepted: 16 characters, so it is not guessed.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// The admin listener's settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the console, API and metrics are served.
+    pub listen: SocketAddr,
+    /// The bearer token every admin request must carry, if any.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "hidden"))
+            .finish()
+    }
 }
 
 impl Config {
@@ -123,6 +150,14 @@ struct RawConfig {
     gateway: Spanned<RawGateway>,
     limits: Option<RawLimits>,
     log: Option<RawLog>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +334,56 @@ pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<Config, Conf
         }
     };
 
+    let admin = match raw.admin {
+        None => None,
+        Some(a) => {
+            let listen = match &a.listen {
+                None => DEFAULT_ADMIN_LISTEN
+                    .parse()
+                    .map_err(|_| err(0..0, "bad default admin address".into()))?,
+                Some(l) => l
+                    .get_ref()
+                    .parse::<SocketAddr>()
+                    .map_err(|_| err(l.span(), format!("admin listen {:?} is not ip:port", l.get_ref())))?,
+            };
+            let token = match &a.token_file {
+                None => None,
+                Some(f) => {
+                    let mut path = PathBuf::from(f.get_ref());
+                    if path.is_relative()
+                        && let Some(base) = base
+                    {
+                        path = base.join(path);
+                    }
+                    let token = std::fs::read_to_string(&path)
+                        .map_err(|e| {
+                            err(
+                                f.span(),
+                                format!("cannot read admin token file {}: {e}", path.display()),
+                            )
+                        })?
+                        .trim()
+                        .to_string();
+                    if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
+                        return Err(err(
+                            f.span(),
+                            format!("the admin token must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+                        ));
+                    }
+                    Some(token)
+                }
+            };
+            if !listen.ip().is_loopback() && token.is_none() {
+                let span = a.listen.as_ref().map_or(0..0, |l| l.span());
+                return Err(err(
+                    span,
+                    format!("admin listen {listen} is not loopback: set token_file so the console is not open to all"),
+                ));
+            }
+            Some(AdminConfig { listen, token })
+        }
+    };
+
     Ok(Config {
         listen,
         workers,
@@ -307,6 +392,7 @@ pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<Config, Conf
         keys,
         limits,
         log,
+        admin,
     })
 }
 
@@ -363,6 +449,7 @@ mod tests {
         assert_eq!(c.keys.len(), 1);
         assert_eq!(c.limits, Limits::default());
         assert!(c.log.is_none());
+        assert!(c.admin.is_none());
     }
 
     #[test]
@@ -399,6 +486,16 @@ mod tests {
         assert_eq!(
             parse_err("[gateway]\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\nkeys = [\"Testing1\"]\n"),
             "test.toml:2: listen address 127.0.0.1:1 is given twice"
+        );
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token() {
+        let c = parse_ok(&format!("{MINIMAL}[admin]\n"));
+        assert_eq!(c.admin.map(|a| a.listen), Some(DEFAULT_ADMIN_LISTEN.parse().unwrap()));
+        assert_eq!(
+            parse_err(&format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:9090\"\n")),
+            "test.toml:5: admin listen 0.0.0.0:9090 is not loopback: set token_file so the console is not open to all"
         );
     }
 

@@ -11,8 +11,11 @@
 //! - [`gateway`] (Linux, io_uring): workers, listeners, directory, sessions.
 //! - [`client`]: what agents, controls and the load generator speak.
 //! - [`eventlog`]: the administrator's GWnnn.log.
+//! - [`admin`]: console, JSON API, Prometheus metrics, reload.
 //! - [`cli`]: the `ringway` command.
 
+#[cfg(target_os = "linux")]
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod client;

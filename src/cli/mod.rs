@@ -1,6 +1,8 @@
 //! The `ringway` command: parse arguments, then hand over to one file per
 //! subcommand. Errors are one line on stderr and a non-zero exit.
 
+#[cfg(target_os = "linux")]
+mod admin;
 mod agent;
 mod control;
 #[cfg(target_os = "linux")]
@@ -34,6 +36,12 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Show the gateway's clients and active sessions (admin listener).
+    #[cfg(target_os = "linux")]
+    Status(admin::AdminArgs),
+    /// Make the gateway re-read its config file (admin listener).
+    #[cfg(target_os = "linux")]
+    Reload(admin::AdminArgs),
     /// Publish a local TCP service through a gateway.
     Agent(agent::AgentArgs),
     /// Browse agents and open sessions to them.
@@ -91,6 +99,10 @@ pub fn main() -> ExitCode {
                 )
             })
             .map_err(|e| e.to_string()),
+        #[cfg(target_os = "linux")]
+        Command::Status(args) => admin::status(args),
+        #[cfg(target_os = "linux")]
+        Command::Reload(args) => admin::reload(args),
         Command::Agent(args) => agent::run(args),
         Command::Control(cmd) => control::run(cmd),
     };

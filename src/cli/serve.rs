@@ -1,12 +1,63 @@
-//! `ringway serve`: run the gateway until SIGINT or SIGTERM.
+//! `ringway serve`: run the gateway until SIGINT or SIGTERM; SIGHUP (or
+//! `ringway reload`) re-reads the config file and applies it live.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use crate::admin::{self, AdminOps};
 use crate::config;
 use crate::eventlog::EventLog;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, WorkerSnapshot};
 
-/// Loads the config, starts the gateway and waits for a signal.
+/// The running gateway and what a reload needs.
+struct Controller {
+    path: PathBuf,
+    gateway: Gateway,
+    events: EventLog,
+    /// One reload at a time (SIGHUP and the admin listener may race).
+    reloading: Mutex<()>,
+}
+
+impl AdminOps for Controller {
+    fn snapshot(&self) -> Vec<WorkerSnapshot> {
+        self.gateway.snapshot()
+    }
+
+    fn agents_connected(&self) -> usize {
+        self.gateway.agents_connected()
+    }
+
+    fn max_clients(&self) -> usize {
+        self.gateway.config().max_clients
+    }
+
+    fn reload(&self) -> Result<String, String> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let new = match config::load(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.events
+                    .event(format!("Reload rejected - {e}; the running configuration stays"));
+                return Err(e.to_string());
+            }
+        };
+        let admin_changed = new.admin != self.gateway.config().admin;
+        let mut report = self.gateway.reload(new);
+        if admin_changed {
+            report.warnings.push("[admin] changes need a restart".into());
+        }
+        for w in &report.warnings {
+            self.events.event(format!("Reload: {w}"));
+        }
+        Ok(if report.warnings.is_empty() {
+            "configuration reloaded".to_string()
+        } else {
+            format!("configuration reloaded; {}", report.warnings.join("; "))
+        })
+    }
+}
+
+/// Loads the config, starts the gateway and waits for signals.
 pub fn serve(path: &Path) -> Result<(), String> {
     let config = config::load(path).map_err(|e| e.to_string())?;
     let events = match &config.log {
@@ -26,21 +77,32 @@ pub fn serve(path: &Path) -> Result<(), String> {
         log::warn!("the example gateway key is configured: replace it before exposing this gateway");
     }
 
-    // Block the signals we wait for before any worker starts, so that the
+    // Block the signals we wait for before any thread starts, so that the
     // workers inherit the mask and only this thread receives them.
     let signals = SignalSet::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     signals.block();
 
+    let fail = |why: String| {
+        events.event(format!("Failed to start Gateway - {why}"));
+        events.flush();
+        why
+    };
+    let admin = match &config.admin {
+        Some(a) => Some((
+            std::net::TcpListener::bind(a.listen)
+                .map_err(|e| fail(format!("cannot listen on admin address {}: {e}", a.listen)))?,
+            a.token.clone(),
+        )),
+        None => None,
+    };
     let max_clients = config.max_clients;
     let gateway = match Gateway::start(config, events.clone()) {
         Ok(g) => g,
         Err(e) => {
-            events.event(format!("Failed to start Gateway - {e}"));
             if let crate::gateway::StartError::Bind { addr, .. } = &e {
                 events.event(format!("Failed to bind to listening port {addr}"));
             }
-            events.flush();
-            return Err(e.to_string());
+            return Err(fail(e.to_string()));
         }
     };
     let max = if max_clients == 0 {
@@ -50,10 +112,25 @@ pub fn serve(path: &Path) -> Result<(), String> {
     };
     events.event(format!("Gateway started. Max licensed connections: {max}"));
 
-    while signals.wait() == libc::SIGHUP {
-        log::warn!("SIGHUP received: live reload is not built yet; restart to apply changes");
+    let ctl = Arc::new(Controller {
+        path: path.to_path_buf(),
+        gateway,
+        events: events.clone(),
+        reloading: Mutex::new(()),
+    });
+    if let Some((listener, token)) = admin {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        admin::spawn(listener, token, ctl.clone()).map_err(|e| e.to_string())?;
+        events.event(format!("Admin console on http://{addr}/"));
     }
-    gateway.shutdown();
+
+    while signals.wait() == libc::SIGHUP {
+        match ctl.reload() {
+            Ok(summary) => log::info!("SIGHUP: {summary}"),
+            Err(why) => log::warn!("SIGHUP: reload refused: {why}"),
+        }
+    }
+    ctl.gateway.shutdown();
     events.event("Gateway stopped");
     events.flush();
     Ok(())

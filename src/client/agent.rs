@@ -69,11 +69,18 @@ impl AgentChannel {
     /// Registers as `ep.identity` and returns the open channel.
     pub async fn register(ep: &Endpoint, info: &AgentInfo) -> Result<AgentChannel, ClientError> {
         let stream = dial(ep).await?;
+        // The address this machine used to reach the gateway is its local
+        // IP as far as the console cares, unless the caller knows better.
+        let local_ip = match (&info.local_ip, stream.local_addr()) {
+            (ip, _) if !ip.is_empty() => ip.clone(),
+            (_, Ok(addr)) => addr.ip().to_string(),
+            (_, Err(_)) => String::new(),
+        };
         let extra = [
             ("Upgrade", proto::UPGRADE_AGENT.to_string()),
             ("Connection", "Upgrade".to_string()),
             ("Ringway-Agent-Mac", pct_encode(&info.mac)),
-            ("Ringway-Agent-Ip", pct_encode(&info.local_ip)),
+            ("Ringway-Agent-Ip", pct_encode(&local_ip)),
             ("Ringway-Agent-Os", pct_encode(&info.os)),
         ];
         let (head, early) = exchange(&stream, request_head(ep, "GET", proto::PATH_REGISTER, &extra)).await?;

@@ -20,6 +20,7 @@ use super::directory::AgentRecord;
 use super::frontdoor::{identity, reject, send, verify, wants_upgrade};
 use super::owner_of;
 use super::shard::{Handoff, Shard, ShardMsg};
+use super::stats::Stats;
 use crate::auth::KeyId;
 use crate::eventlog::sanitize;
 use crate::http::{self, RequestHead};
@@ -61,11 +62,11 @@ enum Ended {
 /// Handles `GET /v1/agent/register` on the worker that accepted it.
 pub(crate) async fn register(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, head: RequestHead, early: Vec<u8>) {
     if !wants_upgrade(&head, proto::UPGRADE_AGENT) {
-        reject(&stream, 426, "registration must upgrade to ringway-agent/1").await;
+        reject(&shard, &stream, 426, "registration must upgrade to ringway-agent/1").await;
         return;
     }
     let Some((identity_raw, name)) = identity(&head) else {
-        reject(&stream, 400, "missing or invalid agent name").await;
+        reject(&shard, &stream, 400, "missing or invalid agent name").await;
         return;
     };
     let detail = |h: &str| {
@@ -87,7 +88,7 @@ pub(crate) async fn register(shard: Rc<Shard>, stream: TcpStream, peer: SocketAd
                 peer.ip()
             ));
             log::debug!("agent proof refused: {}", why.label());
-            reject(&stream, 401, "gateway key proof refused").await;
+            reject(&shard, &stream, 401, "gateway key proof refused").await;
             return;
         }
     };
@@ -140,7 +141,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
             peer.ip()
         ));
         let reason = format!("licensed maximum of {} clients reached", config.max_clients);
-        reject(&stream, 503, &reason).await;
+        reject(&shard, &stream, 503, &reason).await;
         return;
     }
 
@@ -174,6 +175,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         return;
     }
     shard.event(format!("Client {shown} connected"));
+    Stats::inc(&shard.stats.registrations);
     shard.live_agents.set(shard.live_agents.get() + 1);
 
     let ended = {
@@ -188,7 +190,10 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
     shard.live_agents.set(shard.live_agents.get() - 1);
     let was_current = release(&shard, slot, id);
     match ended {
-        Ended::Expired(secs) => shard.event(format!("Client {shown} timed out: no poll for {secs} s")),
+        Ended::Expired(secs) => {
+            Stats::inc(&shard.stats.heartbeat_expired);
+            shard.event(format!("Client {shown} timed out: no poll for {secs} s"));
+        }
         Ended::Protocol => shard.event(format!("Client {shown} sent an invalid frame; closing")),
         Ended::Stalled => shard.event(format!("Client {shown} stopped reading its channel; closing")),
         Ended::Closed | Ended::Removed => {}

@@ -11,12 +11,16 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::SystemTime;
 
+use std::pin::pin;
+
 use compio::net::TcpStream;
 use futures_channel::oneshot;
+use futures_util::future::{Either, select};
 
 use super::frontdoor::{identity, reject, send, verify, wants_upgrade};
 use super::owner_of;
 use super::shard::{Handoff, OpenResult, Shard, ShardMsg};
+use super::stats::Stats;
 use crate::auth::{KeyId, new_nonce};
 use crate::eventlog::sanitize;
 use crate::http::{self, RequestHead};
@@ -49,11 +53,19 @@ pub(crate) struct JoinRequest {
     agent: String,
 }
 
+impl Pending {
+    /// The key the control proved.
+    pub fn kid(&self) -> KeyId {
+        self.kid
+    }
+
+    /// Fails the waiting control (it answers 502).
+    pub fn cancel(&mut self) {
+        self.tx = None;
+    }
+}
+
 /// A relaying session, for the console.
-#[expect(
-    dead_code,
-    reason = "read by the admin console, which comes with the event log issue"
-)]
 pub(crate) struct SessionInfo {
     /// The control's name.
     pub control: String,
@@ -65,12 +77,15 @@ pub(crate) struct SessionInfo {
     pub started: SystemTime,
     /// Bytes each way so far (control→agent is `a_to_b`).
     pub counters: Rc<Counters>,
+    /// Dropping this (with the record) ends the relay: how a reload that
+    /// removes a key closes that key's sessions.
+    _kill: oneshot::Sender<()>,
 }
 
 /// `GET /v1/clients`: the agents that share the control's key, as JSON.
 pub(crate) async fn browse(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, head: RequestHead) {
     let Some((identity_raw, _control)) = identity(&head) else {
-        reject(&stream, 400, "missing or invalid control name").await;
+        reject(&shard, &stream, 400, "missing or invalid control name").await;
         return;
     };
     let kid = match verify(&shard, &head, &identity_raw) {
@@ -81,7 +96,7 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
                 peer.ip()
             ));
             log::debug!("browse proof refused: {}", why.label());
-            reject(&stream, 401, "gateway key proof refused").await;
+            reject(&shard, &stream, 401, "gateway key proof refused").await;
             return;
         }
     };
@@ -102,7 +117,7 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
     let body = match serde_json::to_vec(&agents) {
         Ok(b) => b,
         Err(_) => {
-            reject(&stream, 500, "cannot encode the client list").await;
+            reject(&shard, &stream, 500, "cannot encode the client list").await;
             return;
         }
     };
@@ -119,15 +134,15 @@ pub(crate) async fn connect(
     name_raw: String,
 ) {
     if !wants_upgrade(&head, proto::UPGRADE_RELAY) {
-        reject(&stream, 426, "connect must upgrade to ringway-relay/1").await;
+        reject(&shard, &stream, 426, "connect must upgrade to ringway-relay/1").await;
         return;
     }
     let Some(agent) = http::pct_decode(&name_raw).filter(|n| proto::valid_name(n)) else {
-        reject(&stream, 400, "invalid client name").await;
+        reject(&shard, &stream, 400, "invalid client name").await;
         return;
     };
     let Some((identity_raw, control)) = identity(&head) else {
-        reject(&stream, 400, "missing or invalid control name").await;
+        reject(&shard, &stream, 400, "missing or invalid control name").await;
         return;
     };
     let (agent_shown, control_shown) = (sanitize(&agent), sanitize(&control));
@@ -139,7 +154,7 @@ pub(crate) async fn connect(
                 peer.ip()
             ));
             log::debug!("connect proof refused: {}", why.label());
-            reject(&stream, 401, "gateway key proof refused").await;
+            reject(&shard, &stream, 401, "gateway key proof refused").await;
             return;
         }
     };
@@ -148,7 +163,7 @@ pub(crate) async fn connect(
     let (tx, rx) = oneshot::channel();
     let token = new_nonce();
     if shard.pending.borrow().len() >= config.limits.max_pending_sessions {
-        reject(&stream, 503, "too many sessions waiting for their clients").await;
+        reject(&shard, &stream, 503, "too many sessions waiting for their clients").await;
         return;
     }
     let slot = shard.pending.borrow_mut().insert(Pending {
@@ -185,12 +200,19 @@ pub(crate) async fn connect(
             shard.pending.borrow_mut().remove(slot);
             // Same answer whether the name is unknown or belongs to another
             // key: a control learns nothing about other keys' agents.
-            reject(&stream, 404, &format!("no client named {agent_shown} is connected")).await;
+            reject(
+                &shard,
+                &stream,
+                404,
+                &format!("no client named {agent_shown} is connected"),
+            )
+            .await;
             return;
         }
         OpenResult::Busy => {
             shard.pending.borrow_mut().remove(slot);
             reject(
+                &shard,
                 &stream,
                 503,
                 &format!("client {agent_shown} is not reading its channel"),
@@ -204,7 +226,7 @@ pub(crate) async fn connect(
         Ok(Ok(joined)) => joined,
         Ok(Err(_)) => {
             let reason = format!("client {agent_shown} could not reach its local service");
-            reject(&stream, 502, &reason).await;
+            reject(&shard, &stream, 502, &reason).await;
             return;
         }
         Err(_) => {
@@ -212,7 +234,7 @@ pub(crate) async fn connect(
                 "client {agent_shown} did not join the session within {} s",
                 config.limits.pairing_timeout.as_secs()
             );
-            reject(&stream, 504, &reason).await;
+            reject(&shard, &stream, 504, &reason).await;
             return;
         }
     };
@@ -223,27 +245,36 @@ pub(crate) async fn connect(
         return;
     }
     let counters = Rc::new(Counters::default());
+    let (kill, killed) = oneshot::channel::<()>();
     let key = shard.sessions.borrow_mut().insert(SessionInfo {
         control: control.clone(),
         agent: agent.clone(),
         kid,
         started: SystemTime::now(),
         counters: counters.clone(),
+        _kill: kill,
     });
+    Stats::inc(&shard.stats.sessions_total);
     shard.event(format!("Control {control_shown} connected to Client {agent_shown}"));
-    let res = relay(
+    let relaying = pin!(relay(
         &stream,
         early,
         &agent_stream,
         joined.early,
         config.limits.relay_buffer,
         &counters,
-    )
-    .await;
-    if let Err(e) = res {
-        log::debug!("session {control_shown} -> {agent_shown} ended: {e}");
+    ));
+    match select(relaying, killed).await {
+        Either::Left((Err(e), _)) => log::debug!("session {control_shown} -> {agent_shown} ended: {e}"),
+        Either::Left((Ok(()), _)) => {}
+        Either::Right(_) => log::debug!("session {control_shown} -> {agent_shown} closed by reload"),
     }
-    shard.sessions.borrow_mut().remove(key);
+    let st = &shard.stats;
+    st.bytes_to_agent_closed
+        .set(st.bytes_to_agent_closed.get() + counters.a_to_b.get());
+    st.bytes_to_control_closed
+        .set(st.bytes_to_control_closed.get() + counters.b_to_a.get());
+    shard.sessions.borrow_mut().try_remove(key);
     shard.event(format!(
         "Control {control_shown} disconnected from Client {agent_shown}"
     ));
@@ -270,15 +301,15 @@ pub(crate) async fn join(
     sid_raw: String,
 ) {
     if !wants_upgrade(&head, proto::UPGRADE_RELAY) {
-        reject(&stream, 426, "join must upgrade to ringway-relay/1").await;
+        reject(&shard, &stream, 426, "join must upgrade to ringway-relay/1").await;
         return;
     }
     let Some(sid) = SessionId::parse(&sid_raw).filter(|s| (s.worker as usize) < shard.workers()) else {
-        reject(&stream, 404, "no such session").await;
+        reject(&shard, &stream, 404, "no such session").await;
         return;
     };
     let Some((identity_raw, agent)) = identity(&head) else {
-        reject(&stream, 400, "missing or invalid agent name").await;
+        reject(&shard, &stream, 400, "missing or invalid agent name").await;
         return;
     };
     let kid = match verify(&shard, &head, &identity_raw) {
@@ -290,7 +321,7 @@ pub(crate) async fn join(
                 peer.ip()
             ));
             log::debug!("join proof refused: {}", why.label());
-            reject(&stream, 401, "gateway key proof refused").await;
+            reject(&shard, &stream, 401, "gateway key proof refused").await;
             return;
         }
     };
@@ -342,11 +373,11 @@ async fn deliver(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str, stream:
             .and_then(|p| p.tx.take())
     };
     let Some(tx) = tx else {
-        reject(&stream, 404, "no such session").await;
+        reject(shard, &stream, 404, "no such session").await;
         return;
     };
     if let Err(joined) = tx.send(Joined { stream, early }) {
-        reject(&joined.stream, 410, "the control stopped waiting").await;
+        reject(shard, &joined.stream, 410, "the control stopped waiting").await;
     }
 }
 

@@ -109,9 +109,21 @@ impl Directory {
             .collect()
     }
 
-    /// Removes every record (shutdown).
-    pub fn drain(&mut self) -> Vec<AgentRecord> {
-        self.index.clear();
-        self.slab.drain().collect()
+    /// Removes and returns every record `doomed` picks.
+    pub fn remove_where(&mut self, doomed: impl Fn(&AgentRecord) -> bool) -> Vec<AgentRecord> {
+        let slots: Vec<usize> = self.slab.iter().filter(|(_, r)| doomed(r)).map(|(s, _)| s).collect();
+        slots
+            .into_iter()
+            .map(|slot| {
+                let rec = self.slab.remove(slot);
+                self.index.remove(&(rec.kid, rec.name.clone()));
+                rec
+            })
+            .collect()
+    }
+
+    /// Every record.
+    pub fn iter(&self) -> impl Iterator<Item = &AgentRecord> {
+        self.slab.iter().map(|(_, r)| r)
     }
 }

@@ -12,6 +12,7 @@ use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 
 use super::shard::Shard;
+use super::stats::Stats;
 use crate::auth::{AuthError, KeyId, unix_now};
 use crate::http::{self, HeadError, MAX_HEAD_BYTES, RequestHead};
 use crate::proto;
@@ -36,11 +37,11 @@ pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
         Ok(Some(parsed)) => parsed,
         Ok(None) => return,
         Err(HeadFailure::Timeout) => {
-            reject(&stream, 408, "request head not received in time").await;
+            reject(&shard, &stream, 408, "request head not received in time").await;
             return;
         }
         Err(HeadFailure::Bad(e)) => {
-            reject(&stream, e.status(), e.reason()).await;
+            reject(&shard, &stream, e.status(), e.reason()).await;
             return;
         }
     };
@@ -82,11 +83,11 @@ async fn route(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, head: Requ
         || path.starts_with(proto::PATH_CONNECT_PREFIX)
         || path.starts_with(proto::PATH_SESSION_PREFIX);
     if !known {
-        reject(&stream, 404, "no such endpoint").await;
+        reject(&shard, &stream, 404, "no such endpoint").await;
         return;
     }
     if head.method != "GET" {
-        reject(&stream, 405, "only GET is served here").await;
+        reject(&shard, &stream, 405, "only GET is served here").await;
         return;
     }
     if path == proto::PATH_REGISTER {
@@ -113,14 +114,18 @@ pub(crate) fn identity(head: &RequestHead) -> Option<(String, String)> {
 /// Checks the request's key proof for `identity_raw`.
 pub(crate) fn verify(shard: &Shard, head: &RequestHead, identity_raw: &str) -> Result<KeyId, AuthError> {
     let keys = shard.keys.borrow().clone();
-    keys.verify(
+    let res = keys.verify(
         &head.method,
         &head.target,
         identity_raw,
         head.header("authorization"),
         unix_now(),
         &shard.shared.nonces,
-    )
+    );
+    if let Err(why) = res {
+        Stats::bump(&shard.stats.auth_failures, why.label());
+    }
+    res
 }
 
 /// Whether the request asks to upgrade to `protocol`.
@@ -137,7 +142,8 @@ pub(crate) async fn send(stream: &TcpStream, bytes: Vec<u8>) -> io::Result<()> {
 
 /// Answers with an error status and a one-line reason, then closes
 /// gracefully (see [`LINGER`]).
-pub(crate) async fn reject(stream: &TcpStream, status: u16, reason: &str) {
+pub(crate) async fn reject(shard: &Shard, stream: &TcpStream, status: u16, reason: &str) {
+    Stats::bump(&shard.stats.rejected, status);
     if send(stream, http::error_response(status, reason)).await.is_err() {
         return;
     }

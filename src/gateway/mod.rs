@@ -11,14 +11,18 @@ mod control;
 mod directory;
 mod frontdoor;
 mod shard;
+mod stats;
+
+pub use stats::{AgentRow, SessionRow, StatsSnapshot, WorkerSnapshot};
 
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -79,11 +83,28 @@ impl Shared {
     }
 }
 
+/// How long the admin thread waits for a worker's snapshot. A worker
+/// answers between two events of its loop; seconds mean it is wedged.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A running gateway.
 pub struct Gateway {
-    addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    /// The running configuration and, per configured listen address, the
+    /// address actually bound (port 0 resolved). Reload swaps both.
+    state: Mutex<Running>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The running configuration, and each configured listen address paired
+/// with the address actually bound.
+type Running = (Arc<Config>, Vec<(SocketAddr, SocketAddr)>);
+
+/// What a reload did, for the caller to report.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// Things that could not be applied live, one line each.
+    pub warnings: Vec<String>,
 }
 
 impl Gateway {
@@ -107,12 +128,13 @@ impl Gateway {
 
         let cpus = allowed_cpus();
         let config = Arc::new(config);
+        let bound: Vec<(SocketAddr, SocketAddr)> = config.listen.iter().copied().zip(addrs.iter().copied()).collect();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::with_capacity(workers);
-        let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
-        for group in listeners {
+        let mut per_worker: Vec<Vec<(SocketAddr, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
+        for (group, &addr) in listeners.into_iter().zip(&addrs) {
             for (w, l) in group.into_iter().enumerate() {
-                per_worker[w].push(l);
+                per_worker[w].push((addr, l));
             }
         }
         for (index, (listeners, inbox)) in per_worker.into_iter().zip(receivers).enumerate() {
@@ -152,20 +174,143 @@ impl Gateway {
         for addr in &addrs {
             shared.events.event(format!("Listening on port {addr}"));
         }
-        Ok(Gateway { addrs, shared, threads })
+        Ok(Gateway {
+            shared,
+            state: Mutex::new((config, bound)),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Running> {
+        // Poisoned only if a reload panicked; the state is still whole.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The addresses actually bound (port 0 resolved), in config order.
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.state().1.iter().map(|&(_, bound)| bound).collect()
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.state().0.clone()
+    }
+
+    /// Agents connected across all workers.
+    pub fn agents_connected(&self) -> usize {
+        self.shared.agents_connected.load(Ordering::Acquire)
+    }
+
+    /// Applies a checked configuration to the running gateway: keys,
+    /// CMPI, licence, limits and the event log apply to live state; new
+    /// listen addresses are bound before removed ones close, and a failed
+    /// bind keeps the old addresses. Established agents and sessions are
+    /// kept, except those of removed keys.
+    pub fn reload(&self, mut new: Config) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let mut state = self.state();
+        let (old, bound) = (&state.0, &state.1);
+        let events = &self.shared.events;
+        events.event("Reloading configuration");
+
+        if new.workers != old.workers {
+            report.warnings.push(format!(
+                "workers = {} needs a restart; {} keep running",
+                new.workers,
+                self.shared.workers()
+            ));
+            new.workers = old.workers;
+        }
+        let old_ids: std::collections::BTreeSet<_> = old.keys.iter().map(|k| k.id()).collect();
+        let new_ids: std::collections::BTreeSet<_> = new.keys.iter().map(|k| k.id()).collect();
+        if old_ids != new_ids {
+            events.event("Reloading Gateway Keys");
+        }
+
+        let added: Vec<SocketAddr> = new.listen.iter().filter(|a| !old.listen.contains(a)).copied().collect();
+        let removed: Vec<(SocketAddr, SocketAddr)> =
+            bound.iter().filter(|(a, _)| !new.listen.contains(a)).copied().collect();
+        let mut new_bound = bound.clone();
+        if !added.is_empty() || !removed.is_empty() {
+            match bind_all(&added, self.shared.workers()) {
+                Err(e) => {
+                    if let StartError::Bind { addr, .. } = &e {
+                        events.event(format!("Failed to bind to listening port {addr} - {e}"));
+                    }
+                    report.warnings.push(format!("{e}; the old listen addresses stay"));
+                    new.listen = old.listen.clone();
+                }
+                Ok((groups, addrs)) => {
+                    let mut per_worker: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
+                        (0..self.shared.workers()).map(|_| Vec::new()).collect();
+                    for (group, &addr) in groups.into_iter().zip(&addrs) {
+                        for (w, l) in group.into_iter().enumerate() {
+                            per_worker[w].push((addr, l));
+                        }
+                    }
+                    for (inbox, listeners) in self.shared.inboxes.iter().zip(per_worker) {
+                        let _ = inbox.send_blocking(ShardMsg::AddListeners(listeners));
+                    }
+                    let gone: Vec<SocketAddr> = removed.iter().map(|&(_, b)| b).collect();
+                    for inbox in &self.shared.inboxes {
+                        let _ = inbox.send_blocking(ShardMsg::RemoveListeners(gone.clone()));
+                    }
+                    new_bound.retain(|(a, _)| new.listen.contains(a));
+                    new_bound.extend(added.iter().copied().zip(addrs.iter().copied()));
+                    events.event(
+                        "Listen port has changed. Established clients and sessions are kept; new connections use the new ports",
+                    );
+                    for addr in &addrs {
+                        events.event(format!("Listening on port {addr}"));
+                    }
+                    for (_, addr) in &removed {
+                        events.event(format!("Stopped listening on port {addr}"));
+                    }
+                }
+            }
+        }
+
+        if new.log != old.log {
+            match &new.log {
+                Some(log) => {
+                    if let Err(e) = events.reconfigure(log.clone()) {
+                        report.warnings.push(format!("event log settings not applied: {e}"));
+                    }
+                }
+                None => report.warnings.push("removing [log] needs a restart".into()),
+            }
+        }
+
+        let new = Arc::new(new);
+        for inbox in &self.shared.inboxes {
+            let _ = inbox.send_blocking(ShardMsg::Reload(new.clone()));
+        }
+        *state = (new, new_bound);
+        report
+    }
+
+    /// Every worker's agents, sessions and counters. A worker that does
+    /// not answer within [`SNAPSHOT_TIMEOUT`] is left out.
+    pub fn snapshot(&self) -> Vec<WorkerSnapshot> {
+        let mut out = Vec::with_capacity(self.shared.workers());
+        for inbox in &self.shared.inboxes {
+            let (tx, rx) = std::sync::mpsc::channel();
+            if inbox.send_blocking(ShardMsg::Snapshot(tx)).is_ok()
+                && let Ok(snap) = rx.recv_timeout(SNAPSHOT_TIMEOUT)
+            {
+                out.push(snap);
+            }
+        }
+        out
     }
 
     /// Tells every agent goodbye, stops the workers and waits for them.
-    pub fn shutdown(self) {
+    pub fn shutdown(&self) {
         for inbox in &self.shared.inboxes {
             let _ = inbox.send_blocking(ShardMsg::Shutdown);
         }
-        for t in self.threads {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
             let _ = t.join();
         }
     }

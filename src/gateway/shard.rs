@@ -21,10 +21,13 @@ use slab::Slab;
 use super::Shared;
 use super::agent::Registration;
 use super::control::{JoinRequest, Pending, SessionInfo};
-use super::directory::Directory;
+use super::directory::{AgentRecord, Directory};
+use super::stats::{AgentRow, SessionRow, Stats, StatsSnapshot, WorkerSnapshot};
 use crate::auth::{KeyId, KeyRing};
 use crate::config::Config;
+use crate::eventlog::sanitize;
 use crate::proto::{AgentSummary, SessionId, ToAgent};
+use crate::timefmt::rfc3339;
 
 /// Pause after a failed accept (EMFILE, ENFILE, ENOBUFS) before trying
 /// again: retrying at once would spin a core while nothing can change.
@@ -90,6 +93,14 @@ pub(crate) enum ShardMsg {
         kid: KeyId,
         reply: oneshot::Sender<Vec<AgentSummary>>,
     },
+    /// A new configuration: apply keys, CMPI and limits to live state.
+    Reload(Arc<Config>),
+    /// Start accepting on these listeners (one per new address).
+    AddListeners(Vec<(SocketAddr, std::net::TcpListener)>),
+    /// Stop accepting on these addresses.
+    RemoveListeners(Vec<SocketAddr>),
+    /// Report agents, sessions and counters to the admin thread.
+    Snapshot(std::sync::mpsc::Sender<WorkerSnapshot>),
     /// Stop: goodbye to agents, close listeners, end the thread.
     Shutdown,
 }
@@ -112,6 +123,10 @@ pub(crate) struct Shard {
     pub sessions: RefCell<Slab<SessionInfo>>,
     /// Agent channel tasks still running (shutdown waits for them).
     pub live_agents: Cell<usize>,
+    /// Counters for the console and /metrics.
+    pub stats: Stats,
+    /// Accept tasks by listen address; dropping a handle closes its listener.
+    acceptors: RefCell<Vec<(SocketAddr, compio::runtime::JoinHandle<()>)>>,
     /// Source of registration ids, unique on this worker.
     next_id: Cell<u64>,
 }
@@ -144,6 +159,20 @@ impl Shard {
         self.shared.inboxes[to].send(msg).await.map_err(|_| ())
     }
 
+    /// Removes the agents `doomed` picks, telling each why, logging each
+    /// and freeing its licence slot. Their channel tasks end when they see
+    /// their outbox close.
+    pub fn evict(&self, doomed: impl Fn(&AgentRecord) -> bool, reason: &str) {
+        let gone = self.directory.borrow_mut().remove_where(doomed);
+        for rec in gone {
+            let _ = rec.outbox.try_send(ToAgent::Bye(reason.to_string()));
+            self.shared
+                .agents_connected
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            self.event(format!("Client {} Disconnected", sanitize(&rec.name)));
+        }
+    }
+
     /// Tells an agent this worker owns to open a session.
     pub fn open_local(&self, kid: KeyId, name: &str, sid: SessionId) -> OpenResult {
         match self.directory.borrow().find(kid, name) {
@@ -160,7 +189,7 @@ impl Shard {
 /// `Shutdown`.
 pub(crate) async fn run(
     index: usize,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(SocketAddr, std::net::TcpListener)>,
     inbox: async_channel::Receiver<ShardMsg>,
     shared: Arc<Shared>,
     config: Arc<Config>,
@@ -175,16 +204,11 @@ pub(crate) async fn run(
         pending: RefCell::new(Slab::new()),
         sessions: RefCell::new(Slab::new()),
         live_agents: Cell::new(0),
+        stats: Stats::default(),
+        acceptors: RefCell::new(Vec::new()),
         next_id: Cell::new(1),
     });
-
-    let mut acceptors = Vec::with_capacity(listeners.len());
-    for l in listeners {
-        match TcpListener::from_std(l) {
-            Ok(l) => acceptors.push(compio::runtime::spawn(accept_loop(shard.clone(), l))),
-            Err(e) => log::error!("worker {index}: cannot use listener: {e}"),
-        }
-    }
+    add_listeners(&shard, listeners);
 
     while let Ok(msg) = inbox.recv().await {
         match msg {
@@ -194,12 +218,8 @@ pub(crate) async fn run(
     }
 
     // Dropping an accept task's handle cancels it and closes its listener.
-    drop(acceptors);
-    let goodbyes = shard.directory.borrow_mut().drain();
-    for rec in goodbyes {
-        let _ = rec.outbox.try_send(ToAgent::Bye("shutdown".into()));
-        shard.event(format!("Client {} Disconnected", crate::eventlog::sanitize(&rec.name)));
-    }
+    shard.acceptors.borrow_mut().clear();
+    shard.evict(|_| true, "shutdown");
     let give_up = Instant::now() + SHUTDOWN_GRACE;
     while shard.live_agents.get() > 0 && Instant::now() < give_up {
         compio::time::sleep(Duration::from_millis(10)).await;
@@ -221,7 +241,114 @@ fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
         ShardMsg::List { kid, reply } => {
             let _ = reply.send(shard.directory.borrow().list(kid));
         }
+        ShardMsg::Reload(config) => reload(shard, config),
+        ShardMsg::AddListeners(listeners) => add_listeners(shard, listeners),
+        ShardMsg::RemoveListeners(addrs) => {
+            shard.acceptors.borrow_mut().retain(|(a, _)| !addrs.contains(a));
+        }
+        ShardMsg::Snapshot(reply) => {
+            let _ = reply.send(snapshot(shard));
+        }
         ShardMsg::Shutdown => {}
+    }
+}
+
+fn add_listeners(shard: &Rc<Shard>, listeners: Vec<(SocketAddr, std::net::TcpListener)>) {
+    for (addr, l) in listeners {
+        match TcpListener::from_std(l) {
+            Ok(l) => {
+                let task = compio::runtime::spawn(accept_loop(shard.clone(), l));
+                shard.acceptors.borrow_mut().push((addr, task));
+            }
+            Err(e) => log::error!("worker {}: cannot use listener {addr}: {e}", shard.index),
+        }
+    }
+}
+
+/// Applies a new configuration to this worker's live state: agents and
+/// sessions of removed keys are closed, the rest keep running; a new CMPI
+/// is pushed to every agent.
+fn reload(shard: &Shard, config: Arc<Config>) {
+    let keys = Rc::new(KeyRing::new(config.keys.iter().cloned()));
+    let old_cmpi = shard.config().cmpi;
+    *shard.keys.borrow_mut() = keys.clone();
+    *shard.config.borrow_mut() = config.clone();
+
+    shard.evict(|rec| !keys.contains(rec.kid), "key-removed");
+    // Dropping a session's record drops its kill switch, which ends its relay.
+    shard.sessions.borrow_mut().retain(|_, s| keys.contains(s.kid));
+    for (_, p) in shard.pending.borrow_mut().iter_mut() {
+        if !keys.contains(p.kid()) {
+            p.cancel();
+        }
+    }
+    if config.cmpi != old_cmpi {
+        for rec in shard.directory.borrow().iter() {
+            let _ = rec.outbox.try_send(ToAgent::Cmpi(config.cmpi.as_secs()));
+        }
+    }
+}
+
+fn snapshot(shard: &Shard) -> WorkerSnapshot {
+    let agents = shard
+        .directory
+        .borrow()
+        .iter()
+        .map(|r| AgentRow {
+            name: r.name.clone(),
+            local_ip: r.local_ip.clone(),
+            mac: r.mac.clone(),
+            external_addr: r.external.to_string(),
+            key_id: r.kid.to_string(),
+            worker: shard.index,
+            connected_since: rfc3339(r.connected_since),
+            last_poll: rfc3339(r.last_poll),
+            os: r.os.clone(),
+            sessions: 0,
+        })
+        .collect();
+    let st = &shard.stats;
+    let mut stats = StatsSnapshot {
+        accepted: st.accepted.get(),
+        registrations: st.registrations.get(),
+        heartbeat_expired: st.heartbeat_expired.get(),
+        sessions_total: st.sessions_total.get(),
+        bytes_to_agent: st.bytes_to_agent_closed.get(),
+        bytes_to_control: st.bytes_to_control_closed.get(),
+        pending: shard.pending.borrow().len(),
+        auth_failures: st
+            .auth_failures
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        rejected: st.rejected.borrow().clone(),
+    };
+    let sessions: Vec<SessionRow> = shard
+        .sessions
+        .borrow()
+        .iter()
+        .map(|(_, s)| {
+            let (up, down) = (s.counters.a_to_b.get(), s.counters.b_to_a.get());
+            stats.bytes_to_agent += up;
+            stats.bytes_to_control += down;
+            SessionRow {
+                control: s.control.clone(),
+                operator: None,
+                agent: s.agent.clone(),
+                key_id: s.kid.to_string(),
+                started: rfc3339(s.started),
+                bytes_to_agent: up,
+                bytes_to_control: down,
+                worker: shard.index,
+            }
+        })
+        .collect();
+    WorkerSnapshot {
+        worker: shard.index,
+        agents,
+        sessions,
+        stats,
     }
 }
 
@@ -229,6 +356,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                Stats::inc(&shard.stats.accepted);
                 // Relayed interactive traffic (ssh keystrokes, 64-byte
                 // pings) must not wait for Nagle; keepalive finds peers
                 // that vanished without a FIN.

@@ -1,0 +1,278 @@
+//! Turning worker snapshots into what the admin listener serves: JSON rows,
+//! Prometheus text and the HTML console. Pure functions, no I/O.
+
+use std::fmt::Write as _;
+
+use crate::gateway::{AgentRow, SessionRow, WorkerSnapshot};
+
+/// All agents, sorted by name, each with its count of open sessions.
+pub fn agents(snaps: &[WorkerSnapshot]) -> Vec<AgentRow> {
+    let mut rows: Vec<AgentRow> = snaps.iter().flat_map(|s| s.agents.iter().cloned()).collect();
+    for row in &mut rows {
+        row.sessions = snaps
+            .iter()
+            .flat_map(|s| &s.sessions)
+            .filter(|s| s.agent == row.name && s.key_id == row.key_id)
+            .count();
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.key_id.cmp(&b.key_id)));
+    rows
+}
+
+/// All sessions, oldest first.
+pub fn sessions(snaps: &[WorkerSnapshot]) -> Vec<SessionRow> {
+    let mut rows: Vec<SessionRow> = snaps.iter().flat_map(|s| s.sessions.iter().cloned()).collect();
+    rows.sort_by(|a, b| a.started.cmp(&b.started));
+    rows
+}
+
+/// Prometheus text exposition format (version 0.0.4).
+pub fn metrics(snaps: &[WorkerSnapshot], agents_connected: usize, max_clients: usize) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {value}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        }
+    };
+    let per_worker = |f: &dyn Fn(&WorkerSnapshot) -> u64| -> Vec<(String, u64)> {
+        snaps
+            .iter()
+            .map(|s| (format!("worker=\"{}\"", s.worker), f(s)))
+            .collect()
+    };
+    family(
+        "ringway_agents_connected",
+        "gauge",
+        "Agents connected now, by owning worker.",
+        per_worker(&|s| s.agents.len() as u64),
+    );
+    family(
+        "ringway_agents_licensed_in_use",
+        "gauge",
+        "Licence slots in use (all workers).",
+        vec![(String::new(), agents_connected as u64)],
+    );
+    family(
+        "ringway_max_clients",
+        "gauge",
+        "Licensed maximum of agents; 0 = unlimited.",
+        vec![(String::new(), max_clients as u64)],
+    );
+    family(
+        "ringway_sessions_active",
+        "gauge",
+        "Relay sessions running now.",
+        per_worker(&|s| s.sessions.len() as u64),
+    );
+    family(
+        "ringway_sessions_pending",
+        "gauge",
+        "Sessions waiting for their agent to join.",
+        per_worker(&|s| s.stats.pending as u64),
+    );
+    family(
+        "ringway_sessions_total",
+        "counter",
+        "Relay sessions started.",
+        per_worker(&|s| s.stats.sessions_total),
+    );
+    let mut bytes = Vec::new();
+    for s in snaps {
+        bytes.push((
+            format!("worker=\"{}\",direction=\"to_agent\"", s.worker),
+            s.stats.bytes_to_agent,
+        ));
+        bytes.push((
+            format!("worker=\"{}\",direction=\"to_control\"", s.worker),
+            s.stats.bytes_to_control,
+        ));
+    }
+    family("ringway_relay_bytes_total", "counter", "Bytes relayed.", bytes);
+    family(
+        "ringway_connections_accepted_total",
+        "counter",
+        "TCP connections accepted.",
+        per_worker(&|s| s.stats.accepted),
+    );
+    family(
+        "ringway_registrations_total",
+        "counter",
+        "Agent registrations accepted.",
+        per_worker(&|s| s.stats.registrations),
+    );
+    family(
+        "ringway_heartbeat_expired_total",
+        "counter",
+        "Agents dropped for missing their poll deadline.",
+        per_worker(&|s| s.stats.heartbeat_expired),
+    );
+    let mut auth = std::collections::BTreeMap::<String, u64>::new();
+    let mut rejected = std::collections::BTreeMap::<u16, u64>::new();
+    for s in snaps {
+        for (k, v) in &s.stats.auth_failures {
+            *auth.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &s.stats.rejected {
+            *rejected.entry(*k).or_default() += v;
+        }
+    }
+    family(
+        "ringway_auth_failures_total",
+        "counter",
+        "Key proofs refused, by reason.",
+        auth.into_iter().map(|(k, v)| (format!("reason=\"{k}\""), v)).collect(),
+    );
+    family(
+        "ringway_rejected_total",
+        "counter",
+        "Requests answered with an error status, by status.",
+        rejected
+            .into_iter()
+            .map(|(k, v)| (format!("status=\"{k}\""), v))
+            .collect(),
+    );
+    out
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Seconds between the console's reloads of itself.
+const CONSOLE_REFRESH_SECS: u32 = 5;
+
+/// The HTML console: counts on top, a Clients tab and an Active Sessions
+/// tab. Self-contained (no external assets); every peer-supplied string is
+/// escaped.
+pub fn console(agents: &[AgentRow], sessions: &[SessionRow], max_clients: usize) -> String {
+    let max = if max_clients == 0 {
+        "unlimited".to_string()
+    } else {
+        max_clients.to_string()
+    };
+    let mut clients_rows = String::new();
+    for a in agents {
+        let _ = write!(
+            clients_rows,
+            "<tr class=\"client\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&a.name),
+            escape(&a.local_ip),
+            escape(&a.mac),
+            escape(&a.external_addr),
+            escape(&a.os),
+            escape(&a.key_id),
+            a.worker,
+            escape(&a.connected_since),
+            escape(&a.last_poll),
+            a.sessions
+        );
+    }
+    let mut session_rows = String::new();
+    for s in sessions {
+        let _ = write!(
+            session_rows,
+            "<tr class=\"session\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&s.control),
+            escape(s.operator.as_deref().unwrap_or("-")),
+            escape(&s.agent),
+            escape(&s.started),
+            s.bytes_to_agent,
+            s.bytes_to_control,
+            s.worker
+        );
+    }
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{CONSOLE_REFRESH_SECS}">
+<title>ringway console</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}
+.counts span{{display:inline-block;margin-right:2em;font-size:1.2em}}
+.tabs input{{display:none}} .tabs label{{padding:.4em 1em;border:1px solid #999;border-bottom:none;cursor:pointer;background:#eee}}
+.tabs input:checked+label{{background:#fff;font-weight:bold}}
+.panel{{display:none;border-top:1px solid #999;padding-top:.5em}}
+#tab-clients:checked~#clients,#tab-sessions:checked~#sessions{{display:block}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em}}
+</style></head><body>
+<h1>ringway {version}</h1>
+<p class="counts"><span>Clients connected: <b id="clients-connected">{n_agents}</b></span><span>Max clients: <b id="max-clients">{max}</b></span><span>Active sessions: <b id="sessions-active">{n_sessions}</b></span></p>
+<div class="tabs">
+<input type="radio" name="tab" id="tab-clients" checked><label for="tab-clients">Clients</label>
+<input type="radio" name="tab" id="tab-sessions"><label for="tab-sessions">Active Sessions</label>
+<div class="panel" id="clients"><table><thead><tr><th>Name</th><th>Local IP</th><th>MAC</th><th>External address</th><th>OS</th><th>Key id</th><th>Worker</th><th>Connected since</th><th>Last poll</th><th>Sessions</th></tr></thead><tbody>{clients_rows}</tbody></table></div>
+<div class="panel" id="sessions"><table><thead><tr><th>Control</th><th>Operator</th><th>Client</th><th>Started</th><th>Bytes to client</th><th>Bytes to control</th><th>Worker</th></tr></thead><tbody>{session_rows}</tbody></table></div>
+</div></body></html>
+"#,
+        version = env!("CARGO_PKG_VERSION"),
+        n_agents = agents.len(),
+        n_sessions = sessions.len(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::StatsSnapshot;
+
+    fn agent(name: &str) -> AgentRow {
+        AgentRow {
+            name: name.into(),
+            local_ip: "10.0.0.7".into(),
+            mac: "02:00:00:00:00:01".into(),
+            external_addr: "127.0.0.1:5000".into(),
+            key_id: "00aa".into(),
+            worker: 1,
+            connected_since: "2026-11-22T03:00:00Z".into(),
+            last_poll: "2026-11-22T03:01:00Z".into(),
+            os: "linux".into(),
+            sessions: 0,
+        }
+    }
+
+    #[test]
+    fn console_escapes_peer_strings() {
+        let html = console(&[agent("<script>alert(1)</script>")], &[], 5);
+        assert!(!html.contains("<script>alert(1)</script>"));
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains(r#"<b id="max-clients">5</b>"#));
+        assert!(html.contains(r#"<b id="clients-connected">1</b>"#));
+    }
+
+    #[test]
+    fn metrics_are_well_formed() {
+        let snap = WorkerSnapshot {
+            worker: 0,
+            agents: vec![agent("pc1")],
+            sessions: vec![],
+            stats: StatsSnapshot {
+                sessions_total: 3,
+                ..Default::default()
+            },
+        };
+        let text = metrics(&[snap], 1, 0);
+        assert!(text.contains("ringway_agents_connected{worker=\"0\"} 1\n"));
+        assert!(text.contains("ringway_sessions_total{worker=\"0\"} 3\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').expect("sample has a value");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}

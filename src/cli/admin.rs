@@ -1,0 +1,85 @@
+//! `ringway status` and `ringway reload`: clients of the admin listener.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::gateway::{AgentRow, SessionRow};
+
+/// Where the admin listener is.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// The admin listener, ip:port.
+    #[arg(long, default_value = crate::config::DEFAULT_ADMIN_LISTEN)]
+    admin: String,
+    /// File holding the admin token, if the gateway requires one.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn token(&self) -> Result<Option<String>, String> {
+        self.token_file
+            .as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map(|t| t.trim().to_string())
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))
+            })
+            .transpose()
+    }
+
+    fn get(&self, method: &str, path: &str) -> Result<String, String> {
+        let (status, body) = crate::admin::request(&self.admin, method, path, self.token()?.as_deref())?;
+        if status == 200 {
+            Ok(body)
+        } else {
+            Err(format!("{path}: {status} {}", body.trim()))
+        }
+    }
+}
+
+/// Prints the clients and sessions tables.
+pub fn status(args: AdminArgs) -> Result<(), String> {
+    let agents: Vec<AgentRow> =
+        serde_json::from_str(&args.get("GET", "/api/clients")?).map_err(|e| format!("bad client list: {e}"))?;
+    let sessions: Vec<SessionRow> =
+        serde_json::from_str(&args.get("GET", "/api/sessions")?).map_err(|e| format!("bad session list: {e}"))?;
+    println!("Clients ({})", agents.len());
+    println!(
+        "{:<24} {:<15} {:<17} {:<22} {:<16} {:>2} {:<20} {:<20} {:>4}",
+        "NAME", "LOCAL IP", "MAC", "EXTERNAL", "KEY ID", "W", "CONNECTED SINCE", "LAST POLL", "SESS"
+    );
+    for a in &agents {
+        println!(
+            "{:<24} {:<15} {:<17} {:<22} {:<16} {:>2} {:<20} {:<20} {:>4}",
+            a.name, a.local_ip, a.mac, a.external_addr, a.key_id, a.worker, a.connected_since, a.last_poll, a.sessions
+        );
+    }
+    println!();
+    println!("Active sessions ({})", sessions.len());
+    println!(
+        "{:<20} {:<12} {:<24} {:<20} {:>14} {:>14} {:>2}",
+        "CONTROL", "OPERATOR", "CLIENT", "STARTED", "TO CLIENT", "TO CONTROL", "W"
+    );
+    for s in &sessions {
+        println!(
+            "{:<20} {:<12} {:<24} {:<20} {:>14} {:>14} {:>2}",
+            s.control,
+            s.operator.as_deref().unwrap_or("-"),
+            s.agent,
+            s.started,
+            s.bytes_to_agent,
+            s.bytes_to_control,
+            s.worker
+        );
+    }
+    Ok(())
+}
+
+/// Asks the gateway to re-read its config file.
+pub fn reload(args: AdminArgs) -> Result<(), String> {
+    let summary = args.get("POST", "/api/reload")?;
+    println!("{}", summary.trim());
+    Ok(())
+}
