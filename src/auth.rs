@@ -127,6 +127,8 @@ pub enum AuthError {
     BadSignature,
     /// The nonce cache is full (a flood by a key holder).
     Overloaded,
+    /// A bearer key over plain HTTP, which would expose it.
+    BearerOverPlain,
 }
 
 impl AuthError {
@@ -140,6 +142,7 @@ impl AuthError {
             AuthError::Replayed => "replayed",
             AuthError::BadSignature => "bad_signature",
             AuthError::Overloaded => "overloaded",
+            AuthError::BearerOverPlain => "bearer_over_plain",
         }
     }
 }
@@ -233,6 +236,19 @@ impl KeyRing {
     /// The ids of all configured keys.
     pub fn ids(&self) -> impl Iterator<Item = KeyId> + '_ {
         self.by_id.keys().copied()
+    }
+
+    /// Checks a bearer key (TLS only; the caller makes sure). The id finds
+    /// the candidate and the secret is then compared in constant time.
+    pub fn verify_bearer(&self, secret: &str) -> Result<KeyId, AuthError> {
+        let kid = KeyId::of(secret);
+        let key = self.by_id.get(&kid).ok_or(AuthError::UnknownKey)?;
+        let (a, b) = (key.secret.as_bytes(), secret.as_bytes());
+        if a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0 {
+            Ok(kid)
+        } else {
+            Err(AuthError::BadSignature)
+        }
     }
 
     /// Checks a proof for a request and, if it holds, remembers its nonce

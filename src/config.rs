@@ -39,6 +39,10 @@ pub const DEFAULT_RELAY_BUFFER_KB: u64 = 64;
 /// a control socket, so this bounds what a flood of connects can pin.
 pub const DEFAULT_MAX_PENDING_SESSIONS: u64 = 4096;
 
+/// Default deadline for a TLS handshake: as long as for a request head,
+/// for the same reasons.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+
 /// Default size at which the event log starts its next file (the seed's).
 pub const DEFAULT_LOG_MAX_FILE_KB: u64 = 1000;
 /// Default count of event log files kept.
@@ -86,6 +90,22 @@ pub struct Config {
     pub log: Option<EventLogConfig>,
     /// The admin listener, if configured.
     pub admin: Option<AdminConfig>,
+    /// TLS, if configured.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The gateway's TLS settings, with the certificate already loaded (so a
+/// reload with a bad certificate fails before anything changes).
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// PEM certificate chain, for messages.
+    pub cert: PathBuf,
+    /// PEM private key, for messages.
+    pub key: PathBuf,
+    /// The ready rustls config; new handshakes use the one in force.
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+    /// Refuse every peer that does not speak TLS.
+    pub require: bool,
 }
 
 /// Default admin address: loopback, so the console is not on the internet
@@ -131,6 +151,8 @@ pub struct Limits {
     pub relay_buffer: usize,
     /// Sessions waiting for an agent, per worker.
     pub max_pending_sessions: usize,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -140,6 +162,7 @@ impl Default for Limits {
             pairing_timeout: Duration::from_secs(DEFAULT_PAIRING_TIMEOUT_SECS),
             relay_buffer: (DEFAULT_RELAY_BUFFER_KB * 1024) as usize,
             max_pending_sessions: DEFAULT_MAX_PENDING_SESSIONS as usize,
+            handshake_timeout: Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
         }
     }
 }
@@ -151,6 +174,15 @@ struct RawConfig {
     limits: Option<RawLimits>,
     log: Option<RawLog>,
     admin: Option<RawAdmin>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    require: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -177,6 +209,7 @@ struct RawLimits {
     pairing_timeout_secs: Option<Spanned<u64>>,
     relay_buffer_kb: Option<Spanned<u64>>,
     max_pending_sessions: Option<Spanned<u64>>,
+    handshake_timeout_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -304,6 +337,14 @@ pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<Config, Conf
             "max_pending_sessions",
             &err,
         )? as usize;
+        limits.handshake_timeout = Duration::from_secs(bounded(
+            &l.handshake_timeout_secs,
+            DEFAULT_HANDSHAKE_TIMEOUT_SECS,
+            1,
+            3600,
+            "handshake_timeout_secs",
+            &err,
+        )?);
     }
 
     let log = match raw.log {
@@ -384,6 +425,41 @@ pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<Config, Conf
         }
     };
 
+    let tls = match raw.tls {
+        None => None,
+        Some(t) => {
+            let require = t.require.as_ref().is_some_and(|r| *r.get_ref());
+            let resolve = |p: &Spanned<String>| {
+                let mut path = PathBuf::from(p.get_ref());
+                if path.is_relative()
+                    && let Some(base) = base
+                {
+                    path = base.join(path);
+                }
+                path
+            };
+            match (&t.cert, &t.key) {
+                (Some(c), Some(k)) => {
+                    let (cert, key) = (resolve(c), resolve(k));
+                    let server = crate::tls::load_server_config(&cert, &key).map_err(|why| err(c.span(), why))?;
+                    Some(TlsSettings {
+                        cert,
+                        key,
+                        server,
+                        require,
+                    })
+                }
+                (None, None) if require => {
+                    let span = t.require.as_ref().map_or(0..0, |r| r.span());
+                    return Err(err(span, "require = true needs a certificate: set cert and key".into()));
+                }
+                (None, None) => None,
+                (Some(c), None) => return Err(err(c.span(), "cert is set but key is not".into())),
+                (None, Some(k)) => return Err(err(k.span(), "key is set but cert is not".into())),
+            }
+        }
+    };
+
     Ok(Config {
         listen,
         workers,
@@ -393,6 +469,7 @@ pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<Config, Conf
         limits,
         log,
         admin,
+        tls,
     })
 }
 
@@ -496,6 +573,21 @@ mod tests {
         assert_eq!(
             parse_err(&format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:9090\"\n")),
             "test.toml:5: admin listen 0.0.0.0:9090 is not loopback: set token_file so the console is not open to all"
+        );
+    }
+
+    #[test]
+    fn tls_errors_are_clear() {
+        assert_eq!(
+            parse_err(&format!("{MINIMAL}[tls]\nrequire = true\n")),
+            "test.toml:5: require = true needs a certificate: set cert and key"
+        );
+        let e = parse_err(&format!(
+            "{MINIMAL}[tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n"
+        ));
+        assert!(
+            e.starts_with("test.toml:5: cannot read certificate /nonexistent/c.pem"),
+            "{e}"
         );
     }
 

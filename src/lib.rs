@@ -8,6 +8,7 @@
 //!   agent channel frames, session ids), [`config`] (TOML into checked
 //!   types), [`timefmt`].
 //! - [`relay`]: two sockets, one buffer per direction, half-close carried.
+//! - [`tls`] and [`conn`]: rustls over compio, plain or TLS behind one type.
 //! - [`gateway`] (Linux, io_uring): workers, listeners, directory, sessions.
 //! - [`client`]: what agents, controls and the load generator speak.
 //! - [`eventlog`]: the administrator's GWnnn.log.
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod eventlog;
 #[cfg(target_os = "linux")]
 pub mod gateway;
@@ -27,3 +29,4 @@ pub mod http;
 pub mod proto;
 pub mod relay;
 pub mod timefmt;
+pub mod tls;

@@ -60,11 +60,13 @@ pub struct AgentSummary {
     pub os: String,
 }
 
-/// Checks a peer-chosen name: 1 to [`MAX_NAME_CHARS`] characters, no
-/// control characters (they would corrupt logs and the console).
+/// Checks a peer-chosen name: 1 to [`MAX_NAME_CHARS`] characters, not
+/// blank. Any other character is allowed (names travel percent-encoded);
+/// the log sanitises them and the console escapes them, so a hostile name
+/// is shown, harmlessly, rather than hidden.
 pub fn valid_name(name: &str) -> bool {
     let n = name.chars().count();
-    (1..=MAX_NAME_CHARS).contains(&n) && !name.chars().any(char::is_control)
+    (1..=MAX_NAME_CHARS).contains(&n) && !name.trim().is_empty() && !name.contains('\0')
 }
 
 /// A frame the gateway sends down an agent channel.
@@ -251,7 +253,9 @@ mod tests {
         assert!(valid_name("pc1"));
         assert!(valid_name("Reception desk"));
         assert!(!valid_name(""));
-        assert!(!valid_name("a\r\nb"));
+        assert!(!valid_name("   "));
+        assert!(!valid_name("a\0b"));
+        assert!(valid_name("<script>alert(1)</script>\r\nGW forged"));
         assert!(!valid_name(&"x".repeat(MAX_NAME_CHARS + 1)));
     }
 }

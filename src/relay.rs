@@ -18,6 +18,36 @@ use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_util::future::try_join;
 
+/// A connection both pumps of a relay can use at once: reads and writes
+/// take `&self`, buffers go in and come back. Plain TCP, TLS, and the
+/// client's stdio bridge implement it.
+pub trait Duplex {
+    /// Reads into the spare capacity of `buf` (appending, as compio does);
+    /// `Ok(0)` is end of stream.
+    fn read_into(&self, buf: Vec<u8>) -> impl Future<Output = BufResult<usize, Vec<u8>>>;
+    /// Writes all of `buf`.
+    fn write_all_from(&self, buf: Vec<u8>) -> impl Future<Output = BufResult<(), Vec<u8>>>;
+    /// Ends the write direction (TLS: close_notify, then TCP FIN).
+    fn shutdown_write(&self) -> impl Future<Output = io::Result<()>>;
+}
+
+impl Duplex for TcpStream {
+    async fn read_into(&self, buf: Vec<u8>) -> BufResult<usize, Vec<u8>> {
+        let mut r = self;
+        r.read(buf).await
+    }
+
+    async fn write_all_from(&self, buf: Vec<u8>) -> BufResult<(), Vec<u8>> {
+        let mut w = self;
+        w.write_all(buf).await
+    }
+
+    async fn shutdown_write(&self) -> io::Result<()> {
+        let mut w = self;
+        w.shutdown().await
+    }
+}
+
 /// Live byte counts of a session, readable while it runs (for the console).
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -32,10 +62,10 @@ pub struct Counters {
 /// `a_early` holds bytes already read from `a` (after its request head) that
 /// belong to `b`, and `b_early` the reverse; they are delivered first.
 /// `buf_size` is the size of each direction's buffer.
-pub async fn relay(
-    a: &TcpStream,
+pub async fn relay<A: Duplex, B: Duplex>(
+    a: &A,
     a_early: Vec<u8>,
-    b: &TcpStream,
+    b: &B,
     b_early: Vec<u8>,
     buf_size: usize,
     counters: &Counters,
@@ -49,27 +79,32 @@ pub async fn relay(
 }
 
 /// One direction: `from` → `to`, then `shutdown(Write)` on `to` at EOF.
-async fn pump(from: &TcpStream, to: &TcpStream, early: Vec<u8>, buf_size: usize, count: &Cell<u64>) -> io::Result<()> {
-    let (mut from, mut to) = (from, to);
+async fn pump<F: Duplex, T: Duplex>(
+    from: &F,
+    to: &T,
+    early: Vec<u8>,
+    buf_size: usize,
+    count: &Cell<u64>,
+) -> io::Result<()> {
     if !early.is_empty() {
         let n = early.len() as u64;
-        let BufResult(res, _) = to.write_all(early).await;
+        let BufResult(res, _) = to.write_all_from(early).await;
         res?;
         count.set(count.get() + n);
     }
     let mut buf = Vec::with_capacity(buf_size);
     loop {
-        let BufResult(res, b) = from.read(buf).await;
+        let BufResult(res, b) = from.read_into(buf).await;
         buf = b;
         let n = res?;
         if n == 0 {
-            return match to.shutdown().await {
+            return match to.shutdown_write().await {
                 // The peer may already be gone; the session is ending anyway.
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
                 other => other,
             };
         }
-        let BufResult(res, b) = to.write_all(buf).await;
+        let BufResult(res, b) = to.write_all_from(buf).await;
         buf = b;
         res?;
         count.set(count.get() + n as u64);

@@ -15,6 +15,12 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// Year, month and day (UTC) of `t`.
+pub fn civil_date(t: SystemTime) -> (i64, u32, u32) {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    civil_from_days((secs / 86_400) as i64)
+}
+
 /// Year, month, day of a count of days since 1970-01-01 (Howard Hinnant's
 /// algorithm, exact for the proleptic Gregorian calendar).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {

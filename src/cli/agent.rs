@@ -37,19 +37,11 @@ pub struct AgentArgs {
 
 /// Runs the agent until killed.
 pub fn run(args: AgentArgs) -> Result<(), String> {
-    let key = args.client.key()?;
     let name = args.name.unwrap_or_else(sysinfo::hostname);
     if !crate::proto::valid_name(&name) {
-        return Err(format!(
-            "invalid agent name {name:?}: 1 to 64 characters, no control characters"
-        ));
+        return Err(format!("invalid agent name {name:?}: 1 to 64 characters, not blank"));
     }
-    let ep = Endpoint {
-        gateway: args.client.gateway,
-        key,
-        identity: name,
-        bind: None,
-    };
+    let ep = args.client.endpoint(&name)?;
     let expose = Rc::new(args.expose);
     super::client_runtime()?.block_on(async move {
         let mut backoff = BACKOFF_START;

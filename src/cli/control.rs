@@ -52,17 +52,11 @@ pub struct ControlArgs {
 
 impl ControlArgs {
     fn endpoint(self) -> Result<Endpoint, String> {
-        let key = self.client.key()?;
         let identity = self.name.unwrap_or_else(sysinfo::hostname);
         if !crate::proto::valid_name(&identity) {
             return Err(format!("invalid control name {identity:?}"));
         }
-        Ok(Endpoint {
-            gateway: self.client.gateway,
-            key,
-            identity,
-            bind: None,
-        })
+        self.client.endpoint(&identity)
     }
 }
 
@@ -153,58 +147,66 @@ fn connect_listen(ep: Endpoint, agent: String, listen: String) -> Result<(), Str
     })
 }
 
-/// One session over stdin/stdout. The handshake runs on the async runtime;
-/// the relay then runs on two plain threads with blocking I/O, since
-/// standard streams cannot be driven portably by a completion runtime.
+/// One session over stdin/stdout. Standard streams cannot be driven
+/// portably by a completion runtime, so two plain threads move them
+/// to and from one end of a loopback TCP pair, and the runtime relays the
+/// other end to the session (plain or TLS) like any other connection.
 fn connect_stdio(ep: &Endpoint, agent: &str) -> Result<(), String> {
-    let runtime = super::client_runtime()?;
-    let session = runtime
-        .block_on(client::connect(ep, agent))
-        .map_err(|e| e.to_string())?;
-    let sock = to_blocking(&session.stream).map_err(|e| format!("cannot use the session socket: {e}"))?;
-    let mut out = std::io::stdout();
-    out.write_all(&session.early).map_err(|e| e.to_string())?;
-    out.flush().map_err(|e| e.to_string())?;
-    // The async socket is closed on its runtime; the blocking duplicate
-    // keeps the connection open.
-    runtime.enter(|| drop(session));
-
-    let mut up = sock.try_clone().map_err(|e| e.to_string())?;
-    let uploader = std::thread::spawn(move || {
-        let mut stdin = std::io::stdin();
-        let _ = std::io::copy(&mut stdin, &mut up);
+    let (bridge, inner) = loopback_pair().map_err(|e| format!("cannot set up the stdio bridge: {e}"))?;
+    let mut up = bridge.try_clone().map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut up);
         // EOF on stdin is carried as a half-close, as the gateway does.
         let _ = up.shutdown(std::net::Shutdown::Write);
     });
-    let mut down = sock;
-    let mut buf = vec![0u8; RELAY_BUFFER];
-    loop {
-        match down.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
-                    break;
+    let mut down = bridge;
+    let writer = std::thread::spawn(move || {
+        let mut out = std::io::stdout();
+        let mut buf = vec![0u8; RELAY_BUFFER];
+        loop {
+            match down.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                        break;
+                    }
                 }
             }
         }
+    });
+    let runtime = super::client_runtime()?;
+    let result = runtime.block_on(async {
+        let session = client::connect(ep, agent).await.map_err(|e| e.to_string())?;
+        let inner = compio::net::TcpStream::from_std(inner).map_err(|e| e.to_string())?;
+        let counters = Counters::default();
+        relay(
+            &session.stream,
+            session.early,
+            &inner,
+            Vec::new(),
+            RELAY_BUFFER,
+            &counters,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    });
+    // Everything the agent sent has been handed to the bridge; let the
+    // writer thread put it on stdout before the process exits.
+    let _ = writer.join();
+    result
+}
+
+/// A connected pair of loopback TCP sockets, checked to be each other's
+/// peer (no other local process can slip in between).
+fn loopback_pair() -> std::io::Result<(std::net::TcpStream, std::net::TcpStream)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let a = std::net::TcpStream::connect(listener.local_addr()?)?;
+    loop {
+        let (b, peer) = listener.accept()?;
+        if peer == a.local_addr()? {
+            a.set_nodelay(true)?;
+            b.set_nodelay(true)?;
+            return Ok((a, b));
+        }
     }
-    // The remote side is done; whatever stdin still holds has nowhere to go.
-    drop(uploader);
-    Ok(())
-}
-
-#[cfg(unix)]
-fn to_blocking(stream: &compio::net::TcpStream) -> std::io::Result<std::net::TcpStream> {
-    use std::os::fd::AsFd;
-    let s = std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?);
-    s.set_nonblocking(false)?;
-    Ok(s)
-}
-
-#[cfg(windows)]
-fn to_blocking(stream: &compio::net::TcpStream) -> std::io::Result<std::net::TcpStream> {
-    use std::os::windows::io::AsSocket;
-    let s = std::net::TcpStream::from(stream.as_socket().try_clone_to_owned()?);
-    s.set_nonblocking(false)?;
-    Ok(s)
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod agent;
 mod control;
+mod gencert;
 #[cfg(target_os = "linux")]
 mod serve;
 
@@ -42,6 +43,8 @@ enum Command {
     /// Make the gateway re-read its config file (admin listener).
     #[cfg(target_os = "linux")]
     Reload(admin::AdminArgs),
+    /// Make a private CA and a gateway certificate (ca.pem, cert.pem, key.pem).
+    GenCert(gencert::GenCertArgs),
     /// Publish a local TCP service through a gateway.
     Agent(agent::AgentArgs),
     /// Browse agents and open sessions to them.
@@ -52,9 +55,21 @@ enum Command {
 /// Options every client command shares.
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// The gateway, as HOST:PORT.
+    /// The gateway: HOST:PORT (plain HTTP) or https://HOST:PORT (TLS).
     #[arg(long, short)]
     pub gateway: String,
+    /// With https: trust the CA certificates in this PEM file instead of
+    /// the system's roots (e.g. the ca.pem from `ringway gen-cert`).
+    #[arg(long, conflicts_with_all = ["pin_sha256", "insecure"])]
+    pub ca_file: Option<PathBuf>,
+    /// With https: accept only the gateway certificate whose SHA-256 (of
+    /// its DER form) is this hex string.
+    #[arg(long, conflicts_with = "insecure")]
+    pub pin_sha256: Option<String>,
+    /// With https: accept any certificate. For testing only: anyone in the
+    /// path can then read and change the traffic.
+    #[arg(long)]
+    pub insecure: bool,
     /// File holding the gateway key (else the RINGWAY_KEY environment
     /// variable). The key is never taken on the command line, where other
     /// users could read it in the process list.
@@ -77,6 +92,37 @@ impl ClientArgs {
             return Err(format!("the gateway key must be at least {MIN_KEY_LEN} characters"));
         }
         Ok(GatewayKey::new(&secret))
+    }
+
+    /// How to check the gateway's certificate.
+    pub fn trust(&self) -> Result<crate::tls::Trust, String> {
+        use crate::tls::Trust;
+        if self.insecure {
+            log::warn!(
+                "--insecure: the gateway's certificate is NOT checked; anyone in the path can read this traffic"
+            );
+            return Ok(Trust::Insecure);
+        }
+        if let Some(pin) = &self.pin_sha256 {
+            let clean: String = pin.chars().filter(|c| *c != ':').collect();
+            let bytes = crate::auth::hex_decode(&clean)
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or("--pin-sha256 must be 64 hex digits (SHA-256 of the certificate's DER form)")?;
+            return Ok(Trust::Pin(bytes));
+        }
+        Ok(match &self.ca_file {
+            Some(path) => Trust::CaFile(path.clone()),
+            None => Trust::SystemRoots,
+        })
+    }
+
+    /// The endpoint for talking to the gateway as `identity`.
+    pub fn endpoint(&self, identity: &str) -> Result<crate::client::Endpoint, String> {
+        let (key, trust) = (self.key()?, self.trust()?);
+        if !self.gateway.starts_with("https://") && (self.ca_file.is_some() || self.pin_sha256.is_some()) {
+            return Err("--ca-file and --pin-sha256 need an https:// gateway".into());
+        }
+        crate::client::Endpoint::new(&self.gateway, key, identity, &trust)
     }
 }
 
@@ -103,6 +149,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => admin::status(args),
         #[cfg(target_os = "linux")]
         Command::Reload(args) => admin::reload(args),
+        Command::GenCert(args) => gencert::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Control(cmd) => control::run(cmd),
     };

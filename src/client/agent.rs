@@ -4,9 +4,9 @@ use std::cell::Cell;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
+use crate::conn::Conn;
+use crate::relay::Duplex;
 use compio::BufResult;
-use compio::io::{AsyncRead, AsyncWriteExt};
-use compio::net::TcpStream;
 use futures_util::future::{Either, select};
 
 use super::{ClientError, Endpoint, dial, exchange, refused, request_head};
@@ -58,7 +58,7 @@ impl Outgoing {
 
 /// A registered agent's channel.
 pub struct AgentChannel {
-    stream: TcpStream,
+    stream: Conn,
     buf: Vec<u8>,
     cmpi: Cell<Duration>,
     outgoing_tx: async_channel::Sender<FromAgent>,
@@ -71,7 +71,7 @@ impl AgentChannel {
         let stream = dial(ep).await?;
         // The address this machine used to reach the gateway is its local
         // IP as far as the console cares, unless the caller knows better.
-        let local_ip = match (&info.local_ip, stream.local_addr()) {
+        let local_ip = match (&info.local_ip, stream.tcp().local_addr()) {
             (ip, _) if !ip.is_empty() => ip.clone(),
             (_, Ok(addr)) => addr.ip().to_string(),
             (_, Err(_)) => String::new(),
@@ -135,13 +135,12 @@ impl AgentChannel {
 }
 
 async fn read_pushes<H: AgentHandler>(
-    stream: &TcpStream,
+    stream: &Conn,
     mut buf: Vec<u8>,
     cmpi: &Cell<Duration>,
     last_ping: &Cell<(u64, Instant)>,
     handler: &H,
 ) -> Result<ChannelEnd, ClientError> {
-    let mut s = stream;
     buf.reserve(proto::MAX_FRAME_LINE);
     loop {
         loop {
@@ -171,7 +170,7 @@ async fn read_pushes<H: AgentHandler>(
             buf.reserve(proto::MAX_FRAME_LINE);
         }
         let deadline = cmpi.get() * 2 + HEARTBEAT_GRACE;
-        match compio::time::timeout(deadline, s.read(buf)).await {
+        match compio::time::timeout(deadline, stream.read_into(buf)).await {
             Err(_) => return Err(ClientError::Protocol("the gateway stopped answering polls".into())),
             Ok(BufResult(Ok(0), _)) => return Ok(ChannelEnd::Closed),
             Ok(BufResult(Err(e), _)) => return Err(ClientError::Io(e)),
@@ -182,12 +181,11 @@ async fn read_pushes<H: AgentHandler>(
 
 /// Sends `PING` every CMPI and any queued frame as it comes.
 async fn write_polls(
-    stream: &TcpStream,
+    stream: &Conn,
     cmpi: &Cell<Duration>,
     last_ping: &Cell<(u64, Instant)>,
     outgoing: async_channel::Receiver<FromAgent>,
 ) -> ClientError {
-    let mut s = stream;
     let mut seq = 0u64;
     let mut next_ping = Instant::now() + cmpi.get();
     loop {
@@ -211,7 +209,7 @@ async fn write_polls(
                 }
             }
         };
-        let BufResult(res, _) = s.write_all(frame.to_string().into_bytes()).await;
+        let BufResult(res, _) = stream.write_all_from(frame.to_string().into_bytes()).await;
         if let Err(e) = res {
             return ClientError::Io(e);
         }

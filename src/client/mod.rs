@@ -11,14 +11,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use compio::BufResult;
-use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::{TcpSocket, TcpStream};
 
 pub use agent::{AgentChannel, AgentHandler, AgentInfo, ChannelEnd, Outgoing};
 
 use crate::auth::{GatewayKey, new_nonce, sign, unix_now};
+use crate::conn::Conn;
 use crate::http::{self, HeadError, ResponseHead, pct_encode};
 use crate::proto::{self, AgentSummary, SessionId};
+use crate::relay::Duplex;
+use crate::tls::{TlsConn, Trust};
 
 /// How long a client waits for the gateway's answer to a request. A
 /// connect waits for the agent to join (the gateway's pairing deadline,
@@ -41,6 +43,55 @@ pub struct Endpoint {
     /// Source address to dial from (the load generator spreads its
     /// connections over several to stay within ports per address).
     pub bind: Option<IpAddr>,
+    /// TLS to the gateway, if its address was given as `https://`.
+    pub tls: Option<ClientTls>,
+}
+
+/// How a client speaks TLS to the gateway.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// Trust settings and ALPN, built once.
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// The name the certificate must carry (the gateway's host).
+    pub server_name: String,
+}
+
+impl Endpoint {
+    /// An endpoint for `gateway`, which is `host:port` or `http://host:port`
+    /// (plain) or `https://host:port` (TLS, verified as `trust` says).
+    pub fn new(gateway: &str, key: GatewayKey, identity: &str, trust: &Trust) -> Result<Endpoint, String> {
+        let (tls, host_port) = if let Some(rest) = gateway.strip_prefix("https://") {
+            (true, rest)
+        } else {
+            (false, gateway.strip_prefix("http://").unwrap_or(gateway))
+        };
+        let host_port = host_port.trim_end_matches('/').to_string();
+        let host = match host_port.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
+                h.trim_start_matches('[').trim_end_matches(']')
+            }
+            _ => {
+                return Err(format!(
+                    "gateway {gateway:?} must be HOST:PORT, http://HOST:PORT or https://HOST:PORT"
+                ));
+            }
+        };
+        let tls = if tls {
+            Some(ClientTls {
+                config: crate::tls::client_config(trust)?,
+                server_name: host.to_string(),
+            })
+        } else {
+            None
+        };
+        Ok(Endpoint {
+            gateway: host_port,
+            key,
+            identity: identity.to_string(),
+            bind: None,
+            tls,
+        })
+    }
 }
 
 impl fmt::Debug for Endpoint {
@@ -92,13 +143,26 @@ impl From<io::Error> for ClientError {
 /// with the response (they belong to the relayed stream).
 pub struct Session {
     /// The connection, now a raw byte stream to the peer.
-    pub stream: TcpStream,
+    pub stream: Conn,
     /// Bytes already read past the response head.
     pub early: Vec<u8>,
 }
 
-/// Opens a TCP connection to the gateway.
-pub async fn dial(ep: &Endpoint) -> io::Result<TcpStream> {
+/// Opens a connection to the gateway, with TLS if the endpoint says so.
+pub async fn dial(ep: &Endpoint) -> io::Result<Conn> {
+    let tcp = dial_tcp(ep).await?;
+    let Some(tls) = &ep.tls else {
+        return Ok(Conn::Plain(tcp));
+    };
+    let state = crate::tls::client_connection(tls.config.clone(), &tls.server_name)?;
+    let conn = TlsConn::new(tcp, state, Vec::new());
+    compio::time::timeout(RESPONSE_TIMEOUT, conn.handshake())
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake with the gateway timed out"))??;
+    Ok(Conn::Tls(Box::new(conn)))
+}
+
+async fn dial_tcp(ep: &Endpoint) -> io::Result<TcpStream> {
     let stream = match ep.bind {
         None => TcpStream::connect(ep.gateway.as_str()).await?,
         Some(ip) => {
@@ -142,17 +206,15 @@ pub fn request_head(ep: &Endpoint, method: &str, target: &str, extra: &[(&str, S
 
 /// Sends a request head and reads the response head (within
 /// [`RESPONSE_TIMEOUT`]); returns it with the bytes read past it.
-pub async fn exchange(stream: &TcpStream, head: Vec<u8>) -> Result<(ResponseHead, Vec<u8>), ClientError> {
-    let mut s = stream;
-    let BufResult(res, _) = s.write_all(head).await;
+pub async fn exchange(stream: &Conn, head: Vec<u8>) -> Result<(ResponseHead, Vec<u8>), ClientError> {
+    let BufResult(res, _) = stream.write_all_from(head).await;
     res?;
     compio::time::timeout(RESPONSE_TIMEOUT, read_response(stream))
         .await
         .map_err(|_| ClientError::Protocol("no response from the gateway in time".into()))?
 }
 
-async fn read_response(stream: &TcpStream) -> Result<(ResponseHead, Vec<u8>), ClientError> {
-    let mut s = stream;
+async fn read_response(stream: &Conn) -> Result<(ResponseHead, Vec<u8>), ClientError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         match http::parse_response(&buf) {
@@ -163,7 +225,7 @@ async fn read_response(stream: &TcpStream) -> Result<(ResponseHead, Vec<u8>), Cl
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity());
         }
-        let BufResult(res, b) = s.read(buf).await;
+        let BufResult(res, b) = stream.read_into(buf).await;
         buf = b;
         if res? == 0 {
             return Err(ClientError::Protocol("the gateway closed the connection".into()));
@@ -172,7 +234,7 @@ async fn read_response(stream: &TcpStream) -> Result<(ResponseHead, Vec<u8>), Cl
 }
 
 /// Reads a `Content-Length` body, given the bytes already read.
-async fn read_body(stream: &TcpStream, head: &ResponseHead, mut body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+async fn read_body(stream: &Conn, head: &ResponseHead, mut body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
     let len: usize = head
         .header("content-length")
         .and_then(|v| v.parse().ok())
@@ -182,10 +244,9 @@ async fn read_body(stream: &TcpStream, head: &ResponseHead, mut body: Vec<u8>) -
             "response body of {len} bytes is too large"
         )));
     }
-    let mut s = stream;
     while body.len() < len {
         body.reserve(len - body.len());
-        let BufResult(res, b) = s.read(body).await;
+        let BufResult(res, b) = stream.read_into(body).await;
         body = b;
         if res? == 0 {
             return Err(ClientError::Protocol("response body cut short".into()));
@@ -196,7 +257,7 @@ async fn read_body(stream: &TcpStream, head: &ResponseHead, mut body: Vec<u8>) -
 }
 
 /// Turns an error status into [`ClientError::Refused`] with the body's reason.
-async fn refused(stream: &TcpStream, head: &ResponseHead, rest: Vec<u8>) -> ClientError {
+async fn refused(stream: &Conn, head: &ResponseHead, rest: Vec<u8>) -> ClientError {
     let reason = match read_body(stream, head, rest).await {
         Ok(body) => String::from_utf8_lossy(&body).trim().to_string(),
         Err(_) => head.reason.clone(),

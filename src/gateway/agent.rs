@@ -11,13 +11,13 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
+use crate::conn::Conn;
+use crate::relay::Duplex;
 use compio::BufResult;
-use compio::io::{AsyncRead, AsyncWriteExt};
-use compio::net::TcpStream;
 use futures_util::future::{Either, select};
 
 use super::directory::AgentRecord;
-use super::frontdoor::{identity, reject, send, verify, wants_upgrade};
+use super::frontdoor::{identity, refusal, reject, send, verify, wants_upgrade};
 use super::owner_of;
 use super::shard::{Handoff, Shard, ShardMsg};
 use super::stats::Stats;
@@ -60,7 +60,7 @@ enum Ended {
 }
 
 /// Handles `GET /v1/agent/register` on the worker that accepted it.
-pub(crate) async fn register(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, head: RequestHead, early: Vec<u8>) {
+pub(crate) async fn register(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, head: RequestHead, early: Vec<u8>) {
     if !wants_upgrade(&head, proto::UPGRADE_AGENT) {
         reject(&shard, &stream, 426, "registration must upgrade to ringway-agent/1").await;
         return;
@@ -78,7 +78,7 @@ pub(crate) async fn register(shard: Rc<Shard>, stream: TcpStream, peer: SocketAd
         detail(proto::H_AGENT_IP),
         detail(proto::H_AGENT_OS),
     );
-    let kid = match verify(&shard, &head, &identity_raw) {
+    let kid = match verify(&shard, &stream, &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
             shard.event(format!(
@@ -88,7 +88,7 @@ pub(crate) async fn register(shard: Rc<Shard>, stream: TcpStream, peer: SocketAd
                 peer.ip()
             ));
             log::debug!("agent proof refused: {}", why.label());
-            reject(&shard, &stream, 401, "gateway key proof refused").await;
+            reject(&shard, &stream, 401, refusal(why)).await;
             return;
         }
     };
@@ -124,7 +124,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         local_ip,
         os,
     } = *reg;
-    let (stream, peer, early) = match handoff.into_stream() {
+    let (stream, peer, early) = match handoff.into_conn() {
         Ok(s) => s,
         Err(e) => {
             log::warn!("cannot adopt agent socket: {e}");
@@ -228,8 +228,7 @@ fn release(shard: &Shard, slot: usize, id: u64) -> bool {
 }
 
 /// Reads the agent's frames until it leaves or misses its deadline.
-async fn read_polls(shard: &Shard, stream: &TcpStream, early: Vec<u8>, slot: usize, id: u64) -> Ended {
-    let mut reader = stream;
+async fn read_polls(shard: &Shard, stream: &Conn, early: Vec<u8>, slot: usize, id: u64) -> Ended {
     let mut buf = early;
     buf.reserve(proto::MAX_FRAME_LINE.saturating_sub(buf.len()));
     loop {
@@ -249,7 +248,7 @@ async fn read_polls(shard: &Shard, stream: &TcpStream, early: Vec<u8>, slot: usi
             buf.reserve(proto::MAX_FRAME_LINE);
         }
         let deadline = shard.config().heartbeat_deadline();
-        match compio::time::timeout(deadline, reader.read(buf)).await {
+        match compio::time::timeout(deadline, stream.read_into(buf)).await {
             Err(_) => return Ended::Expired(deadline.as_secs()),
             Ok(BufResult(Ok(0), _)) | Ok(BufResult(Err(_), _)) => return Ended::Closed,
             Ok(BufResult(Ok(_), b)) => buf = b,
@@ -289,10 +288,9 @@ fn on_frame(shard: &Shard, frame: FromAgent, slot: usize, id: u64) -> Option<End
 
 /// Writes queued frames until the outbox closes: the record was removed
 /// (replaced, key removed, shutdown) after its goodbye was queued.
-async fn write_pushes(stream: &TcpStream, outbox: async_channel::Receiver<ToAgent>) {
-    let mut writer = stream;
+async fn write_pushes(stream: &Conn, outbox: async_channel::Receiver<ToAgent>) {
     while let Ok(frame) = outbox.recv().await {
-        let BufResult(res, _) = writer.write_all(frame.to_string().into_bytes()).await;
+        let BufResult(res, _) = stream.write_all_from(frame.to_string().into_bytes()).await;
         if res.is_err() {
             return;
         }

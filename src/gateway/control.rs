@@ -13,11 +13,11 @@ use std::time::SystemTime;
 
 use std::pin::pin;
 
-use compio::net::TcpStream;
+use crate::conn::Conn;
 use futures_channel::oneshot;
 use futures_util::future::{Either, select};
 
-use super::frontdoor::{identity, reject, send, verify, wants_upgrade};
+use super::frontdoor::{identity, refusal, reject, send, verify, wants_upgrade};
 use super::owner_of;
 use super::shard::{Handoff, OpenResult, Shard, ShardMsg};
 use super::stats::Stats;
@@ -41,7 +41,7 @@ pub(crate) struct Pending {
 
 /// The agent's data connection, delivered to the waiting control.
 pub(crate) struct Joined {
-    stream: TcpStream,
+    stream: Conn,
     early: Vec<u8>,
 }
 
@@ -83,12 +83,17 @@ pub(crate) struct SessionInfo {
 }
 
 /// `GET /v1/clients`: the agents that share the control's key, as JSON.
-pub(crate) async fn browse(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, head: RequestHead) {
-    let Some((identity_raw, _control)) = identity(&head) else {
-        reject(&shard, &stream, 400, "missing or invalid control name").await;
-        return;
+pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, head: RequestHead) {
+    // A control names itself, but curl with a bearer key need not.
+    let identity_raw = match (head.header(proto::H_IDENTITY), identity(&head)) {
+        (None, _) => String::new(),
+        (Some(_), Some((raw, _))) => raw,
+        (Some(_), None) => {
+            reject(&shard, &stream, 400, "invalid control name").await;
+            return;
+        }
     };
-    let kid = match verify(&shard, &head, &identity_raw) {
+    let kid = match verify(&shard, &stream, &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
             shard.event(format!(
@@ -96,7 +101,7 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
                 peer.ip()
             ));
             log::debug!("browse proof refused: {}", why.label());
-            reject(&shard, &stream, 401, "gateway key proof refused").await;
+            reject(&shard, &stream, 401, refusal(why)).await;
             return;
         }
     };
@@ -127,7 +132,7 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
 /// `GET /v1/connect/<name>`: a relay session to agent `name`.
 pub(crate) async fn connect(
     shard: Rc<Shard>,
-    stream: TcpStream,
+    stream: Conn,
     peer: SocketAddr,
     head: RequestHead,
     early: Vec<u8>,
@@ -146,7 +151,7 @@ pub(crate) async fn connect(
         return;
     };
     let (agent_shown, control_shown) = (sanitize(&agent), sanitize(&control));
-    let kid = match verify(&shard, &head, &identity_raw) {
+    let kid = match verify(&shard, &stream, &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
             shard.event(format!(
@@ -154,7 +159,7 @@ pub(crate) async fn connect(
                 peer.ip()
             ));
             log::debug!("connect proof refused: {}", why.label());
-            reject(&shard, &stream, 401, "gateway key proof refused").await;
+            reject(&shard, &stream, 401, refusal(why)).await;
             return;
         }
     };
@@ -294,7 +299,7 @@ fn take_pending(shard: &Shard, sid: SessionId) -> Option<Pending> {
 /// `GET /v1/session/<sid>`: an agent's data connection for a session.
 pub(crate) async fn join(
     shard: Rc<Shard>,
-    stream: TcpStream,
+    stream: Conn,
     peer: SocketAddr,
     head: RequestHead,
     early: Vec<u8>,
@@ -312,7 +317,7 @@ pub(crate) async fn join(
         reject(&shard, &stream, 400, "missing or invalid agent name").await;
         return;
     };
-    let kid = match verify(&shard, &head, &identity_raw) {
+    let kid = match verify(&shard, &stream, &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
             shard.event(format!(
@@ -321,7 +326,7 @@ pub(crate) async fn join(
                 peer.ip()
             ));
             log::debug!("join proof refused: {}", why.label());
-            reject(&shard, &stream, 401, "gateway key proof refused").await;
+            reject(&shard, &stream, 401, refusal(why)).await;
             return;
         }
     };
@@ -356,7 +361,7 @@ pub(crate) async fn join_handed(shard: Rc<Shard>, req: Box<JoinRequest>) {
         kid,
         agent,
     } = *req;
-    match handoff.into_stream() {
+    match handoff.into_conn() {
         Ok((stream, _, early)) => deliver(&shard, sid, kid, &agent, stream, early).await,
         Err(e) => log::warn!("cannot adopt data socket: {e}"),
     }
@@ -364,7 +369,7 @@ pub(crate) async fn join_handed(shard: Rc<Shard>, req: Box<JoinRequest>) {
 
 /// Gives a data connection to the control waiting for it, if the session
 /// exists and belongs to this agent and key.
-async fn deliver(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str, stream: TcpStream, early: Vec<u8>) {
+async fn deliver(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str, stream: Conn, early: Vec<u8>) {
     let tx = {
         let mut pending = shard.pending.borrow_mut();
         pending

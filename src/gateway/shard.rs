@@ -25,9 +25,11 @@ use super::directory::{AgentRecord, Directory};
 use super::stats::{AgentRow, SessionRow, Stats, StatsSnapshot, WorkerSnapshot};
 use crate::auth::{KeyId, KeyRing};
 use crate::config::Config;
+use crate::conn::Conn;
 use crate::eventlog::sanitize;
 use crate::proto::{AgentSummary, SessionId, ToAgent};
 use crate::timefmt::rfc3339;
+use crate::tls::TlsConn;
 
 /// Pause after a failed accept (EMFILE, ENFILE, ENOBUFS) before trying
 /// again: retrying at once would spin a core while nothing can change.
@@ -36,10 +38,14 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// How long a stopping worker waits for its agents to be told goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// A socket moving from the worker that accepted it to the one that will
-/// serve it: the descriptor and the bytes read past the request head.
+/// A connection moving from the worker that accepted it to the one that
+/// will serve it: the descriptor, its TLS state if any, and the bytes read
+/// past the request head.
 pub(crate) struct Handoff {
     fd: OwnedFd,
+    /// TLS state (holding decrypted data not yet read) and ciphertext not
+    /// yet given to it.
+    tls: Option<(Box<rustls::Connection>, Vec<u8>)>,
     /// The peer's address, for logs and the console.
     pub peer: SocketAddr,
     /// Bytes already read after the request head; delivered first.
@@ -47,18 +53,29 @@ pub(crate) struct Handoff {
 }
 
 impl Handoff {
-    /// Detaches `stream` from this worker's runtime.
-    pub fn new(stream: TcpStream, peer: SocketAddr, early: Vec<u8>) -> io::Result<Self> {
+    /// Detaches `conn` from this worker's runtime.
+    pub fn new(conn: Conn, peer: SocketAddr, early: Vec<u8>) -> io::Result<Self> {
+        let (stream, tls) = match conn {
+            Conn::Plain(s) => (s, None),
+            Conn::Tls(t) => {
+                let (s, state, pending) = t.into_parts();
+                (s, Some((Box::new(state), pending)))
+            }
+        };
         // A duplicate descriptor outlives the runtime-bound original, which
         // is closed when `stream` drops at the end of this function.
         let fd = stream.as_fd().try_clone_to_owned()?;
-        Ok(Self { fd, peer, early })
+        Ok(Self { fd, tls, peer, early })
     }
 
-    /// Attaches the socket to the current worker's runtime.
-    pub fn into_stream(self) -> io::Result<(TcpStream, SocketAddr, Vec<u8>)> {
+    /// Attaches the connection to the current worker's runtime.
+    pub fn into_conn(self) -> io::Result<(Conn, SocketAddr, Vec<u8>)> {
         let stream = TcpStream::from_std(std::net::TcpStream::from(self.fd))?;
-        Ok((stream, self.peer, self.early))
+        let conn = match self.tls {
+            None => Conn::Plain(stream),
+            Some((state, pending)) => Conn::Tls(Box::new(TlsConn::new(stream, *state, pending))),
+        };
+        Ok((conn, self.peer, self.early))
     }
 }
 
@@ -311,6 +328,13 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
     let mut stats = StatsSnapshot {
         accepted: st.accepted.get(),
         registrations: st.registrations.get(),
+        handshakes: st.handshakes.get(),
+        handshake_failures: st
+            .handshake_failures
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
         heartbeat_expired: st.heartbeat_expired.get(),
         sessions_total: st.sessions_total.get(),
         bytes_to_agent: st.bytes_to_agent_closed.get(),

@@ -14,6 +14,10 @@ use serde::Serialize;
 pub(crate) struct Stats {
     /// Connections accepted by this worker's listeners.
     pub accepted: Cell<u64>,
+    /// TLS handshakes completed.
+    pub handshakes: Cell<u64>,
+    /// TLS handshakes that failed, by `error` or `timeout`.
+    pub handshake_failures: RefCell<BTreeMap<&'static str, u64>>,
     /// Agent registrations completed (101 sent) on this worker.
     pub registrations: Cell<u64>,
     /// Agents dropped for missing their heartbeat deadline.
@@ -93,6 +97,10 @@ pub struct SessionRow {
 pub struct StatsSnapshot {
     /// See [`Stats::accepted`].
     pub accepted: u64,
+    /// See [`Stats::handshakes`].
+    pub handshakes: u64,
+    /// See [`Stats::handshake_failures`].
+    pub handshake_failures: BTreeMap<String, u64>,
     /// See [`Stats::registrations`].
     pub registrations: u64,
     /// See [`Stats::heartbeat_expired`].

@@ -1,0 +1,220 @@
+//! rustls driven over compio's owned-buffer sockets.
+//!
+//! A `TlsConn` is shared by the two pumps of a relay: one reads, one
+//! writes, both through `&self`. The rustls state sits in a `RefCell` that
+//! is never borrowed across an await; socket writes (application data from
+//! the writer, and alerts or key updates the reader must send) go through
+//! one async lock so their records never interleave.
+//!
+//! Reads decrypt into the caller's buffer: the ciphertext lands in a
+//! per-connection buffer of one TLS record's size and rustls copies the
+//! plaintext out, so the relay still allocates nothing per read.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+
+use compio::BufResult;
+use compio::buf::{IntoInner, IoBuf};
+use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use compio::net::TcpStream;
+use futures_util::lock::Mutex;
+
+use crate::relay::Duplex;
+
+/// Ciphertext read from the socket in one go: one full TLS record
+/// (16 KiB of data plus header, padding and tag). rustls holds at most
+/// 16 KiB of decrypted data before it must be read out, so reading more
+/// at once would only make it refuse the rest.
+const CIPHERTEXT_READ: usize = 16 * 1024 + 512;
+
+/// A TLS connection over a compio TCP stream.
+pub struct TlsConn {
+    tcp: TcpStream,
+    state: RefCell<rustls::Connection>,
+    /// Ciphertext read from the socket but not yet given to rustls.
+    pending: RefCell<Vec<u8>>,
+    /// Reused buffer for ciphertext going out; held by the write lock.
+    out: Mutex<Vec<u8>>,
+    /// Set once the peer's TCP stream ended.
+    eof: Cell<bool>,
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl TlsConn {
+    /// Wraps a socket; `already_read` is ciphertext the caller read before
+    /// it knew the peer speaks TLS (the ClientHello's first bytes).
+    pub fn new(tcp: TcpStream, state: rustls::Connection, already_read: Vec<u8>) -> Self {
+        Self {
+            tcp,
+            state: RefCell::new(state),
+            pending: RefCell::new(already_read),
+            out: Mutex::new(Vec::new()),
+            eof: Cell::new(false),
+        }
+    }
+
+    /// The socket underneath (for addresses and socket options).
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// Takes the connection apart for a hand-off to another worker: the
+    /// socket, the TLS state (which holds decrypted data not yet read) and
+    /// ciphertext not yet given to rustls.
+    pub fn into_parts(self) -> (TcpStream, rustls::Connection, Vec<u8>) {
+        (self.tcp, self.state.into_inner(), self.pending.into_inner())
+    }
+
+    /// Runs the handshake to completion.
+    pub async fn handshake(&self) -> io::Result<()> {
+        loop {
+            self.flush().await?;
+            if !self.state.borrow().is_handshaking() {
+                return Ok(());
+            }
+            if !self.feed().await? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed during the TLS handshake",
+                ));
+            }
+        }
+    }
+
+    /// The ALPN protocol agreed, if any.
+    pub fn alpn(&self) -> Option<Vec<u8>> {
+        self.state.borrow().alpn_protocol().map(<[u8]>::to_vec)
+    }
+
+    /// Gives rustls more ciphertext: from `pending`, else from the socket.
+    /// False at end of stream.
+    async fn feed(&self) -> io::Result<bool> {
+        if self.pending.borrow().is_empty() {
+            if self.eof.get() {
+                return Ok(false);
+            }
+            let mut buf = std::mem::take(&mut *self.pending.borrow_mut());
+            buf.clear();
+            buf.reserve(CIPHERTEXT_READ);
+            let mut r = &self.tcp;
+            let BufResult(res, slice) = r.read(buf.slice(..CIPHERTEXT_READ)).await;
+            let buf = slice.into_inner();
+            let n = res?;
+            *self.pending.borrow_mut() = buf;
+            if n == 0 {
+                self.eof.set(true);
+                // Tell rustls too, so it can say whether the close was clean.
+                let _ = self.state.borrow_mut().read_tls(&mut io::empty());
+                return Ok(false);
+            }
+        }
+        let result = {
+            let mut pending = self.pending.borrow_mut();
+            let mut state = self.state.borrow_mut();
+            let mut slice: &[u8] = &pending;
+            let read = state.read_tls(&mut slice);
+            let used = pending.len() - slice.len();
+            pending.drain(..used);
+            read.and_then(|_| state.process_new_packets().map(|_| ()).map_err(tls_error))
+        };
+        if let Err(e) = result {
+            // Send the alert rustls queued, then report.
+            let _ = self.flush().await;
+            return Err(e);
+        }
+        if self.state.borrow().wants_write() {
+            self.flush().await?;
+        }
+        Ok(true)
+    }
+
+    /// Writes whatever ciphertext rustls has queued.
+    async fn flush(&self) -> io::Result<()> {
+        let mut out = self.out.lock().await;
+        loop {
+            out.clear();
+            {
+                let mut state = self.state.borrow_mut();
+                while state.wants_write() {
+                    state.write_tls(&mut *out)?;
+                }
+            }
+            if out.is_empty() {
+                return Ok(());
+            }
+            let mut w = &self.tcp;
+            let BufResult(res, buf) = w.write_all(std::mem::take(&mut *out)).await;
+            *out = buf;
+            res?;
+        }
+    }
+}
+
+impl Duplex for TlsConn {
+    async fn read_into(&self, mut buf: Vec<u8>) -> BufResult<usize, Vec<u8>> {
+        let start = buf.len();
+        if buf.capacity() == start {
+            return BufResult(Ok(0), buf);
+        }
+        // rustls's reader needs initialised memory; the relay's buffer is
+        // filled once here and reused, so this is a memset, not an allocation.
+        buf.resize(buf.capacity(), 0);
+        loop {
+            let got = self.state.borrow_mut().reader().read(&mut buf[start..]);
+            match got {
+                Ok(n) => {
+                    buf.truncate(start + n);
+                    return BufResult(Ok(n), buf);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // A peer that closes TCP without close_notify: treat as the
+                // end of its stream (ssh and iperf3 through curl-like
+                // tools do it); relayed protocols frame their own data.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    buf.truncate(start);
+                    return BufResult(Ok(0), buf);
+                }
+                Err(e) => {
+                    buf.truncate(start);
+                    return BufResult(Err(e), buf);
+                }
+            }
+            match self.feed().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    buf.truncate(start);
+                    return BufResult(Ok(0), buf);
+                }
+                Err(e) => {
+                    buf.truncate(start);
+                    return BufResult(Err(e), buf);
+                }
+            }
+        }
+    }
+
+    async fn write_all_from(&self, buf: Vec<u8>) -> BufResult<(), Vec<u8>> {
+        let mut done = 0;
+        while done < buf.len() {
+            let wrote = self.state.borrow_mut().writer().write(&buf[done..]);
+            match wrote {
+                Ok(n) => done += n,
+                Err(e) => return BufResult(Err(e), buf),
+            }
+            if let Err(e) = self.flush().await {
+                return BufResult(Err(e), buf);
+            }
+        }
+        BufResult(Ok(()), buf)
+    }
+
+    async fn shutdown_write(&self) -> io::Result<()> {
+        self.state.borrow_mut().send_close_notify();
+        self.flush().await?;
+        let mut w = &self.tcp;
+        w.shutdown().await
+    }
+}
