@@ -112,6 +112,24 @@ pub fn metrics(snaps: &[WorkerSnapshot], agents_connected: usize, max_clients: u
         "Agents dropped for missing their poll deadline.",
         per_worker(&|s| s.stats.heartbeat_expired),
     );
+    family(
+        "ringway_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed.",
+        per_worker(&|s| s.stats.handshakes),
+    );
+    let mut hs_fail = std::collections::BTreeMap::<String, u64>::new();
+    for s in snaps {
+        for (k, v) in &s.stats.handshake_failures {
+            *hs_fail.entry(k.clone()).or_default() += v;
+        }
+    }
+    family(
+        "ringway_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed or timed out.",
+        hs_fail.into_iter().map(|(k, v)| (format!("reason=\"{k}\""), v)).collect(),
+    );
     let mut auth = std::collections::BTreeMap::<String, u64>::new();
     let mut rejected = std::collections::BTreeMap::<u16, u64>::new();
     for s in snaps {
