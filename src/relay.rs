@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::io;
 
 use compio::BufResult;
-use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_util::future::try_join;
 
@@ -33,8 +33,11 @@ pub trait Duplex {
 
 impl Duplex for TcpStream {
     async fn read_into(&self, buf: Vec<u8>) -> BufResult<usize, Vec<u8>> {
+        // compio's `read` fills the buffer from its start, overwriting what
+        // is there; `append` reads into the spare capacity, which is what
+        // callers accumulating a head or a frame need.
         let mut r = self;
-        r.read(buf).await
+        r.append(buf).await
     }
 
     async fn write_all_from(&self, buf: Vec<u8>) -> BufResult<(), Vec<u8>> {

@@ -128,7 +128,10 @@ pub fn metrics(snaps: &[WorkerSnapshot], agents_connected: usize, max_clients: u
         "ringway_tls_handshake_failures_total",
         "counter",
         "TLS handshakes that failed or timed out.",
-        hs_fail.into_iter().map(|(k, v)| (format!("reason=\"{k}\""), v)).collect(),
+        hs_fail
+            .into_iter()
+            .map(|(k, v)| (format!("reason=\"{k}\""), v))
+            .collect(),
     );
     let mut auth = std::collections::BTreeMap::<String, u64>::new();
     let mut rejected = std::collections::BTreeMap::<u16, u64>::new();

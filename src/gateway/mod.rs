@@ -329,8 +329,7 @@ fn bind_all(
     for &addr in addrs {
         let fail = |error: io::Error| StartError::Bind { addr, error };
         if addr.port() != 0 {
-            let probe = new_socket(addr, false).map_err(fail)?;
-            probe.bind(&addr.into()).map_err(fail)?;
+            probe_free(addr).map_err(fail)?;
         }
         let mut group = Vec::with_capacity(workers);
         let mut actual = addr;
@@ -351,6 +350,27 @@ fn bind_all(
         bound.push(actual);
     }
     Ok((groups, bound))
+}
+
+/// How long a start waits for a port still held by a gateway that just
+/// died: the kernel closes an io_uring process's listeners a few
+/// milliseconds after the process is gone, and a supervisor restarting at
+/// once must not fail on that.
+const BIND_RETRY_FOR: Duration = Duration::from_millis(500);
+
+/// Checks that nothing else listens on `addr` (bind without SO_REUSEPORT),
+/// retrying "address in use" briefly (see [`BIND_RETRY_FOR`]).
+fn probe_free(addr: SocketAddr) -> io::Result<()> {
+    let give_up = std::time::Instant::now() + BIND_RETRY_FOR;
+    loop {
+        let probe = new_socket(addr, false)?;
+        match probe.bind(&addr.into()) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn new_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
