@@ -32,7 +32,14 @@ pub fn run(args: GenCertArgs) -> Result<(), String> {
 
     let ca_key = KeyPair::generate().map_err(|e| e.to_string())?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
-    ca.distinguished_name.push(DnType::CommonName, "ringway private CA");
+    // A name of its own per CA: clients pick the issuer by name, so two
+    // gen-cert CAs with one name would make a wrong CA look like a bad
+    // signature instead of an unknown issuer.
+    let ca_name = format!(
+        "ringway private CA {}",
+        &crate::auth::hex(&crate::auth::new_nonce())[..8]
+    );
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = rcgen::date_time_ymd(now.0, now.1, now.2);

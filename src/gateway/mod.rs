@@ -286,6 +286,18 @@ impl Gateway {
             let _ = inbox.send_blocking(ShardMsg::Reload(new.clone()));
         }
         *state = (new, new_bound);
+        drop(state);
+        // Inboxes are served in order, so a worker that answers a snapshot
+        // has applied the reload: once all have, say so.
+        let answered = self.snapshot().len();
+        if answered == self.shared.workers() {
+            events.event("Configuration reloaded");
+        } else {
+            report.warnings.push(format!(
+                "only {answered} of {} workers confirmed the reload",
+                self.shared.workers()
+            ));
+        }
         report
     }
 
