@@ -53,7 +53,15 @@ pub fn status(args: AdminArgs) -> Result<(), String> {
     for a in &agents {
         println!(
             "{:<24} {:<15} {:<17} {:<22} {:<16} {:>2} {:<20} {:<20} {:>4}",
-            a.name, a.local_ip, a.mac, a.external_addr, a.key_id, a.worker, a.connected_since, a.last_poll, a.sessions
+            t(&a.name),
+            t(&a.local_ip),
+            t(&a.mac),
+            a.external_addr,
+            a.key_id,
+            a.worker,
+            a.connected_since,
+            a.last_poll,
+            a.sessions
         );
     }
     println!();
@@ -65,9 +73,9 @@ pub fn status(args: AdminArgs) -> Result<(), String> {
     for s in &sessions {
         println!(
             "{:<20} {:<12} {:<24} {:<20} {:>14} {:>14} {:>2}",
-            s.control,
-            s.operator.as_deref().unwrap_or("-"),
-            s.agent,
+            t(&s.control),
+            t(s.operator.as_deref().unwrap_or("-")),
+            t(&s.agent),
             s.started,
             s.bytes_to_agent,
             s.bytes_to_control,
@@ -75,6 +83,13 @@ pub fn status(args: AdminArgs) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// A peer-chosen string made safe for a terminal: control characters
+/// (line breaks, escape sequences) become `?`, so a hostile name can
+/// neither add rows nor drive the admin's terminal.
+pub(super) fn t(s: &str) -> String {
+    crate::eventlog::sanitize(s)
 }
 
 /// Asks the gateway to re-read its config file.

@@ -78,7 +78,12 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
                 for a in agents {
                     println!(
                         "{:<24} {:<22} {:<21} {:<17} {:<15} {}",
-                        a.name, a.external_addr, a.connected_since, a.mac, a.local_ip, a.os
+                        safe(&a.name),
+                        a.external_addr,
+                        a.connected_since,
+                        safe(&a.mac),
+                        safe(&a.local_ip),
+                        safe(&a.os)
                     );
                 }
             }
@@ -98,6 +103,13 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
             connect_listen(ep, agent, listen)
         }
     }
+}
+
+/// Peer-chosen text made safe for a terminal (control characters become
+/// `?`): agents choose their names, and a name must not be able to add
+/// rows or send escape sequences to an operator's terminal.
+fn safe(s: &str) -> String {
+    crate::eventlog::sanitize(s)
 }
 
 fn connect_listen(ep: Endpoint, agent: String, listen: String) -> Result<(), String> {

@@ -59,6 +59,12 @@ impl AdminOps for Controller {
 
 /// Loads the config, starts the gateway and waits for signals.
 pub fn serve(path: &Path) -> Result<(), String> {
+    // Block the signals we wait for before any thread starts (the event
+    // log's writer included), so every thread inherits the mask and only
+    // this one receives them: a signal landing on another thread would
+    // take the default action and kill the process.
+    let signals = SignalSet::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
+    signals.block();
     let config = config::load(path).map_err(|e| e.to_string())?;
     let events = match &config.log {
         Some(log) => EventLog::start(log.clone()).map_err(|e| format!("cannot open the event log: {e}"))?,
@@ -76,11 +82,6 @@ pub fn serve(path: &Path) -> Result<(), String> {
     {
         log::warn!("the example gateway key is configured: replace it before exposing this gateway");
     }
-
-    // Block the signals we wait for before any thread starts, so that the
-    // workers inherit the mask and only this thread receives them.
-    let signals = SignalSet::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
-    signals.block();
 
     let fail = |why: String| {
         events.event(format!("Failed to start Gateway - {why}"));

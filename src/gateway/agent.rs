@@ -169,13 +169,16 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
     }
 
     let cmpi = config.cmpi.as_secs().to_string();
+    // Logged before the answer, so that the log never shows something the
+    // agent did after its 101 ahead of its arrival.
+    shard.event(format!("Client {shown} connected"));
+    Stats::inc(&shard.stats.registrations);
     let ok = http::switching_protocols(proto::UPGRADE_AGENT, &[("Ringway-Cmpi", &cmpi)]);
     if send(&stream, ok).await.is_err() {
         release(&shard, slot, id);
+        shard.event(format!("Client {shown} Disconnected"));
         return;
     }
-    shard.event(format!("Client {shown} connected"));
-    Stats::inc(&shard.stats.registrations);
     shard.live_agents.set(shard.live_agents.get() + 1);
 
     let ended = {

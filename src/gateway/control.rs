@@ -245,10 +245,6 @@ pub(crate) async fn connect(
     };
 
     let agent_stream = joined.stream;
-    let upgrade = http::switching_protocols(proto::UPGRADE_RELAY, &[]);
-    if send(&stream, upgrade.clone()).await.is_err() || send(&agent_stream, upgrade).await.is_err() {
-        return;
-    }
     let counters = Rc::new(Counters::default());
     let (kill, killed) = oneshot::channel::<()>();
     let key = shard.sessions.borrow_mut().insert(SessionInfo {
@@ -261,14 +257,22 @@ pub(crate) async fn connect(
     });
     Stats::inc(&shard.stats.sessions_total);
     shard.event(format!("Control {control_shown} connected to Client {agent_shown}"));
-    let relaying = pin!(relay(
-        &stream,
-        early,
-        &agent_stream,
-        joined.early,
-        config.limits.relay_buffer,
-        &counters,
-    ));
+    // Logged before the answers, so the log never shows what the peers do
+    // after their 101 ahead of the session itself.
+    let relaying = pin!(async {
+        let upgrade = http::switching_protocols(proto::UPGRADE_RELAY, &[]);
+        send(&stream, upgrade.clone()).await?;
+        send(&agent_stream, upgrade).await?;
+        relay(
+            &stream,
+            early,
+            &agent_stream,
+            joined.early,
+            config.limits.relay_buffer,
+            &counters,
+        )
+        .await
+    });
     match select(relaying, killed).await {
         Either::Left((Err(e), _)) => log::debug!("session {control_shown} -> {agent_shown} ended: {e}"),
         Either::Left((Ok(()), _)) => {}
