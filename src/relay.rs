@@ -22,7 +22,8 @@ use futures_util::future::try_join;
 /// take `&self`, buffers go in and come back. Plain TCP, TLS, and the
 /// client's stdio bridge implement it.
 pub trait Duplex {
-    /// Reads into the spare capacity of `buf` (appending, as compio does);
+    /// Reads into the spare capacity of `buf`, after what it holds (compio's
+    /// own `read` overwrites from the start; implementations must append);
     /// `Ok(0)` is end of stream.
     fn read_into(&self, buf: Vec<u8>) -> impl Future<Output = BufResult<usize, Vec<u8>>>;
     /// Writes all of `buf`.

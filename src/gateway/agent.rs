@@ -27,9 +27,13 @@ use crate::http::{self, RequestHead};
 use crate::proto::{self, FrameError, FromAgent, ToAgent};
 
 /// Frames that may wait in an agent's outbox. Pushes are rare (a session
-/// open, a pong per poll); 16 queued means the agent stopped reading, and
+/// open, a pong per poll); 8 queued means the agent stopped reading, and
 /// it is dropped rather than buffered without bound.
-const OUTBOX_CAPACITY: usize = 16;
+const OUTBOX_CAPACITY: usize = 8;
+
+/// First size of an agent channel's read buffer. A poll is about 10 bytes;
+/// 64 holds a few at once, and the buffer doubles for a longer frame.
+const POLL_READ_START: usize = 64;
 
 /// Longest reported detail (MAC, IP, OS) kept; longer is cut.
 const MAX_DETAIL_CHARS: usize = 64;
@@ -108,7 +112,10 @@ pub(crate) async fn register(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, h
         os,
     };
     if owner == shard.index {
-        serve_handed(shard, Box::new(reg)).await;
+        // A task of its own, so the front door's state (the request head,
+        // its header strings) is freed now rather than held for as long as
+        // the agent stays connected.
+        compio::runtime::spawn(serve_handed(shard, Box::new(reg))).detach();
     } else if shard.send_to(owner, ShardMsg::Register(Box::new(reg))).await.is_err() {
         log::warn!("worker {owner} is gone; agent registration dropped");
     }
@@ -180,31 +187,54 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         return;
     }
     shard.live_agents.set(shard.live_agents.get() + 1);
-
-    let ended = {
-        let reader = pin!(read_polls(&shard, &stream, early, slot, id));
-        let writer = pin!(write_pushes(&stream, outbox_rx));
-        match select(reader, writer).await {
-            Either::Left((ended, _)) => ended,
-            Either::Right(((), _)) => Ended::Removed,
-        }
-    };
-
-    shard.live_agents.set(shard.live_agents.get() - 1);
-    let was_current = release(&shard, slot, id);
-    match ended {
-        Ended::Expired(secs) => {
-            Stats::inc(&shard.stats.heartbeat_expired);
-            shard.event(format!("Client {shown} timed out: no poll for {secs} s"));
-        }
-        Ended::Protocol => shard.event(format!("Client {shown} sent an invalid frame; closing")),
-        Ended::Stalled => shard.event(format!("Client {shown} stopped reading its channel; closing")),
-        Ended::Closed | Ended::Removed => {}
+    // The channel runs as a task of its own, typed by the concrete stream:
+    // this setup future (its error paths, the TLS read path a plain agent
+    // never takes) is freed now instead of being held by every idle agent.
+    let channel = Channel { shard, slot, id, shown };
+    match stream {
+        Conn::Plain(s) => compio::runtime::spawn(channel.run(s, early, outbox_rx)).detach(),
+        Conn::Tls(t) => compio::runtime::spawn(channel.run(*t, early, outbox_rx)).detach(),
     }
-    // A replaced agent's successor already logged; a removed one was logged
-    // by whoever removed it.
-    if was_current {
-        shard.event(format!("Client {shown} Disconnected"));
+}
+
+/// A registered agent's channel task: what it needs to clean up after.
+struct Channel {
+    shard: Rc<Shard>,
+    slot: usize,
+    id: u64,
+    shown: String,
+}
+
+impl Channel {
+    /// Polls in, pushes out, until the agent leaves, misses its deadline or
+    /// is removed; then releases the record and logs why.
+    async fn run<D: Duplex>(self, stream: D, early: Vec<u8>, outbox: async_channel::Receiver<ToAgent>) {
+        let Channel { shard, slot, id, shown } = self;
+        let ended = {
+            let reader = pin!(read_polls(&shard, &stream, early, slot, id));
+            let writer = pin!(write_pushes(&stream, outbox));
+            match select(reader, writer).await {
+                Either::Left((ended, _)) => ended,
+                Either::Right(((), _)) => Ended::Removed,
+            }
+        };
+
+        shard.live_agents.set(shard.live_agents.get() - 1);
+        let was_current = release(&shard, slot, id);
+        match ended {
+            Ended::Expired(secs) => {
+                Stats::inc(&shard.stats.heartbeat_expired);
+                shard.event(format!("Client {shown} timed out: no poll for {secs} s"));
+            }
+            Ended::Protocol => shard.event(format!("Client {shown} sent an invalid frame; closing")),
+            Ended::Stalled => shard.event(format!("Client {shown} stopped reading its channel; closing")),
+            Ended::Closed | Ended::Removed => {}
+        }
+        // A replaced agent's successor already logged; a removed one was
+        // logged by whoever removed it.
+        if was_current {
+            shard.event(format!("Client {shown} Disconnected"));
+        }
     }
 }
 
@@ -231,9 +261,11 @@ fn release(shard: &Shard, slot: usize, id: u64) -> bool {
 }
 
 /// Reads the agent's frames until it leaves or misses its deadline.
-async fn read_polls(shard: &Shard, stream: &Conn, early: Vec<u8>, slot: usize, id: u64) -> Ended {
+async fn read_polls<D: Duplex>(shard: &Shard, stream: &D, early: Vec<u8>, slot: usize, id: u64) -> Ended {
+    // Polls are ~10 bytes; a small buffer that grows for longer frames (up
+    // to MAX_FRAME_LINE) keeps an idle agent's memory low.
     let mut buf = early;
-    buf.reserve(proto::MAX_FRAME_LINE.saturating_sub(buf.len()));
+    buf.reserve(POLL_READ_START.saturating_sub(buf.len()));
     loop {
         loop {
             match proto::parse_from_agent(&buf) {
@@ -248,10 +280,13 @@ async fn read_polls(shard: &Shard, stream: &Conn, early: Vec<u8>, slot: usize, i
             }
         }
         if buf.len() == buf.capacity() {
-            buf.reserve(proto::MAX_FRAME_LINE);
+            buf.reserve(buf.capacity().min(proto::MAX_FRAME_LINE));
         }
         let deadline = shard.config().heartbeat_deadline();
-        match compio::time::timeout(deadline, stream.read_into(buf)).await {
+        // Boxed: an idle agent's task then holds a pointer here rather than
+        // the whole read state inline; one small allocation per poll (about
+        // once a minute) is nothing next to the memory of 10,000s of agents.
+        match Box::pin(compio::time::timeout(deadline, stream.read_into(buf))).await {
             Err(_) => return Ended::Expired(deadline.as_secs()),
             Ok(BufResult(Ok(0), _)) | Ok(BufResult(Err(_), _)) => return Ended::Closed,
             Ok(BufResult(Ok(_), b)) => buf = b,
@@ -291,9 +326,10 @@ fn on_frame(shard: &Shard, frame: FromAgent, slot: usize, id: u64) -> Option<End
 
 /// Writes queued frames until the outbox closes: the record was removed
 /// (replaced, key removed, shutdown) after its goodbye was queued.
-async fn write_pushes(stream: &Conn, outbox: async_channel::Receiver<ToAgent>) {
+async fn write_pushes<D: Duplex>(stream: &D, outbox: async_channel::Receiver<ToAgent>) {
     while let Ok(frame) = outbox.recv().await {
-        let BufResult(res, _) = stream.write_all_from(frame.to_string().into_bytes()).await;
+        // Boxed for the same reason as the poll read: pushes are rare.
+        let BufResult(res, _) = Box::pin(stream.write_all_from(frame.to_string().into_bytes())).await;
         if res.is_err() {
             return;
         }

@@ -1,0 +1,220 @@
+//! Simulated agents: each registers through the client library, polls at
+//! the CMPI the gateway announces, and serves the sessions opened to it by
+//! echoing their bytes, so that controls have something to talk to without
+//! a local service behind every agent. Like a real agent, one whose channel
+//! ends registers again after a jittered, growing pause.
+//!
+//! An idle agent is one task holding its channel (socket, read buffer,
+//! outgoing queue), its name and a clone of the endpoint: about 8 KiB of
+//! RSS each (5,000 agents: 44 MiB), so 20,000 fit a process easily.
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use compio::BufResult;
+use ringway::client::{self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, Endpoint};
+use ringway::proto::SessionId;
+use ringway::relay::Duplex;
+
+use crate::stats::{ErrorKind, Metric, Op, Recorder};
+
+/// First pause before registering again; doubled after each failure. The
+/// real agent's value, so a gateway restart sees the same reconnect storm.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+/// Longest pause between attempts: the real agent's (one default CMPI).
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Echo buffer of a session's data connection: the gateway's default relay
+/// buffer, so that bulk runs are not limited by the echo's reads.
+const ECHO_BUFFER: usize = 64 * 1024;
+/// What simulated agents report as their operating system, so that they
+/// stand out in the console and the gateway's log.
+const AGENT_OS: &str = "ringway-loadgen";
+
+/// What every simulated agent of a run shares.
+#[derive(Debug)]
+pub struct AgentSpec {
+    /// The gateway, its key and TLS settings; each agent's endpoint is
+    /// this with its own name and source address.
+    pub template: Endpoint,
+    /// Names are `prefix` + index.
+    pub prefix: String,
+    /// Index of agent 0, so that load generators can share a gateway.
+    pub first_index: u64,
+    /// How many agents in all (over every thread).
+    pub count: u64,
+    /// Agents started per second; 0 = all at once.
+    pub ramp: u64,
+    /// Source addresses, dealt round-robin; empty lets the OS choose.
+    pub sources: Vec<IpAddr>,
+}
+
+impl AgentSpec {
+    /// The name of agent `i` (0-based within this run).
+    pub fn name(&self, i: u64) -> String {
+        format!("{}{}", self.prefix, self.first_index + i)
+    }
+
+    fn endpoint(&self, i: u64) -> Endpoint {
+        Endpoint {
+            identity: self.name(i),
+            bind: (!self.sources.is_empty()).then(|| self.sources[i as usize % self.sources.len()]),
+            ..self.template.clone()
+        }
+    }
+}
+
+/// Starts this thread's share of the agents (`thread`, `thread + threads`,
+/// ...), each at its place in the ramp that began at `start`.
+pub async fn start_share(spec: Arc<AgentSpec>, thread: u64, threads: u64, start: Instant, rec: Recorder) {
+    for i in (thread..spec.count).step_by(threads.max(1) as usize) {
+        if spec.ramp > 0 {
+            compio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / spec.ramp as f64)).await;
+        }
+        compio::runtime::spawn(agent(spec.endpoint(i), i, rec.clone())).detach();
+    }
+}
+
+/// One agent, registered again whenever its channel ends, until the run
+/// drops it.
+async fn agent(ep: Endpoint, index: u64, rec: Recorder) {
+    // An empty local IP is filled in by the library from the socket.
+    let info = AgentInfo {
+        mac: String::new(),
+        local_ip: String::new(),
+        os: AGENT_OS.to_string(),
+    };
+    let mut backoff = BACKOFF_START;
+    let mut attempts = 0u64;
+    let mut registered_before = false;
+    loop {
+        let asked = Instant::now();
+        match AgentChannel::register(&ep, &info).await {
+            Ok(channel) => {
+                let cmpi = channel.cmpi().as_secs();
+                rec.with(|s| {
+                    s.record(Metric::Register, asked.elapsed());
+                    s.counters.registered += 1;
+                    s.counters.agents_up += 1;
+                    s.counters.reconnects += u64::from(registered_before);
+                    s.cmpi_secs = Some(cmpi);
+                });
+                registered_before = true;
+                backoff = BACKOFF_START;
+                let end = channel.run(&Echoer { ep: &ep, rec: &rec }).await;
+                rec.with(|s| s.counters.agents_up -= 1);
+                match end {
+                    Ok(ChannelEnd::Bye(reason)) => rec.error(
+                        Op::Channel,
+                        ErrorKind::Closed,
+                        &format!("{}: the gateway said BYE {reason}", ep.identity),
+                    ),
+                    Ok(ChannelEnd::Closed) => rec.error(
+                        Op::Channel,
+                        ErrorKind::Closed,
+                        &format!("{}: the gateway closed the channel", ep.identity),
+                    ),
+                    Err(e) => rec.client_error(Op::Channel, &e),
+                }
+            }
+            Err(e) => rec.client_error(Op::Register, &e),
+        }
+        attempts += 1;
+        compio::time::sleep(jitter(backoff, index, attempts)).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// A pause between half of `d` and `d`, different for each agent and
+/// attempt, so that agents cut off together do not return together.
+fn jitter(d: Duration, index: u64, attempt: u64) -> Duration {
+    // splitmix64: a well-mixed hash of (index, attempt) is all the
+    // randomness a spread of reconnects needs.
+    let mut z = index.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ attempt.wrapping_add(0x632b_e59b_d9b4_e019);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let frac = (z >> 11) as f64 / (1u64 << 53) as f64;
+    d.mul_f64(0.5 + 0.5 * frac)
+}
+
+/// Serves an agent's sessions by echoing.
+struct Echoer<'a> {
+    ep: &'a Endpoint,
+    rec: &'a Recorder,
+}
+
+impl AgentHandler for Echoer<'_> {
+    fn open(&self, sid: SessionId) {
+        let (ep, rec) = (self.ep.clone(), self.rec.clone());
+        let heard = Instant::now();
+        compio::runtime::spawn(async move {
+            let session = match client::join(&ep, sid).await {
+                Ok(s) => s,
+                Err(e) => return rec.client_error(Op::Join, &e),
+            };
+            rec.with(|s| {
+                s.record(Metric::Join, heard.elapsed());
+                s.counters.sessions_served += 1;
+            });
+            if let Err(e) = echo(&session.stream, session.early).await {
+                rec.error(
+                    Op::Echo,
+                    ErrorKind::of_io(&e),
+                    &format!("{}: session {sid}: {e}", ep.identity),
+                );
+            }
+        })
+        .detach();
+    }
+
+    fn pong(&self, rtt: Duration) {
+        self.rec.with(|s| {
+            s.record(Metric::PollRtt, rtt);
+            s.counters.polls += 1;
+        });
+    }
+}
+
+/// Writes back every byte read until the control's side ends, then ends
+/// ours: the half-close travels back through the gateway to the control.
+async fn echo(stream: &impl Duplex, early: Vec<u8>) -> io::Result<()> {
+    if !early.is_empty() {
+        let BufResult(res, _) = stream.write_all_from(early).await;
+        res?;
+    }
+    let mut buf = Vec::with_capacity(ECHO_BUFFER);
+    loop {
+        let BufResult(res, b) = stream.read_into(buf).await;
+        buf = b;
+        if res? == 0 {
+            return match stream.shutdown_write().await {
+                // The control may have closed already; the session is over.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+                other => other,
+            };
+        }
+        let BufResult(res, b) = stream.write_all_from(buf).await;
+        buf = b;
+        res?;
+        buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_half_to_full() {
+        let d = Duration::from_secs(8);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1000 {
+            let j = jitter(d, i, 1);
+            assert!(j >= d / 2 && j <= d, "{j:?}");
+            seen.insert(j.as_micros());
+        }
+        assert!(seen.len() > 990, "jitter should spread agents: {}", seen.len());
+    }
+}

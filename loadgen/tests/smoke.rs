@@ -1,0 +1,243 @@
+//! Smoke test: the real gateway binary and the real load generator binary,
+//! a three-second `mixed` run, exact outcomes read from the JSON summary.
+//! Speed is not checked: CI machines vary, the numbers are for people.
+//!
+//! # Finding the gateway binary
+//! `CARGO_BIN_EXE_*` only names this package's binaries, and the gateway
+//! is the root package's. Taking `target/<profile>/ringway` when it exists
+//! could test a stale gateway (built before the last change to src/). So
+//! the test asks cargo to build it, with this test's own target directory
+//! and profile: cargo makes that a no-op when the binary is fresh, and
+//! `cargo test` does not hold the target directory's lock while tests run,
+//! so the nested build cannot deadlock. The one cost is the first build's
+//! time when nothing else built the gateway yet.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The key the test gateway accepts (gateway keys need 8 characters).
+const KEY: &str = "Testing1";
+/// Agents and controls of the run: enough to exercise the spread over
+/// the gateway's two workers, small enough for any CI machine.
+const AGENTS: u64 = 50;
+const CONTROLS: u64 = 2;
+/// The run's length, seconds: with a 1 s CMPI every agent polls at least
+/// once, and each control opens many sessions.
+const RUN_SECS: u64 = 3;
+/// How long the gateway may take to say which port it listens on.
+const GATEWAY_START: Duration = Duration::from_secs(30);
+/// How long the load generator may take past its own run length.
+const LOADGEN_SLACK: Duration = Duration::from_secs(60);
+/// Lines of gateway output kept to explain a failure.
+const KEPT_LINES: usize = 200;
+
+/// A gateway process, killed and reaped when dropped (so a failed
+/// assertion never leaves it running).
+struct Gateway {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    fn start(dir: &Path) -> Gateway {
+        let config = dir.join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!("[gateway]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\ncmpi_secs = 1\nkeys = [\"{KEY}\"]\n"),
+        )
+        .unwrap();
+        let mut child = Command::new(gateway_binary())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the gateway");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = mpsc::channel();
+        let kept = log.clone();
+        // Reads the gateway's stderr to its end: the port comes from it,
+        // and a pipe left unread would block the gateway once full.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("Listening on port 127.0.0.1:") {
+                    let _ = port_tx.send(line[at + "Listening on port ".len()..].trim().to_string());
+                }
+                let mut kept = kept.lock().unwrap();
+                if kept.len() < KEPT_LINES {
+                    kept.push(line);
+                }
+            }
+        });
+        let mut gw = Gateway {
+            child,
+            addr: String::new(),
+            log,
+        };
+        match port_rx.recv_timeout(GATEWAY_START) {
+            Ok(addr) => gw.addr = addr,
+            Err(_) => panic!("the gateway did not report its port:\n{}", gw.output()),
+        }
+        gw
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn output(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Builds the gateway (see the module comment) and returns its path.
+fn gateway_binary() -> PathBuf {
+    // This test runs as <target>/<profile>/deps/smoke-<hash>.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary in <target>/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("a target directory");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_string(),
+        Some(other) => other.to_string(),
+        None => panic!("unexpected target layout: {}", exe.display()),
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "ringway",
+            "--bin",
+            "ringway",
+            "--profile",
+            &profile,
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .status()
+        .expect("run cargo build for the gateway");
+    assert!(status.success(), "building the gateway failed");
+    let bin = profile_dir.join(format!("ringway{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "cargo built no gateway at {}", bin.display());
+    bin
+}
+
+/// Runs the load generator to its end (or kills it past its time) and
+/// returns whether it succeeded, with its stdout and stderr.
+fn run_loadgen(args: &[String]) -> (bool, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_ringway-loadgen"))
+        .args(args)
+        .env_remove("RINGWAY_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the load generator");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(RUN_SECS) + LOADGEN_SLACK) {
+        Ok(Ok(out)) => (
+            out.status.success(),
+            format!(
+                "stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ),
+        Ok(Err(e)) => panic!("waiting for the load generator failed: {e}"),
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of our own child, which has not
+            // been reaped (the waiting thread is still blocked on it).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("the load generator did not stop by itself");
+        }
+    }
+}
+
+#[test]
+fn mixed_run_registers_every_agent_and_relays_sessions() {
+    let dir = std::env::temp_dir().join(format!("ringway-loadgen-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let json = dir.join("summary.json");
+
+    let gateway = Gateway::start(&dir);
+    let args: Vec<String> = [
+        "mixed",
+        "--gateway",
+        &gateway.addr,
+        "--key-file",
+        &key_file.to_string_lossy(),
+        "--agents",
+        &AGENTS.to_string(),
+        "--controls",
+        &CONTROLS.to_string(),
+        "--pattern",
+        "pingpong",
+        "--size",
+        "64",
+        "--duration",
+        &RUN_SECS.to_string(),
+        "--json",
+        &json.to_string_lossy(),
+        "--gateway-pid",
+        &gateway.pid().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (ok, output) = run_loadgen(&args);
+    assert!(
+        ok,
+        "the load generator failed:\n{output}\ngateway:\n{}",
+        gateway.output()
+    );
+
+    let text = std::fs::read_to_string(&json).unwrap();
+    let s: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let explain = || format!("summary:\n{text}\n{output}\ngateway:\n{}", gateway.output());
+    assert_eq!(s["mode"], "mixed", "{}", explain());
+    assert_eq!(s["agents"]["target"], AGENTS, "{}", explain());
+    assert_eq!(s["agents"]["registered"], AGENTS, "{}", explain());
+    assert_eq!(s["agents"]["up_at_end"], AGENTS, "{}", explain());
+    assert_eq!(s["agents"]["cmpi_secs"], 1, "{}", explain());
+    assert_eq!(s["latency_us"]["register"]["count"], AGENTS, "{}", explain());
+    assert!(s["agents"]["polls"].as_u64().unwrap() > 0, "{}", explain());
+    assert!(s["controls"]["sessions"].as_u64().unwrap() > 0, "{}", explain());
+    assert!(s["controls"]["round_trips"].as_u64().unwrap() > 0, "{}", explain());
+    assert_eq!(s["errors"]["total"], 0, "{}", explain());
+    assert_eq!(s["gateway_process"]["pid"], gateway.pid(), "{}", explain());
+    assert!(
+        s["gateway_process"]["end"]["rss_kib"].as_u64().unwrap() > 0,
+        "{}",
+        explain()
+    );
+
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&dir);
+}
