@@ -122,13 +122,7 @@ impl ErrorKind {
         match e {
             ClientError::Io(e) => ErrorKind::of_io(e),
             ClientError::Refused { status, .. } => ErrorKind::Refused(*status),
-            // The library reports its own deadlines as protocol errors with
-            // these words and no variant of their own; matching the text is
-            // the only way to count them as timeouts. Should the wording
-            // change they are still counted, as protocol errors.
-            ClientError::Protocol(why) if why.contains("in time") || why.contains("stopped answering") => {
-                ErrorKind::Timeout
-            }
+            ClientError::Timeout(_) => ErrorKind::Timeout,
             ClientError::Protocol(_) => ErrorKind::Protocol,
         }
     }
@@ -385,7 +379,7 @@ mod tests {
         let mut b = Stats::new();
         b.error(
             Op::Connect,
-            ErrorKind::of(&ClientError::Protocol("no response from the gateway in time".into())),
+            ErrorKind::of(&ClientError::Timeout("no response from the gateway in time")),
         );
         b.error(Op::Connect, ErrorKind::of(&ClientError::Protocol("garbage".into())));
         a.merge(&b);

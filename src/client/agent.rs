@@ -171,7 +171,7 @@ async fn read_pushes<H: AgentHandler>(
         }
         let deadline = cmpi.get() * 2 + HEARTBEAT_GRACE;
         match compio::time::timeout(deadline, stream.read_into(buf)).await {
-            Err(_) => return Err(ClientError::Protocol("the gateway stopped answering polls".into())),
+            Err(_) => return Err(ClientError::Timeout("the gateway stopped answering polls")),
             Ok(BufResult(Ok(0), _)) => return Ok(ChannelEnd::Closed),
             Ok(BufResult(Err(e), _)) => return Err(ClientError::Io(e)),
             Ok(BufResult(Ok(_), b)) => buf = b,

@@ -27,6 +27,12 @@ use crate::tls::{TlsConn, Trust};
 /// 10 s by default), so this leaves room past that.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a client waits for the TCP connection to the gateway. A
+/// dropped SYN is retried by the kernel for minutes; 10 s is long enough
+/// for a slow uplink and short enough that an agent moves on to its
+/// backoff.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Largest response body read (a client list). 16 MiB holds ~50,000
 /// agents' summaries.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
@@ -117,8 +123,10 @@ pub enum ClientError {
         /// The gateway's one-line reason.
         reason: String,
     },
-    /// The gateway's answer made no sense, or did not come in time.
+    /// The gateway's answer made no sense.
     Protocol(String),
+    /// A deadline passed: which wait it was.
+    Timeout(&'static str),
 }
 
 impl fmt::Display for ClientError {
@@ -127,6 +135,7 @@ impl fmt::Display for ClientError {
             ClientError::Io(e) => write!(f, "{e}"),
             ClientError::Refused { status, reason } => write!(f, "gateway refused ({status}): {reason}"),
             ClientError::Protocol(why) => write!(f, "protocol error: {why}"),
+            ClientError::Timeout(what) => write!(f, "timed out: {what}"),
         }
     }
 }
@@ -150,7 +159,9 @@ pub struct Session {
 
 /// Opens a connection to the gateway, with TLS if the endpoint says so.
 pub async fn dial(ep: &Endpoint) -> io::Result<Conn> {
-    let tcp = dial_tcp(ep).await?;
+    let tcp = compio::time::timeout(CONNECT_TIMEOUT, dial_tcp(ep))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting to the gateway timed out"))??;
     let Some(tls) = &ep.tls else {
         return Ok(Conn::Plain(tcp));
     };
@@ -211,7 +222,7 @@ pub async fn exchange(stream: &Conn, head: Vec<u8>) -> Result<(ResponseHead, Vec
     res?;
     compio::time::timeout(RESPONSE_TIMEOUT, read_response(stream))
         .await
-        .map_err(|_| ClientError::Protocol("no response from the gateway in time".into()))?
+        .map_err(|_| ClientError::Timeout("no response from the gateway in time"))?
 }
 
 async fn read_response(stream: &Conn) -> Result<(ResponseHead, Vec<u8>), ClientError> {
