@@ -231,7 +231,7 @@ body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}
 .tabs input:checked+label{{background:#fff;font-weight:bold}}
 .panel{{display:none;border-top:1px solid #999;padding-top:.5em}}
 #tab-clients:checked~#clients,#tab-sessions:checked~#sessions{{display:block}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em;white-space:nowrap}}
 </style></head><body>
 <h1>ringway {version}</h1>
 <p class="counts"><span>Clients connected: <b id="clients-connected">{n_agents}</b></span><span>Max clients: <b id="max-clients">{max}</b></span><span>Active sessions: <b id="sessions-active">{n_sessions}</b></span></p>
