@@ -118,47 +118,43 @@ pub fn metrics(snaps: &[WorkerSnapshot], agents_connected: usize, max_clients: u
         "TLS handshakes completed.",
         per_worker(&|s| s.stats.handshakes),
     );
-    let mut hs_fail = std::collections::BTreeMap::<String, u64>::new();
-    for s in snaps {
-        for (k, v) in &s.stats.handshake_failures {
-            *hs_fail.entry(k.clone()).or_default() += v;
-        }
-    }
     family(
         "ringway_tls_handshake_failures_total",
         "counter",
         "TLS handshakes that failed or timed out.",
-        hs_fail
-            .into_iter()
-            .map(|(k, v)| (format!("reason=\"{k}\""), v))
-            .collect(),
+        summed(snaps, "reason", |s| &s.stats.handshake_failures),
     );
-    let mut auth = std::collections::BTreeMap::<String, u64>::new();
-    let mut rejected = std::collections::BTreeMap::<u16, u64>::new();
-    for s in snaps {
-        for (k, v) in &s.stats.auth_failures {
-            *auth.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &s.stats.rejected {
-            *rejected.entry(*k).or_default() += v;
-        }
-    }
     family(
         "ringway_auth_failures_total",
         "counter",
         "Key proofs refused, by reason.",
-        auth.into_iter().map(|(k, v)| (format!("reason=\"{k}\""), v)).collect(),
+        summed(snaps, "reason", |s| &s.stats.auth_failures),
     );
     family(
         "ringway_rejected_total",
         "counter",
         "Requests answered with an error status, by status.",
-        rejected
-            .into_iter()
-            .map(|(k, v)| (format!("status=\"{k}\""), v))
-            .collect(),
+        summed(snaps, "status", |s| &s.stats.rejected),
     );
     out
+}
+
+/// A labelled counter summed over workers: one sample per label value.
+fn summed<K: Ord + Clone + std::fmt::Display>(
+    snaps: &[WorkerSnapshot],
+    label: &str,
+    counter: impl Fn(&WorkerSnapshot) -> &std::collections::BTreeMap<K, u64>,
+) -> Vec<(String, u64)> {
+    let mut total = std::collections::BTreeMap::<K, u64>::new();
+    for s in snaps {
+        for (k, v) in counter(s) {
+            *total.entry(k.clone()).or_default() += v;
+        }
+    }
+    total
+        .into_iter()
+        .map(|(k, v)| (format!("{label}=\"{k}\""), v))
+        .collect()
 }
 
 /// Escapes text for HTML element content and attribute values.

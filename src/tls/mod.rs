@@ -96,11 +96,11 @@ pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, String>
         }
         Trust::Pin(hash) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCert::new(*hash, provider())))
+            .with_custom_certificate_verifier(Arc::new(PinnedCert::new(Some(*hash), provider())))
             .with_no_client_auth(),
         Trust::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verify::AnyCert(provider())))
+            .with_custom_certificate_verifier(Arc::new(PinnedCert::new(None, provider())))
             .with_no_client_auth(),
     };
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
