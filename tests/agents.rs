@@ -199,7 +199,7 @@ fn agent_binary_reconnects_after_the_gateway_restarts() {
     let service = Service::echo();
     let config = GatewayConfig::new(&[KEY]);
     let mut first = Gateway::start(&config);
-    let agent = spawn_agent_binary(first.addr(), KEY, "phoenix", service.addr());
+    let agent = spawn_agent_binary(&first.addr().to_string(), KEY, "phoenix", service.addr(), &[]);
     first.wait_for_event("Client phoenix connected", EVENT_TIMEOUT);
     let addr = first.addr();
     first.kill();
@@ -214,8 +214,8 @@ fn agent_binary_reconnects_after_the_gateway_restarts() {
 
     // The agent backs off 0.5-1 s, then doubles: ~10 s covers a few tries.
     let mut again = config.clone();
-    again.listen = addr;
-    let second = Gateway::start(&again);
+    again.listen = vec![addr];
+    let second = Gateway::start_while_agents_dial(&again);
     assert_eq!(second.addr(), addr);
     second.wait_for_event("Client phoenix connected", Duration::from_secs(15));
     let control = second.endpoint(KEY, "phoenix-control");

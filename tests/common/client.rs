@@ -137,3 +137,19 @@ pub fn echo_round_trip(ep: &Endpoint, agent: &str, payload: &[u8]) {
     assert_eq!(back.len(), payload.len(), "echo length through {agent}");
     assert!(back == payload, "echo through {agent} differs from what was sent");
 }
+
+/// The `name` fields of a JSON array of agents (as `GET /v1/clients` and
+/// `ringway control ls --json` give them).
+pub fn json_names(json: &str) -> Vec<String> {
+    let value: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("bad JSON {json:?}: {e}"));
+    let array = value.as_array().unwrap_or_else(|| panic!("not a JSON array: {json:?}"));
+    array
+        .iter()
+        .map(|a| {
+            a["name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("agent without a name in {json:?}"))
+                .to_string()
+        })
+        .collect()
+}

@@ -1,137 +1,162 @@
 //! The gateway under test: the real `ringway serve` on a config written
-//! into a fresh temporary folder, listening on a port it picks itself.
+//! into a test folder, listening on ports it picks itself. The one
+//! launcher every test uses; reloading and stopping are in lifecycle.rs,
+//! admin requests in admin.rs.
 
 use std::collections::HashSet;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ringway::auth::GatewayKey;
 use ringway::client::Endpoint;
+use ringway::client::sysinfo::os_description;
 use ringway::tls::Trust;
 
-use super::{EVENT_TIMEOUT, LoggedChild, TcpEntry, tcp_table};
+use super::{
+    AgentThread, Behaviour, EVENT_TIMEOUT, GatewayConfig, LoggedChild, Service, StdSession, TcpEntry, TestDir,
+    connect_std, tcp_table,
+};
 
-/// Where the gateway names its bound address on stderr.
+/// Name of the config file in a gateway's folder.
+const CONFIG_FILE: &str = "gateway.toml";
+/// Where the gateway names each bound address.
 const LISTENING: &str = "Listening on port ";
+/// The start event that follows the listen lines, up to its maximum.
+const STARTED: &str = "Gateway started. Max licensed connections: ";
+/// How the start event names a maximum of 0 (no limit).
+const UNLIMITED: &str = "unlimited";
+/// Where the gateway names its admin listener.
+const ADMIN_AT: &str = "Admin console on http://";
+/// ringway's version, as the first start event names it.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// What goes into a test gateway's config file.
-#[derive(Debug, Clone)]
-pub struct GatewayConfig {
-    /// `[gateway] listen`: port 0 unless a test re-binds a known port.
-    pub listen: SocketAddr,
-    /// `[gateway] keys`.
-    pub keys: Vec<String>,
-    /// `[gateway] workers`: 2, the machine's cores, unless a test says.
-    pub workers: usize,
-    /// `[gateway] cmpi_secs`, if set.
-    pub cmpi_secs: Option<u64>,
-    /// `[gateway] max_clients`, if set.
-    pub max_clients: Option<usize>,
-    /// `[limits] head_timeout_secs`, if set.
-    pub head_timeout_secs: Option<u64>,
-    /// `[limits] pairing_timeout_secs`, if set.
-    pub pairing_timeout_secs: Option<u64>,
-}
-
-impl GatewayConfig {
-    /// A config on 127.0.0.1:0 with these keys and defaults otherwise.
-    pub fn new(keys: &[&str]) -> GatewayConfig {
-        GatewayConfig {
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            keys: keys.iter().map(|k| k.to_string()).collect(),
-            workers: 2,
-            cmpi_secs: None,
-            max_clients: None,
-            head_timeout_secs: None,
-            pairing_timeout_secs: None,
-        }
-    }
-
-    /// The TOML text of this config.
-    pub fn to_toml(&self) -> String {
-        let keys: Vec<String> = self.keys.iter().map(|k| format!("{k:?}")).collect();
-        let mut text = format!(
-            "[gateway]\nlisten = [\"{}\"]\nworkers = {}\nkeys = [{}]\n",
-            self.listen,
-            self.workers,
-            keys.join(", ")
-        );
-        if let Some(v) = self.cmpi_secs {
-            text.push_str(&format!("cmpi_secs = {v}\n"));
-        }
-        if let Some(v) = self.max_clients {
-            text.push_str(&format!("max_clients = {v}\n"));
-        }
-        text.push_str("[limits]\n");
-        if let Some(v) = self.head_timeout_secs {
-            text.push_str(&format!("head_timeout_secs = {v}\n"));
-        }
-        if let Some(v) = self.pairing_timeout_secs {
-            text.push_str(&format!("pairing_timeout_secs = {v}\n"));
-        }
-        text
-    }
-}
-
-/// A running `ringway serve`, killed when dropped.
+/// A running `ringway serve`, killed (SIGKILL, by pid) when dropped.
 pub struct Gateway {
     process: LoggedChild,
-    addr: SocketAddr,
-    /// Declared after `process`, so the folder goes once the gateway is dead.
-    _dir: TempDir,
-}
-
-/// A folder under the system's temp dir, removed when dropped (also when a
-/// test fails while starting its gateway).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(name);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create a temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+    /// Bound addresses, in config order.
+    listen: Vec<SocketAddr>,
+    /// The admin listener, if configured.
+    admin: Option<SocketAddr>,
+    /// Worker threads, each of which answers an admin snapshot.
+    workers: usize,
+    /// The events this run logged at start, in order.
+    start_lines: Vec<String>,
+    /// The gateway's folder: its config file and event log folder.
+    dir: PathBuf,
+    /// The folder, if the gateway made it itself. Declared last, so it
+    /// goes once the gateway is dead.
+    _own_dir: Option<TestDir>,
 }
 
 impl Gateway {
-    /// Writes `config` into a fresh temporary folder, starts the real
-    /// binary on it and waits until it names the address it listens on.
+    /// Writes `config` into a fresh folder of its own, starts the real
+    /// binary on it and waits until it has started; asserts that its only
+    /// events so far are its start events.
     pub fn start(config: &GatewayConfig) -> Gateway {
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
-        let n = STARTED.fetch_add(1, Ordering::Relaxed);
-        let dir = TempDir::new(&format!("ringway-test-{}-{n}", std::process::id()));
-        let file = dir.0.join("gateway.toml");
-        fs::write(&file, config.to_toml()).expect("write the gateway config");
+        let dir = TestDir::new("gateway");
+        Gateway::launch(dir.path().to_path_buf(), Some(dir), config, true)
+    }
 
+    /// As [`Gateway::start`], in the test's folder `dir` (which holds the
+    /// files the config names, or the event log of an earlier run).
+    pub fn start_in(dir: &TestDir, config: &GatewayConfig) -> Gateway {
+        Gateway::launch(dir.path().to_path_buf(), None, config, true)
+    }
+
+    /// As [`Gateway::start`], for a gateway that agents are already
+    /// dialing (a restart on a known port): their events may come among
+    /// the start events, so those are not checked to be alone.
+    pub fn start_while_agents_dial(config: &GatewayConfig) -> Gateway {
+        let dir = TestDir::new("gateway");
+        Gateway::launch(dir.path().to_path_buf(), Some(dir), config, false)
+    }
+
+    fn launch(dir: PathBuf, own_dir: Option<TestDir>, config: &GatewayConfig, alone: bool) -> Gateway {
+        let file = dir.join(CONFIG_FILE);
+        fs::write(&file, config.to_toml(&dir)).expect("write the gateway config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
         cmd.arg("serve").arg("--config").arg(&file).env("RUST_LOG", "info");
-        let process = LoggedChild::spawn(&format!("gateway #{n}"), cmd);
-        let line = process.wait_for_line(LISTENING, EVENT_TIMEOUT);
-        let addr = line
-            .rsplit_once(LISTENING)
-            .and_then(|(_, a)| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let label = format!("gateway in {}", dir.display());
+        let process = LoggedChild::spawn(&label, cmd);
+
+        let started = match config.max_clients {
+            None | Some(0) => format!("{STARTED}{UNLIMITED}"),
+            Some(n) => format!("{STARTED}{n}"),
+        };
+        process.wait_for_event(&started, EVENT_TIMEOUT);
+        let listen: Vec<SocketAddr> = process
+            .events()
+            .iter()
+            .filter_map(|e| e.strip_prefix(LISTENING))
+            .map(|a| a.parse().unwrap_or_else(|e| panic!("bad address {a:?}: {e}")))
+            .collect();
+        assert_eq!(listen.len(), config.listen.len(), "one listen line per address");
+        let mut start_lines = vec![format!("ringway V{VERSION}, running on {}", os_description())];
+        start_lines.extend(listen.iter().map(|a| format!("{LISTENING}{a}")));
+        start_lines.push(started);
+        let admin = config.admin.then(|| {
+            let line = process.wait_for_event_prefix(ADMIN_AT, EVENT_TIMEOUT);
+            start_lines.push(line.clone());
+            let addr = line.strip_prefix(ADMIN_AT).and_then(|a| a.strip_suffix('/'));
+            addr.and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no admin address in {line:?}"))
+        });
+        if alone {
+            assert_eq!(process.events(), start_lines, "the gateway's start events");
+        }
         Gateway {
             process,
-            addr,
-            _dir: dir,
+            listen,
+            admin,
+            workers: config.workers,
+            start_lines,
+            dir,
+            _own_dir: own_dir,
         }
     }
 
-    /// The address the gateway listens on.
+    /// The first address the gateway listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listen[0]
+    }
+
+    /// `https://` and the first address: how TLS clients name the gateway.
+    pub fn https(&self) -> String {
+        format!("https://{}", self.addr())
+    }
+
+    /// The admin listener.
+    pub fn admin(&self) -> SocketAddr {
+        // Invariant: only tests that configure [admin] ask for it.
+        self.admin.expect("this gateway has an admin listener")
+    }
+
+    /// Its worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The events this run logged at start, in order.
+    pub fn start_lines(&self) -> &[String] {
+        &self.start_lines
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join(CONFIG_FILE)
+    }
+
+    /// The gateway's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The event log folder (written only if the config has `[log]`).
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join(super::LOG_FOLDER)
     }
 
     /// The gateway's process id.
@@ -139,9 +164,41 @@ impl Gateway {
         self.process.pid()
     }
 
-    /// An endpoint for this gateway proving `key` as `identity`.
+    /// A plain-HTTP endpoint for this gateway proving `key` as `identity`.
     pub fn endpoint(&self, key: &str, identity: &str) -> Endpoint {
-        endpoint(self.addr, key, identity)
+        endpoint(self.addr(), key, identity)
+    }
+
+    /// An endpoint over TLS (`https://`) trusting `trust`.
+    pub fn tls_endpoint(&self, key: &str, identity: &str, trust: &Trust) -> Endpoint {
+        Endpoint::new(&self.https(), GatewayKey::new(key), identity, trust)
+            .unwrap_or_else(|e| panic!("TLS endpoint: {e}"))
+    }
+
+    /// Registers a library agent on `ep` doing `behaviour`, and waits until
+    /// the gateway logs it.
+    pub fn start_agent(&self, ep: Endpoint, behaviour: Behaviour) -> AgentThread {
+        let name = ep.identity.clone();
+        let agent =
+            AgentThread::start(ep, behaviour).unwrap_or_else(|e| panic!("agent {name} failed to register: {e}"));
+        self.wait_for_event(&format!("Client {name} connected"), EVENT_TIMEOUT);
+        agent
+    }
+
+    /// A plain-HTTP library agent `name` proving `key` and serving
+    /// `service`; see [`Gateway::start_agent`].
+    pub fn serving_agent(&self, key: &str, name: &str, service: SocketAddr) -> AgentThread {
+        self.start_agent(self.endpoint(key, name), Behaviour::Serve(service))
+    }
+
+    /// Opens a plain-HTTP session as `control` to `agent`, which serves
+    /// `service`; returns it with the service's end of it.
+    pub fn session(&self, key: &str, control: &str, agent: &str, service: &Service) -> (StdSession, TcpStream) {
+        let session =
+            connect_std(&self.endpoint(key, control), agent).unwrap_or_else(|e| panic!("connect failed: {e}"));
+        let service_end = service.accept(EVENT_TIMEOUT);
+        self.wait_for_event(&format!("Control {control} connected to Client {agent}"), EVENT_TIMEOUT);
+        (session, service_end)
     }
 
     /// See [`LoggedChild::wait_for_event`].
@@ -159,6 +216,11 @@ impl Gateway {
         self.process.wait_for_event_prefix(prefix, timeout)
     }
 
+    /// See [`LoggedChild::wait_for_line`].
+    pub fn wait_for_line(&self, substring: &str, timeout: Duration) -> String {
+        self.process.wait_for_line(substring, timeout)
+    }
+
     /// See [`LoggedChild::count_events`].
     pub fn count_events(&self, text: &str) -> usize {
         self.process.count_events(text)
@@ -167,6 +229,11 @@ impl Gateway {
     /// See [`LoggedChild::events`].
     pub fn events(&self) -> Vec<String> {
         self.process.events()
+    }
+
+    /// See [`LoggedChild::lines`].
+    pub fn lines(&self) -> Vec<String> {
+        self.process.lines()
     }
 
     /// Kills the gateway (SIGKILL) and reaps it.
@@ -213,25 +280,10 @@ impl Gateway {
     }
 }
 
-/// An endpoint for the gateway at `addr` proving `key` as `identity`.
+/// A plain-HTTP endpoint for the gateway at `addr` proving `key` as
+/// `identity`.
 pub fn endpoint(addr: SocketAddr, key: &str, identity: &str) -> Endpoint {
     // Plain HTTP: the trust setting is only read for https:// addresses.
     Endpoint::new(&addr.to_string(), GatewayKey::new(key), identity, &Trust::SystemRoots)
         .unwrap_or_else(|e| panic!("endpoint for {addr}: {e}"))
-}
-
-/// Starts the real `ringway agent` publishing `expose`, with its key in
-/// `RINGWAY_KEY` as operators run it.
-pub fn spawn_agent_binary(gateway: SocketAddr, key: &str, name: &str, expose: SocketAddr) -> LoggedChild {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
-    cmd.arg("agent")
-        .arg("--gateway")
-        .arg(gateway.to_string())
-        .arg("--name")
-        .arg(name)
-        .arg("--expose")
-        .arg(expose.to_string())
-        .env("RINGWAY_KEY", key)
-        .env("RUST_LOG", "info");
-    LoggedChild::spawn(&format!("agent {name}"), cmd)
 }

@@ -1,50 +1,91 @@
 //! Fixtures shared by ringway's integration tests.
 //!
-//! - [`Gateway`] (gateway.rs): the real `ringway` binary on a loopback port
-//!   it picks itself; [`LoggedChild`] (process.rs) collects its stderr line
-//!   by line so tests wait on events.
+//! - [`Gateway`] (gateway.rs): the one launcher of the real `ringway`
+//!   binary, on a [`GatewayConfig`] (config.rs: keys, limits, `[log]`,
+//!   `[admin]`, `[tls]`) written into a [`TestDir`] (testdir.rs), on
+//!   loopback ports it picks itself; [`LoggedChild`] (process.rs) collects
+//!   its stderr line by line so tests wait on events. lifecycle.rs rewrites
+//!   its config, reloads it (SIGHUP or `ringway reload`) and stops it;
+//!   admin.rs asks its admin listener (pages, JSON, /metrics).
+//! - prometheus.rs: a strict parser of /metrics' text format.
+//! - eventlog.rs: the `GWnnn.log` files read back and their stamps.
+//! - tls.rs: gen-cert's certificates and [`TlsRig`], a gateway over TLS.
 //! - [`AgentThread`] (agents.rs): library agents (`ringway::client`) on a
 //!   compio runtime of their own thread, serving sessions the way
 //!   `ringway agent` does.
-//! - client.rs: control calls from blocking test code.
+//! - client.rs: control calls from blocking test code; session.rs:
+//!   sessions through the library's connection type (plain or TLS).
+//! - binaries.rs: the real `ringway agent` / `ringway control` binaries;
+//!   command.rs: short-lived commands (curl, openssl, Chromium) with a
+//!   bound.
 //! - [`Service`] (service.rs): a local TCP service on std threads.
 //! - bytes.rs: a seeded byte stream and SHA-256.
 //! - procfs.rs: TCP sockets and descriptors from /proc, bounded waits.
 //!
 //! Every wait is on an event (a stderr line, a channel message, a socket
 //! becoming readable) with a generous timeout that only bounds a failure.
-//! The one exception is state the gateway announces nowhere (descriptor
-//! counts, sockets it has closed), which [`poll_until`] polls with a
-//! deadline.
+//! The exceptions are state the gateway announces nowhere (descriptor
+//! counts, sockets it has closed, counters, the event log files), which
+//! [`poll_until`] polls with a deadline.
 
 // Each test binary uses only some of these helpers.
 #![allow(dead_code)]
 
+mod admin;
 mod agents;
+mod binaries;
 mod bytes;
 mod client;
+mod command;
+mod config;
+mod eventlog;
 mod gateway;
+mod lifecycle;
 mod process;
 mod procfs;
+mod prometheus;
 mod service;
+mod session;
+mod testdir;
+mod tls;
 
 use std::time::Duration;
 
 // Glob re-exports, so tests write `common::Gateway`; each binary uses some.
 #[allow(unused_imports)]
+pub use admin::*;
+#[allow(unused_imports)]
 pub use agents::*;
+#[allow(unused_imports)]
+pub use binaries::*;
 #[allow(unused_imports)]
 pub use bytes::*;
 #[allow(unused_imports)]
 pub use client::*;
 #[allow(unused_imports)]
+pub use command::*;
+#[allow(unused_imports)]
+pub use config::*;
+#[allow(unused_imports)]
+pub use eventlog::*;
+#[allow(unused_imports)]
 pub use gateway::*;
+#[allow(unused_imports)]
+pub use lifecycle::*;
 #[allow(unused_imports)]
 pub use process::*;
 #[allow(unused_imports)]
 pub use procfs::*;
 #[allow(unused_imports)]
+pub use prometheus::*;
+#[allow(unused_imports)]
 pub use service::*;
+#[allow(unused_imports)]
+pub use session::*;
+#[allow(unused_imports)]
+pub use testdir::*;
+#[allow(unused_imports)]
+pub use tls::*;
 
 /// Upper bound for anything that should happen within a second or two:
 /// only reached when a test fails, and generous because two cores are
