@@ -49,9 +49,10 @@ fn silent_agent_is_dropped_at_its_heartbeat_deadline() {
         "the gateway never closed the silent channel"
     );
     let closed_after = registered.elapsed();
-    let mut buf = [0u8; 256];
-    let n = (&socket).read(&mut buf).expect("read the channel");
-    assert_eq!(n, 0, "expected EOF, got {:?}", String::from_utf8_lossy(&buf[..n]));
+    // The gateway says why, then closes: exactly one goodbye frame, then EOF.
+    let mut said = Vec::new();
+    (&socket).read_to_end(&mut said).expect("read the channel to its end");
+    assert_eq!(String::from_utf8_lossy(&said), "BYE timeout\n");
     assert!(
         closed_after >= deadline - Duration::from_millis(500),
         "dropped after {closed_after:?}, before its deadline of {deadline:?}"

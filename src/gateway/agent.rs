@@ -18,6 +18,7 @@ use futures_util::future::{Either, select};
 
 use super::directory::AgentRecord;
 use super::frontdoor::{identity, refusal, reject, send, verify, wants_upgrade};
+use super::outbox::Inbox;
 use super::owner_of;
 use super::shard::{Handoff, Shard, ShardMsg};
 use super::stats::Stats;
@@ -57,7 +58,6 @@ pub(crate) struct Registration {
 /// Why an agent's channel ended, for the log.
 enum Ended {
     Closed,
-    Expired(u64),
     Protocol,
     Stalled,
     Removed,
@@ -152,7 +152,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         return;
     }
 
-    let (outbox, outbox_rx) = async_channel::bounded(OUTBOX_CAPACITY);
+    let (outbox, outbox_rx) = super::outbox::outbox(OUTBOX_CAPACITY);
     let id = shard.next_id();
     let now = SystemTime::now();
     let (slot, old) = shard.directory.borrow_mut().insert(AgentRecord {
@@ -165,6 +165,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         external: peer,
         connected_since: now,
         last_poll: now,
+        last_seen: std::time::Instant::now(),
         outbox,
     });
     if let Some(old) = old {
@@ -208,7 +209,7 @@ struct Channel {
 impl Channel {
     /// Polls in, pushes out, until the agent leaves, misses its deadline or
     /// is removed; then releases the record and logs why.
-    async fn run<D: Duplex>(self, stream: D, early: Vec<u8>, outbox: async_channel::Receiver<ToAgent>) {
+    async fn run<D: Duplex>(self, stream: D, early: Vec<u8>, outbox: Inbox) {
         let Channel { shard, slot, id, shown } = self;
         let ended = {
             let reader = pin!(read_polls(&shard, &stream, early, slot, id));
@@ -222,10 +223,6 @@ impl Channel {
         shard.live_agents.set(shard.live_agents.get() - 1);
         let was_current = release(&shard, slot, id);
         match ended {
-            Ended::Expired(secs) => {
-                Stats::inc(&shard.stats.heartbeat_expired);
-                shard.event(format!("Client {shown} timed out: no poll for {secs} s"));
-            }
             Ended::Protocol => shard.event(format!("Client {shown} sent an invalid frame; closing")),
             Ended::Stalled => shard.event(format!("Client {shown} stopped reading its channel; closing")),
             Ended::Closed | Ended::Removed => {}
@@ -260,7 +257,9 @@ fn release(shard: &Shard, slot: usize, id: u64) -> bool {
     removed.is_some()
 }
 
-/// Reads the agent's frames until it leaves or misses its deadline.
+/// Reads the agent's frames until it leaves. The heartbeat deadline is kept
+/// by the worker's sweeper (`Shard::expire_silent`), not by a timer here,
+/// so an idle agent costs one pending read and nothing more.
 async fn read_polls<D: Duplex>(shard: &Shard, stream: &D, early: Vec<u8>, slot: usize, id: u64) -> Ended {
     // Polls are ~10 bytes; a small buffer that grows for longer frames (up
     // to MAX_FRAME_LINE) keeps an idle agent's memory low.
@@ -282,15 +281,14 @@ async fn read_polls<D: Duplex>(shard: &Shard, stream: &D, early: Vec<u8>, slot: 
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity().min(proto::MAX_FRAME_LINE));
         }
-        let deadline = shard.config().heartbeat_deadline();
         // Boxed: an idle agent's task then holds a pointer here rather than
         // the whole read state inline; one small allocation per poll (about
         // once a minute) is nothing next to the memory of 10,000s of agents.
-        match Box::pin(compio::time::timeout(deadline, stream.read_into(buf))).await {
-            Err(_) => return Ended::Expired(deadline.as_secs()),
-            Ok(BufResult(Ok(0), _)) | Ok(BufResult(Err(_), _)) => return Ended::Closed,
-            Ok(BufResult(Ok(_), b)) => buf = b,
+        match Box::pin(stream.read_into(buf)).await {
+            BufResult(Ok(0), _) | BufResult(Err(_), _) => return Ended::Closed,
+            BufResult(Ok(_), b) => buf = b,
         }
+        shard.directory.borrow_mut().touch(slot, id, false);
     }
 }
 
@@ -298,7 +296,7 @@ fn on_frame(shard: &Shard, frame: FromAgent, slot: usize, id: u64) -> Option<End
     match frame {
         FromAgent::Ping(seq) => {
             let mut dir = shard.directory.borrow_mut();
-            dir.touch(slot, id, SystemTime::now());
+            dir.touch(slot, id, true);
             let rec = dir.find_slot(slot, id)?;
             if rec.outbox.try_send(ToAgent::Pong(seq)).is_err() {
                 return Some(Ended::Stalled);
@@ -326,8 +324,8 @@ fn on_frame(shard: &Shard, frame: FromAgent, slot: usize, id: u64) -> Option<End
 
 /// Writes queued frames until the outbox closes: the record was removed
 /// (replaced, key removed, shutdown) after its goodbye was queued.
-async fn write_pushes<D: Duplex>(stream: &D, outbox: async_channel::Receiver<ToAgent>) {
-    while let Ok(frame) = outbox.recv().await {
+async fn write_pushes<D: Duplex>(stream: &D, outbox: Inbox) {
+    while let Some(frame) = outbox.recv().await {
         // Boxed for the same reason as the poll read: pushes are rare.
         let BufResult(res, _) = Box::pin(stream.write_all_from(frame.to_string().into_bytes())).await;
         if res.is_err() {

@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use slab::Slab;
 
+use super::outbox::Outbox;
 use crate::auth::KeyId;
-use crate::proto::{AgentSummary, ToAgent};
+use crate::proto::AgentSummary;
 use crate::timefmt::rfc3339;
 
 /// One connected agent.
@@ -30,11 +31,13 @@ pub(crate) struct AgentRecord {
     pub external: SocketAddr,
     /// When it registered.
     pub connected_since: SystemTime,
-    /// When it last polled.
+    /// When it last polled, for the console.
     pub last_poll: SystemTime,
+    /// When anything last arrived from it, for the heartbeat deadline.
+    pub last_seen: Instant,
     /// Frames to push down its channel. Dropping the record drops this,
     /// the only sender, which ends the agent's channel task.
-    pub outbox: async_channel::Sender<ToAgent>,
+    pub outbox: Outbox,
 }
 
 /// A worker's agents.
@@ -85,10 +88,14 @@ impl Directory {
         }
     }
 
-    /// Notes a poll from registration `id` in `slot`.
-    pub fn touch(&mut self, slot: usize, id: u64, now: SystemTime) {
+    /// Notes that registration `id` in `slot` was heard from; `poll` if it
+    /// was a poll (shown in the console).
+    pub fn touch(&mut self, slot: usize, id: u64, poll: bool) {
         if let Some(rec) = self.slab.get_mut(slot).filter(|r| r.id == id) {
-            rec.last_poll = now;
+            rec.last_seen = Instant::now();
+            if poll {
+                rec.last_poll = SystemTime::now();
+            }
         }
     }
 

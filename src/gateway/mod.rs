@@ -10,6 +10,7 @@ mod agent;
 mod control;
 mod directory;
 mod frontdoor;
+mod outbox;
 mod shard;
 mod stats;
 

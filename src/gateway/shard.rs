@@ -35,6 +35,11 @@ use crate::tls::TlsConn;
 /// again: retrying at once would spin a core while nothing can change.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// How often a worker looks for agents past their heartbeat deadline. One
+/// sweep a second over a slab of records replaces a timer per agent; an
+/// agent is dropped at most this long after its deadline.
+const HEARTBEAT_SWEEP: Duration = Duration::from_secs(1);
+
 /// How long a stopping worker waits for its agents to be told goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -190,6 +195,34 @@ impl Shard {
         }
     }
 
+    /// Drops every agent silent past the heartbeat deadline (2 x CMPI +
+    /// 10 s), each with its log lines.
+    pub fn expire_silent(&self) {
+        let deadline = self.config().heartbeat_deadline();
+        let now = Instant::now();
+        let silent: Vec<u64> = self
+            .directory
+            .borrow()
+            .iter()
+            .filter(|r| now.duration_since(r.last_seen) > deadline)
+            .map(|r| r.id)
+            .collect();
+        for id in silent {
+            let Some(name) = self
+                .directory
+                .borrow()
+                .iter()
+                .find(|r| r.id == id)
+                .map(|r| sanitize(&r.name))
+            else {
+                continue;
+            };
+            Stats::inc(&self.stats.heartbeat_expired);
+            self.event(format!("Client {name} timed out: no poll for {} s", deadline.as_secs()));
+            self.evict(|r| r.id == id, "timeout");
+        }
+    }
+
     /// Tells an agent this worker owns to open a session.
     pub fn open_local(&self, kid: KeyId, name: &str, sid: SessionId) -> OpenResult {
         match self.directory.borrow().find(kid, name) {
@@ -226,6 +259,15 @@ pub(crate) async fn run(
         next_id: Cell::new(1),
     });
     add_listeners(&shard, listeners);
+    let sweeper = compio::runtime::spawn({
+        let shard = shard.clone();
+        async move {
+            loop {
+                compio::time::sleep(HEARTBEAT_SWEEP).await;
+                shard.expire_silent();
+            }
+        }
+    });
 
     while let Ok(msg) = inbox.recv().await {
         match msg {
@@ -236,6 +278,7 @@ pub(crate) async fn run(
 
     // Dropping an accept task's handle cancels it and closes its listener.
     shard.acceptors.borrow_mut().clear();
+    drop(sweeper);
     shard.evict(|_| true, "shutdown");
     let give_up = Instant::now() + SHUTDOWN_GRACE;
     while shard.live_agents.get() > 0 && Instant::now() < give_up {
