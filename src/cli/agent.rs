@@ -19,6 +19,11 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 /// Longest pause between attempts: a minute, the default CMPI, so an agent
 /// is back within about one poll of the gateway's return.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long the agent waits for its local service to accept. Shorter than
+/// the gateway's pairing deadline (10 s by default), so a service that
+/// does not answer becomes a quick FAIL (502) rather than a 504.
+const LOCAL_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Relay buffer per direction on the agent's side.
 const RELAY_BUFFER: usize = 64 * 1024;
 
@@ -104,7 +109,8 @@ impl AgentHandler for Sessions {
     fn open(&self, sid: SessionId) {
         let (ep, expose, outgoing) = (self.ep.clone(), self.expose.clone(), self.outgoing.clone());
         compio::runtime::spawn(async move {
-            let local = match TcpStream::connect(expose.as_str()).await {
+            let dial = compio::time::timeout(LOCAL_DIAL_TIMEOUT, TcpStream::connect(expose.as_str()));
+            let local = match dial.await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
                 Ok(s) => s,
                 Err(e) => {
                     log::warn!("session {sid}: cannot reach {expose}: {e}");

@@ -66,6 +66,7 @@ pub fn serve(path: &Path) -> Result<(), String> {
     let signals = SignalSet::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     signals.block();
     let config = config::load(path).map_err(|e| e.to_string())?;
+    let fds = raise_fd_limit();
     let events = match &config.log {
         Some(log) => EventLog::start(log.clone()).map_err(|e| format!("cannot open the event log: {e}"))?,
         None => EventLog::stderr_only(),
@@ -112,6 +113,17 @@ pub fn serve(path: &Path) -> Result<(), String> {
         max_clients.to_string()
     };
     events.event(format!("Gateway started. Max licensed connections: {max}"));
+    match fds {
+        Ok(n) => {
+            // Each agent holds one socket; sessions hold two more. Warn when
+            // the licence cannot be reached within the process's limit.
+            if max_clients > 0 && (max_clients as u64) + 64 > n {
+                log::warn!("open-file limit {n} is below max_clients {max_clients}: raise it (LimitNOFILE=)");
+            }
+            log::info!("open-file limit: {n}");
+        }
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
+    }
 
     let ctl = Arc::new(Controller {
         path: path.to_path_buf(),
@@ -135,6 +147,29 @@ pub fn serve(path: &Path) -> Result<(), String> {
     events.event("Gateway stopped");
     events.flush();
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one and returns it. Every
+/// agent holds a socket; the usual soft limit of 1,024 would cap a
+/// gateway near a thousand agents while the hard limit allows far more.
+fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write a plain struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(lim.rlim_cur)
 }
 
 /// A set of signals handled synchronously by one thread (sigwait).
