@@ -424,6 +424,9 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 Stats::inc(&shard.stats.accepted);
+                // An IPv4 peer on a dual-stack [::] listener arrives as
+                // ::ffff:a.b.c.d; logs and the console show it as IPv4.
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 // Relayed interactive traffic (ssh keystrokes, 64-byte
                 // pings) must not wait for Nagle; keepalive finds peers
                 // that vanished without a FIN.
