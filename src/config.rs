@@ -153,6 +153,9 @@ pub struct Limits {
     pub max_pending_sessions: usize,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout: Duration,
+    /// Open connections the gateway holds at most (0: derived from the
+    /// open-file limit at start).
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -163,6 +166,7 @@ impl Default for Limits {
             relay_buffer: (DEFAULT_RELAY_BUFFER_KB * 1024) as usize,
             max_pending_sessions: DEFAULT_MAX_PENDING_SESSIONS as usize,
             handshake_timeout: Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
+            max_connections: 0,
         }
     }
 }
@@ -210,6 +214,7 @@ struct RawLimits {
     relay_buffer_kb: Option<Spanned<u64>>,
     max_pending_sessions: Option<Spanned<u64>>,
     handshake_timeout_secs: Option<Spanned<u64>>,
+    max_connections: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -345,6 +350,7 @@ pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<Config, Conf
             "handshake_timeout_secs",
             &err,
         )?);
+        limits.max_connections = bounded(&l.max_connections, 0, 0, 100_000_000, "max_connections", &err)? as usize;
     }
 
     let log = match raw.log {

@@ -175,3 +175,38 @@ fn post_to_the_client_list_gets_405_and_a_close() {
     );
     assert_eq!(answer.status_line, "HTTP/1.1 405 Method Not Allowed");
 }
+
+#[test]
+fn connections_past_the_cap_get_503_until_one_closes() {
+    let mut config = GatewayConfig::new(&["Testing1"]);
+    config.max_connections = Some(3);
+    config.head_timeout_secs = Some(60);
+    // One worker: one listener, so connections are accepted in the order
+    // they were made and the first three are the ones holding the shares.
+    config.workers = 1;
+    let gw = Gateway::start(&config);
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(gw.addr()).expect("connect"))
+        .collect();
+
+    let mut fourth = TcpStream::connect(gw.addr()).expect("connect");
+    fourth.set_read_timeout(Some(IO_TIMEOUT)).expect("set a read timeout");
+    let full = read_answer(fourth.try_clone().expect("clone"));
+    assert_eq!(full.status_line, "HTTP/1.1 503 Service Unavailable");
+    assert_eq!(
+        String::from_utf8_lossy(&full.body),
+        "the gateway is at its connection limit; try again later\n"
+    );
+    let mut rest = Vec::new();
+    assert_eq!(fourth.read_to_end(&mut rest).expect("closed"), 0);
+
+    // Closing one held connection gives its share back; nothing announces
+    // that, so ask (bounded) until a request is served rather than refused.
+    drop(held.pop());
+    let served = common::poll_until(common::EVENT_TIMEOUT, || {
+        let answer = ask(gw.addr(), b"GET /nowhere HTTP/1.1\r\nHost: gw\r\n\r\n");
+        (answer.status_line != "HTTP/1.1 503 Service Unavailable").then_some(answer.status_line)
+    });
+    assert_eq!(served.as_deref(), Some("HTTP/1.1 404 Not Found"));
+    drop(held);
+}

@@ -19,9 +19,9 @@ use futures_util::future::{Either, select};
 use super::directory::AgentRecord;
 use super::frontdoor::{identity, refusal, reject, send, verify, wants_upgrade};
 use super::outbox::Inbox;
-use super::owner_of;
 use super::shard::{Handoff, Shard, ShardMsg};
 use super::stats::Stats;
+use super::{Permit, owner_of};
 use crate::auth::KeyId;
 use crate::eventlog::sanitize;
 use crate::http::{self, RequestHead};
@@ -53,6 +53,8 @@ pub(crate) struct Registration {
     pub local_ip: String,
     /// Its operating system as it reported it.
     pub os: String,
+    /// Its share of the connection cap.
+    pub permit: Permit,
 }
 
 /// Why an agent's channel ended, for the log.
@@ -64,7 +66,14 @@ enum Ended {
 }
 
 /// Handles `GET /v1/agent/register` on the worker that accepted it.
-pub(crate) async fn register(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, head: RequestHead, early: Vec<u8>) {
+pub(crate) async fn register(
+    shard: Rc<Shard>,
+    stream: Conn,
+    peer: SocketAddr,
+    head: RequestHead,
+    early: Vec<u8>,
+    permit: Permit,
+) {
     if !wants_upgrade(&head, proto::UPGRADE_AGENT) {
         reject(&shard, &stream, 426, "registration must upgrade to ringway-agent/1").await;
         return;
@@ -110,6 +119,7 @@ pub(crate) async fn register(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, h
         mac,
         local_ip,
         os,
+        permit,
     };
     if owner == shard.index {
         // A task of its own, so the front door's state (the request head,
@@ -130,6 +140,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         mac,
         local_ip,
         os,
+        permit,
     } = *reg;
     let (stream, peer, early) = match handoff.into_conn() {
         Ok(s) => s,
@@ -191,7 +202,13 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
     // The channel runs as a task of its own, typed by the concrete stream:
     // this setup future (its error paths, the TLS read path a plain agent
     // never takes) is freed now instead of being held by every idle agent.
-    let channel = Channel { shard, slot, id, shown };
+    let channel = Channel {
+        shard,
+        slot,
+        id,
+        shown,
+        _permit: permit,
+    };
     match stream {
         Conn::Plain(s) => compio::runtime::spawn(channel.run(s, early, outbox_rx)).detach(),
         Conn::Tls(t) => compio::runtime::spawn(channel.run(*t, early, outbox_rx)).detach(),
@@ -204,13 +221,17 @@ struct Channel {
     slot: usize,
     id: u64,
     shown: String,
+    /// Held for as long as the channel runs.
+    _permit: Permit,
 }
 
 impl Channel {
     /// Polls in, pushes out, until the agent leaves, misses its deadline or
     /// is removed; then releases the record and logs why.
     async fn run<D: Duplex>(self, stream: D, early: Vec<u8>, outbox: Inbox) {
-        let Channel { shard, slot, id, shown } = self;
+        let Channel {
+            shard, slot, id, shown, ..
+        } = self;
         let ended = {
             let reader = pin!(read_polls(&shard, &stream, early, slot, id));
             let writer = pin!(write_pushes(&stream, outbox));

@@ -18,9 +18,9 @@ use futures_channel::oneshot;
 use futures_util::future::{Either, select};
 
 use super::frontdoor::{identity, refusal, reject, send, verify, wants_upgrade};
-use super::owner_of;
 use super::shard::{Handoff, OpenResult, Shard, ShardMsg};
 use super::stats::Stats;
+use super::{Permit, owner_of};
 use crate::auth::{KeyId, new_nonce};
 use crate::eventlog::sanitize;
 use crate::http::{self, RequestHead};
@@ -43,6 +43,7 @@ pub(crate) struct Pending {
 pub(crate) struct Joined {
     stream: Conn,
     early: Vec<u8>,
+    permit: Permit,
 }
 
 /// An agent's data connection on its way to the control's worker.
@@ -51,6 +52,7 @@ pub(crate) struct JoinRequest {
     sid: SessionId,
     kid: KeyId,
     agent: String,
+    permit: Permit,
 }
 
 impl Pending {
@@ -83,7 +85,7 @@ pub(crate) struct SessionInfo {
 }
 
 /// `GET /v1/clients`: the agents that share the control's key, as JSON.
-pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, head: RequestHead) {
+pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, head: RequestHead, _permit: Permit) {
     // A control names itself, but curl with a bearer key need not.
     let identity_raw = match (head.header(proto::H_IDENTITY), identity(&head)) {
         (None, _) => String::new(),
@@ -137,6 +139,7 @@ pub(crate) async fn connect(
     head: RequestHead,
     early: Vec<u8>,
     name_raw: String,
+    _permit: Permit,
 ) {
     if !wants_upgrade(&head, proto::UPGRADE_RELAY) {
         reject(&shard, &stream, 426, "connect must upgrade to ringway-relay/1").await;
@@ -245,6 +248,8 @@ pub(crate) async fn connect(
     };
 
     let agent_stream = joined.stream;
+    // The data connection's share of the cap lives as long as the relay.
+    let _agent_permit = joined.permit;
     let counters = Rc::new(Counters::default());
     let (kill, killed) = oneshot::channel::<()>();
     let key = shard.sessions.borrow_mut().insert(SessionInfo {
@@ -308,6 +313,7 @@ pub(crate) async fn join(
     head: RequestHead,
     early: Vec<u8>,
     sid_raw: String,
+    permit: Permit,
 ) {
     if !wants_upgrade(&head, proto::UPGRADE_RELAY) {
         reject(&shard, &stream, 426, "join must upgrade to ringway-relay/1").await;
@@ -336,7 +342,7 @@ pub(crate) async fn join(
     };
     let to = sid.worker as usize;
     if to == shard.index {
-        deliver(&shard, sid, kid, &agent, stream, early).await;
+        deliver(&shard, sid, kid, &agent, stream, early, permit).await;
         return;
     }
     let handoff = match Handoff::new(stream, peer, early) {
@@ -351,6 +357,7 @@ pub(crate) async fn join(
         sid,
         kid,
         agent,
+        permit,
     };
     if shard.send_to(to, ShardMsg::Join(Box::new(req))).await.is_err() {
         log::warn!("worker {to} is gone; data connection dropped");
@@ -364,16 +371,17 @@ pub(crate) async fn join_handed(shard: Rc<Shard>, req: Box<JoinRequest>) {
         sid,
         kid,
         agent,
+        permit,
     } = *req;
     match handoff.into_conn() {
-        Ok((stream, _, early)) => deliver(&shard, sid, kid, &agent, stream, early).await,
+        Ok((stream, _, early)) => deliver(&shard, sid, kid, &agent, stream, early, permit).await,
         Err(e) => log::warn!("cannot adopt data socket: {e}"),
     }
 }
 
 /// Gives a data connection to the control waiting for it, if the session
 /// exists and belongs to this agent and key.
-async fn deliver(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str, stream: Conn, early: Vec<u8>) {
+async fn deliver(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str, stream: Conn, early: Vec<u8>, permit: Permit) {
     let tx = {
         let mut pending = shard.pending.borrow_mut();
         pending
@@ -385,7 +393,7 @@ async fn deliver(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str, stream:
         reject(shard, &stream, 404, "no such session").await;
         return;
     };
-    if let Err(joined) = tx.send(Joined { stream, early }) {
+    if let Err(joined) = tx.send(Joined { stream, early, permit }) {
         reject(shard, &joined.stream, 410, "the control stopped waiting").await;
     }
 }

@@ -8,9 +8,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use compio::BufResult;
-use compio::io::AsyncRead;
+use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::TcpStream;
 
+use super::Permit;
 use super::shard::Shard;
 use super::stats::Stats;
 use crate::auth::{AuthError, KeyId, unix_now};
@@ -35,7 +36,7 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 /// Serves one accepted connection: TLS or plain (told apart by the first
 /// byte), then the request head, then the route.
-pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, permit: Permit) {
     let config = shard.config();
     let deadline = Instant::now() + config.limits.head_timeout;
     let mut buf = Vec::with_capacity(HEAD_BUF_START);
@@ -100,7 +101,14 @@ pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
             return;
         }
     };
-    route(shard, conn, peer, head, early).await;
+    route(shard, conn, peer, head, early, permit).await;
+}
+
+/// Answers a connection past the connection cap and closes it. The answer
+/// is written unread and unencrypted: a TLS client will just see the close.
+pub(crate) async fn refuse_full(stream: TcpStream) {
+    let bytes = http::error_response(503, "the gateway is at its connection limit; try again later");
+    let _ = (&stream).write_all(bytes).await;
 }
 
 enum HeadFailure {
@@ -137,7 +145,7 @@ async fn read_head(
     }
 }
 
-async fn route(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, head: RequestHead, early: Vec<u8>) {
+async fn route(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, head: RequestHead, early: Vec<u8>, permit: Permit) {
     let path = head.path().to_string();
     let known = path == proto::PATH_REGISTER
         || path == proto::PATH_CLIENTS
@@ -152,15 +160,15 @@ async fn route(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, head: RequestHe
         return;
     }
     if path == proto::PATH_REGISTER {
-        super::agent::register(shard, stream, peer, head, early).await;
+        super::agent::register(shard, stream, peer, head, early, permit).await;
     } else if path == proto::PATH_CLIENTS {
-        super::control::browse(shard, stream, peer, head).await;
+        super::control::browse(shard, stream, peer, head, permit).await;
     } else if let Some(name) = path.strip_prefix(proto::PATH_CONNECT_PREFIX) {
         let name = name.to_string();
-        super::control::connect(shard, stream, peer, head, early, name).await;
+        super::control::connect(shard, stream, peer, head, early, name, permit).await;
     } else if let Some(sid) = path.strip_prefix(proto::PATH_SESSION_PREFIX) {
         let sid = sid.to_string();
-        super::control::join(shard, stream, peer, head, early, sid).await;
+        super::control::join(shard, stream, peer, head, early, sid, permit).await;
     }
 }
 

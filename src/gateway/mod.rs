@@ -72,6 +72,9 @@ pub(crate) struct Shared {
     inboxes: Vec<async_channel::Sender<ShardMsg>>,
     /// Agents connected across all workers, for the licence limit.
     agents_connected: AtomicUsize,
+    /// Connections open across all workers, and the most allowed.
+    connections: Arc<AtomicUsize>,
+    max_connections: AtomicUsize,
     /// Proof nonces seen, for replay protection.
     nonces: NonceCache,
     /// The administrator's event log.
@@ -123,6 +126,8 @@ impl Gateway {
         let shared = Arc::new(Shared {
             inboxes: senders,
             agents_connected: AtomicUsize::new(0),
+            connections: Arc::new(AtomicUsize::new(0)),
+            max_connections: AtomicUsize::new(connection_cap(config.limits.max_connections)),
             nonces: NonceCache::default(),
             events,
         });
@@ -282,6 +287,9 @@ impl Gateway {
             }
         }
 
+        self.shared
+            .max_connections
+            .store(connection_cap(new.limits.max_connections), Ordering::Release);
         let new = Arc::new(new);
         for inbox in &self.shared.inboxes {
             let _ = inbox.send_blocking(ShardMsg::Reload(new.clone()));
@@ -407,6 +415,56 @@ fn allowed_cpus() -> Vec<usize> {
         (0..libc::CPU_SETSIZE as usize)
             .filter(|&c| libc::CPU_ISSET(c, &set))
             .collect()
+    }
+}
+
+/// Descriptors kept back from the connection cap for listeners, io_uring
+/// rings, the event log, the admin listener and the libraries' own files.
+const FD_RESERVE: usize = 256;
+
+/// The connection cap: as configured, or the open-file limit less
+/// [`FD_RESERVE`], so the gateway refuses clearly before the kernel does.
+fn connection_cap(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes a plain struct we own.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur as usize
+    } else {
+        1024
+    };
+    soft.saturating_sub(FD_RESERVE).max(64)
+}
+
+/// One open connection's share of the cap; dropping it gives the share
+/// back. It travels with the socket (hand-offs, agent channels, sessions).
+pub(crate) struct Permit(Arc<AtomicUsize>);
+
+impl Permit {
+    /// Takes a share, or `None` when `max` are already open.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Permit> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Permit(count.clone()))
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    /// A share of the connection cap, if one is free.
+    pub(crate) fn connection_permit(&self) -> Option<Permit> {
+        Permit::take(&self.connections, self.max_connections.load(Ordering::Acquire))
     }
 }
 

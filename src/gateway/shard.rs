@@ -427,12 +427,17 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 // An IPv4 peer on a dual-stack [::] listener arrives as
                 // ::ffff:a.b.c.d; logs and the console show it as IPv4.
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                let Some(permit) = shard.shared.connection_permit() else {
+                    Stats::bump(&shard.stats.rejected, 503);
+                    compio::runtime::spawn(super::frontdoor::refuse_full(stream)).detach();
+                    continue;
+                };
                 // Relayed interactive traffic (ssh keystrokes, 64-byte
                 // pings) must not wait for Nagle; keepalive finds peers
                 // that vanished without a FIN.
                 let _ = stream.set_nodelay(true);
                 let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-                compio::runtime::spawn(super::frontdoor::handle(shard.clone(), stream, peer)).detach();
+                compio::runtime::spawn(super::frontdoor::handle(shard.clone(), stream, peer, permit)).detach();
             }
             Err(e) => {
                 log::warn!("worker {}: accept failed: {e}", shard.index);

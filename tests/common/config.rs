@@ -28,6 +28,8 @@ pub struct GatewayConfig {
     pub head_timeout_secs: Option<u64>,
     /// `[limits] pairing_timeout_secs`, if set.
     pub pairing_timeout_secs: Option<u64>,
+    /// `[limits] max_connections`, if set.
+    pub max_connections: Option<u64>,
     /// `[log]`: an event log in the gateway's `log` folder, if set.
     pub log: Option<LogConfig>,
     /// `[admin]`: whether to open the admin listener on 127.0.0.1:0.
@@ -83,6 +85,7 @@ impl GatewayConfig {
             max_clients: None,
             head_timeout_secs: None,
             pairing_timeout_secs: None,
+            max_connections: None,
             log: None,
             admin: false,
             tls: None,
@@ -120,6 +123,9 @@ impl GatewayConfig {
         }
         if let Some(v) = self.pairing_timeout_secs {
             text.push_str(&format!("pairing_timeout_secs = {v}\n"));
+        }
+        if let Some(v) = self.max_connections {
+            text.push_str(&format!("max_connections = {v}\n"));
         }
         if let Some(log) = &self.log {
             let log_dir = dir.join(LOG_FOLDER);
