@@ -7,11 +7,12 @@
 //! one async lock so their records never interleave.
 //!
 //! Reads decrypt into the caller's buffer: the ciphertext lands in a
-//! per-connection buffer of one TLS record's size and rustls copies the
-//! plaintext out, so the relay still allocates nothing per read.
+//! per-connection buffer of one TLS record's size and the plaintext is
+//! copied from rustls into the buffer's spare capacity, so the relay still
+//! allocates (and zero-fills) nothing per read.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 
 use compio::BufResult;
 use compio::buf::{IntoInner, IoBuf};
@@ -155,43 +156,52 @@ impl TlsConn {
 
 impl Duplex for TlsConn {
     async fn read_into(&self, mut buf: Vec<u8>) -> BufResult<usize, Vec<u8>> {
-        let start = buf.len();
-        if buf.capacity() == start {
+        if buf.capacity() == buf.len() {
             return BufResult(Ok(0), buf);
         }
-        // rustls's reader needs initialised memory; the relay's buffer is
-        // filled once here and reused, so this is a memset, not an allocation.
-        buf.resize(buf.capacity(), 0);
         loop {
-            let got = self.state.borrow_mut().reader().read(&mut buf[start..]);
-            match got {
-                Ok(n) => {
-                    buf.truncate(start + n);
-                    return BufResult(Ok(n), buf);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // Copy decrypted chunks straight into the spare capacity: no
+            // zero-fill of the relay's buffer, no allocation.
+            let (copied, end) = {
+                let mut state = self.state.borrow_mut();
+                let mut reader = state.reader();
+                let mut copied = 0;
+                let end = loop {
+                    let room = buf.capacity() - buf.len();
+                    if room == 0 {
+                        break None;
+                    }
+                    match reader.fill_buf() {
+                        // The peer's close_notify: its stream has ended.
+                        Ok([]) => break Some(Ok(())),
+                        Ok(chunk) => {
+                            let n = chunk.len().min(room);
+                            buf.extend_from_slice(&chunk[..n]);
+                            reader.consume(n);
+                            copied += n;
+                        }
+                        Err(e) => break Some(Err(e)),
+                    }
+                };
+                (copied, end)
+            };
+            if copied > 0 {
+                // Whatever ended the copy (EOF, an error) is seen next call.
+                return BufResult(Ok(copied), buf);
+            }
+            match end {
+                None | Some(Ok(())) => return BufResult(Ok(0), buf),
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // A peer that closes TCP without close_notify: treat as the
-                // end of its stream (ssh and iperf3 through curl-like
-                // tools do it); relayed protocols frame their own data.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    buf.truncate(start);
-                    return BufResult(Ok(0), buf);
-                }
-                Err(e) => {
-                    buf.truncate(start);
-                    return BufResult(Err(e), buf);
-                }
+                // end of its stream (many TLS clients do); relayed protocols
+                // frame their own data.
+                Some(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return BufResult(Ok(0), buf),
+                Some(Err(e)) => return BufResult(Err(e), buf),
             }
             match self.feed().await {
                 Ok(true) => {}
-                Ok(false) => {
-                    buf.truncate(start);
-                    return BufResult(Ok(0), buf);
-                }
-                Err(e) => {
-                    buf.truncate(start);
-                    return BufResult(Err(e), buf);
-                }
+                Ok(false) => return BufResult(Ok(0), buf),
+                Err(e) => return BufResult(Err(e), buf),
             }
         }
     }
