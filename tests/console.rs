@@ -131,7 +131,7 @@ fn the_console_renders_in_headless_chromium() {
 // 3. Metrics.
 
 /// The families docs/ADMIN.md lists, with their types.
-const FAMILIES: [(&str, &str); 14] = [
+const FAMILIES: [(&str, &str); 16] = [
     ("ringway_agents_connected", "gauge"),
     ("ringway_agents_licensed_in_use", "gauge"),
     ("ringway_max_clients", "gauge"),
@@ -140,6 +140,8 @@ const FAMILIES: [(&str, &str); 14] = [
     ("ringway_sessions_total", "counter"),
     ("ringway_relay_bytes_total", "counter"),
     ("ringway_connections_accepted_total", "counter"),
+    ("ringway_connections_open", "gauge"),
+    ("ringway_connections_max", "gauge"),
     ("ringway_registrations_total", "counter"),
     ("ringway_heartbeat_expired_total", "counter"),
     ("ringway_tls_handshakes_total", "counter"),
@@ -200,6 +202,9 @@ fn metrics_parse_and_count_sessions_bytes_and_auth_failures() {
     assert_eq!(m0.sum("ringway_max_clients", &[]), 0.0);
     assert_eq!(m0.sum("ringway_registrations_total", &[]), 1.0);
     assert_eq!(m0.sum("ringway_sessions_active", &[]), 0.0);
+    // The agent's channel is the one connection open.
+    assert_eq!(m0.sum("ringway_connections_open", &[]), 1.0);
+    assert!(m0.sum("ringway_connections_max", &[]) >= 64.0);
 
     let payload = Prng::new(6).bytes(N);
     echo_round_trip(&gw.endpoint(KEY, "ops"), "pc1", &payload);
@@ -220,6 +225,8 @@ fn metrics_parse_and_count_sessions_bytes_and_auth_failures() {
     assert_eq!(delta("ringway_registrations_total", &[]), 0.0);
     assert_eq!(m1.sum("ringway_sessions_active", &[]), 0.0);
     assert_eq!(m1.sum("ringway_sessions_pending", &[]), 0.0);
+    // The session's two connections gave their shares back.
+    assert_eq!(m1.sum("ringway_connections_open", &[]), 1.0);
     assert_eq!(delta("ringway_auth_failures_total", &[]), 0.0);
 
     let (status, _) = refusal(common::list(&gw.endpoint("not-the-key-1", "intruder")));

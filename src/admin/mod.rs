@@ -32,8 +32,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 pub trait AdminOps: Send + Sync {
     /// Every worker's agents, sessions and counters.
     fn snapshot(&self) -> Vec<WorkerSnapshot>;
-    /// Licence slots in use.
-    fn agents_connected(&self) -> usize;
+    /// Gateway-wide figures that no single worker holds.
+    fn totals(&self) -> render::Totals;
     /// The licensed maximum; 0 = unlimited.
     fn max_clients(&self) -> usize;
     /// Re-reads and applies the configuration: a summary, or why it was refused.
@@ -109,7 +109,7 @@ fn serve_one(mut stream: TcpStream, token: Option<&str>, ops: &dyn AdminOps) -> 
         ("GET", "/api/clients") => json(&render::agents(&ops.snapshot())),
         ("GET", "/api/sessions") => json(&render::sessions(&ops.snapshot())),
         ("GET", "/metrics") => {
-            let text = render::metrics(&ops.snapshot(), ops.agents_connected(), ops.max_clients());
+            let text = render::metrics(&ops.snapshot(), &ops.totals());
             http::response(200, &[], "text/plain; version=0.0.4", text.as_bytes())
         }
         ("POST", "/api/reload") => match ops.reload() {

@@ -26,8 +26,21 @@ pub fn sessions(snaps: &[WorkerSnapshot]) -> Vec<SessionRow> {
     rows
 }
 
+/// Gateway-wide figures that no single worker holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Totals {
+    /// Licence slots in use.
+    pub agents_connected: usize,
+    /// The licensed maximum; 0 = unlimited.
+    pub max_clients: usize,
+    /// Connections open now (all kinds).
+    pub connections_open: usize,
+    /// The connection cap.
+    pub max_connections: usize,
+}
+
 /// Prometheus text exposition format (version 0.0.4).
-pub fn metrics(snaps: &[WorkerSnapshot], agents_connected: usize, max_clients: usize) -> String {
+pub fn metrics(snaps: &[WorkerSnapshot], totals: &Totals) -> String {
     let mut out = String::with_capacity(4096);
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -56,13 +69,25 @@ pub fn metrics(snaps: &[WorkerSnapshot], agents_connected: usize, max_clients: u
         "ringway_agents_licensed_in_use",
         "gauge",
         "Licence slots in use (all workers).",
-        vec![(String::new(), agents_connected as u64)],
+        vec![(String::new(), totals.agents_connected as u64)],
     );
     family(
         "ringway_max_clients",
         "gauge",
         "Licensed maximum of agents; 0 = unlimited.",
-        vec![(String::new(), max_clients as u64)],
+        vec![(String::new(), totals.max_clients as u64)],
+    );
+    family(
+        "ringway_connections_open",
+        "gauge",
+        "Connections open now: agents, controls, data connections, requests.",
+        vec![(String::new(), totals.connections_open as u64)],
+    );
+    family(
+        "ringway_connections_max",
+        "gauge",
+        "The connection cap; past it new connections get 503.",
+        vec![(String::new(), totals.max_connections as u64)],
     );
     family(
         "ringway_sessions_active",
@@ -284,7 +309,15 @@ mod tests {
                 ..Default::default()
             },
         };
-        let text = metrics(&[snap], 1, 0);
+        let totals = Totals {
+            agents_connected: 1,
+            max_clients: 0,
+            connections_open: 3,
+            max_connections: 100,
+        };
+        let text = metrics(&[snap], &totals);
+        assert!(text.contains("ringway_connections_open 3\n"));
+        assert!(text.contains("ringway_connections_max 100\n"));
         assert!(text.contains("ringway_agents_connected{worker=\"0\"} 1\n"));
         assert!(text.contains("ringway_sessions_total{worker=\"0\"} 3\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {

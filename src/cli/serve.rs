@@ -23,8 +23,14 @@ impl AdminOps for Controller {
         self.gateway.snapshot()
     }
 
-    fn agents_connected(&self) -> usize {
-        self.gateway.agents_connected()
+    fn totals(&self) -> crate::admin::render::Totals {
+        let (connections_open, max_connections) = self.gateway.connections();
+        crate::admin::render::Totals {
+            agents_connected: self.gateway.agents_connected(),
+            max_clients: self.gateway.config().max_clients,
+            connections_open,
+            max_connections,
+        }
     }
 
     fn max_clients(&self) -> usize {

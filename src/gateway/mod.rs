@@ -207,6 +207,14 @@ impl Gateway {
         self.shared.agents_connected.load(Ordering::Acquire)
     }
 
+    /// Connections open now, and the cap.
+    pub fn connections(&self) -> (usize, usize) {
+        (
+            self.shared.connections.load(Ordering::Acquire),
+            self.shared.max_connections.load(Ordering::Acquire),
+        )
+    }
+
     /// Applies a checked configuration to the running gateway: keys,
     /// CMPI, licence, limits and the event log apply to live state; new
     /// listen addresses are bound before removed ones close, and a failed
