@@ -15,6 +15,8 @@
 //! - [`admin`]: console, JSON API, Prometheus metrics, reload.
 //! - [`cli`]: the `ringway` command.
 
+#![warn(missing_docs)]
+
 #[cfg(target_os = "linux")]
 pub mod admin;
 pub mod auth;
