@@ -319,7 +319,7 @@ impl Gateway {
     }
 
     /// Every worker's agents, sessions and counters. A worker that does
-    /// not answer within [`SNAPSHOT_TIMEOUT`] is left out.
+    /// not answer within two seconds is left out.
     pub fn snapshot(&self) -> Vec<WorkerSnapshot> {
         let mut out = Vec::with_capacity(self.shared.workers());
         for inbox in &self.shared.inboxes {

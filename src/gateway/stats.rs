@@ -95,17 +95,17 @@ pub struct SessionRow {
 /// Counter values of one worker.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StatsSnapshot {
-    /// See [`Stats::accepted`].
+    /// Connections accepted by this worker's listeners.
     pub accepted: u64,
-    /// See [`Stats::handshakes`].
+    /// TLS handshakes completed.
     pub handshakes: u64,
-    /// See [`Stats::handshake_failures`].
+    /// TLS handshakes that failed, by `error` or `timeout`.
     pub handshake_failures: BTreeMap<String, u64>,
-    /// See [`Stats::registrations`].
+    /// Agent registrations completed on this worker.
     pub registrations: u64,
-    /// See [`Stats::heartbeat_expired`].
+    /// Agents dropped for missing their heartbeat deadline.
     pub heartbeat_expired: u64,
-    /// See [`Stats::sessions_total`].
+    /// Relay sessions started.
     pub sessions_total: u64,
     /// Bytes control → agent, ended and running sessions.
     pub bytes_to_agent: u64,
@@ -113,9 +113,9 @@ pub struct StatsSnapshot {
     pub bytes_to_control: u64,
     /// Sessions waiting for their agent.
     pub pending: usize,
-    /// See [`Stats::auth_failures`].
+    /// Failed key proofs, by reason.
     pub auth_failures: BTreeMap<String, u64>,
-    /// See [`Stats::rejected`].
+    /// Requests answered with an error status, by status code.
     pub rejected: BTreeMap<u16, u64>,
 }
 
