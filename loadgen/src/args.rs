@@ -96,7 +96,7 @@ pub struct CommonArgs {
 /// How simulated agents behave.
 #[derive(Args, Debug, Clone)]
 pub struct AgentOpts {
-    /// Agents are named PREFIX<index>.
+    /// Agents are named PREFIX0, PREFIX1, ...
     #[arg(long, default_value = "lg-")]
     pub prefix: String,
     /// Index of the first agent, so that several load generators can share
@@ -141,7 +141,7 @@ pub struct ControlOpts {
     /// `lg-`, or in `mixed` the agents' --prefix).
     #[arg(long)]
     pub agents_prefix: Option<String>,
-    /// Controls are named PREFIX<index> in the gateway's log.
+    /// Controls are named PREFIX0, PREFIX1, ... in the gateway's log.
     #[arg(long, default_value = "lgc-")]
     pub control_prefix: String,
     /// What to send.

@@ -9,7 +9,7 @@
 //! - [`stats`]: histograms, counters, errors; [`progress`] prints them
 //!   every second, [`summary`] at the end (human and JSON).
 //! - [`procstat`]: the gateway's RSS and CPU time from /proc.
-//! - [`run`]: threads, runtimes, the deadline.
+//! - [`mod@run`]: threads, runtimes, the deadline.
 
 mod agents;
 mod args;
