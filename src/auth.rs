@@ -233,18 +233,12 @@ impl KeyRing {
         self.by_id.contains_key(&kid)
     }
 
-    /// The ids of all configured keys.
-    pub fn ids(&self) -> impl Iterator<Item = KeyId> + '_ {
-        self.by_id.keys().copied()
-    }
-
     /// Checks a bearer key (TLS only; the caller makes sure). The id finds
     /// the candidate and the secret is then compared in constant time.
     pub fn verify_bearer(&self, secret: &str) -> Result<KeyId, AuthError> {
         let kid = KeyId::of(secret);
         let key = self.by_id.get(&kid).ok_or(AuthError::UnknownKey)?;
-        let (a, b) = (key.secret.as_bytes(), secret.as_bytes());
-        if a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0 {
+        if constant_time_eq(key.secret.as_bytes(), secret.as_bytes()) {
             Ok(kid)
         } else {
             Err(AuthError::BadSignature)
@@ -308,6 +302,12 @@ impl NonceCache {
         map.insert(nonce, ts.max(now));
         Ok(())
     }
+}
+
+/// Compares two secrets without an early exit, so timing does not reveal
+/// how much of a guess was right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Lower-case hex of `bytes`.
@@ -414,6 +414,13 @@ mod tests {
         let shown = format!("{key:?}");
         assert!(!shown.contains("super-secret-key"));
         assert!(shown.contains(&key.id().to_string()));
+    }
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 
     #[test]

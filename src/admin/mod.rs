@@ -20,6 +20,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::constant_time_eq;
 use crate::gateway::WorkerSnapshot;
 use crate::http::{self, HeadError};
 
@@ -133,12 +134,6 @@ fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     }
 }
 
-/// Compares without an early exit, so timing does not reveal how much of
-/// a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// A blocking admin request from the `status` and `reload` commands:
 /// the status code and body.
 pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>) -> Result<(u16, String), String> {
@@ -155,16 +150,4 @@ pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>) -> Res
     s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
     let (head, len) = http::parse_response(&raw).map_err(|e| format!("bad answer from {addr}: {}", e.reason()))?;
     Ok((head.status, String::from_utf8_lossy(&raw[len..]).into_owned()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::eventlog::sanitize;
 use crate::gateway::{AgentRow, SessionRow};
 
 /// Where the admin listener is.
@@ -45,6 +46,8 @@ pub fn status(args: AdminArgs) -> Result<(), String> {
         serde_json::from_str(&args.get("GET", "/api/clients")?).map_err(|e| format!("bad client list: {e}"))?;
     let sessions: Vec<SessionRow> =
         serde_json::from_str(&args.get("GET", "/api/sessions")?).map_err(|e| format!("bad session list: {e}"))?;
+    // Peer-chosen strings are sanitised (control characters become `?`)
+    // so a hostile name can neither add rows nor drive the terminal.
     println!("Clients ({})", agents.len());
     println!(
         "{:<24} {:<15} {:<17} {:<22} {:<16} {:>2} {:<20} {:<20} {:>4}",
@@ -53,9 +56,9 @@ pub fn status(args: AdminArgs) -> Result<(), String> {
     for a in &agents {
         println!(
             "{:<24} {:<15} {:<17} {:<22} {:<16} {:>2} {:<20} {:<20} {:>4}",
-            t(&a.name),
-            t(&a.local_ip),
-            t(&a.mac),
+            sanitize(&a.name),
+            sanitize(&a.local_ip),
+            sanitize(&a.mac),
             a.external_addr,
             a.key_id,
             a.worker,
@@ -73,9 +76,9 @@ pub fn status(args: AdminArgs) -> Result<(), String> {
     for s in &sessions {
         println!(
             "{:<20} {:<12} {:<24} {:<20} {:>14} {:>14} {:>2}",
-            t(&s.control),
-            t(s.operator.as_deref().unwrap_or("-")),
-            t(&s.agent),
+            sanitize(&s.control),
+            sanitize(s.operator.as_deref().unwrap_or("-")),
+            sanitize(&s.agent),
             s.started,
             s.bytes_to_agent,
             s.bytes_to_control,
@@ -83,13 +86,6 @@ pub fn status(args: AdminArgs) -> Result<(), String> {
         );
     }
     Ok(())
-}
-
-/// A peer-chosen string made safe for a terminal: control characters
-/// (line breaks, escape sequences) become `?`, so a hostile name can
-/// neither add rows nor drive the admin's terminal.
-pub(super) fn t(s: &str) -> String {
-    crate::eventlog::sanitize(s)
 }
 
 /// Asks the gateway to re-read its config file.

@@ -9,6 +9,7 @@ use compio::net::TcpListener;
 
 use super::ClientArgs;
 use crate::client::{self, Endpoint, sysinfo};
+use crate::eventlog::sanitize;
 use crate::relay::{Counters, relay};
 
 /// Relay buffer per direction on the control's side.
@@ -71,6 +72,8 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&agents).map_err(|e| e.to_string())?);
             } else {
+                // Agents choose their names and details: control characters
+                // become `?` so none can add rows or drive the terminal.
                 println!(
                     "{:<24} {:<22} {:<21} {:<17} {:<15} OS",
                     "NAME", "EXTERNAL", "CONNECTED SINCE", "MAC", "LOCAL IP"
@@ -78,12 +81,12 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
                 for a in agents {
                     println!(
                         "{:<24} {:<22} {:<21} {:<17} {:<15} {}",
-                        safe(&a.name),
+                        sanitize(&a.name),
                         a.external_addr,
                         a.connected_since,
-                        safe(&a.mac),
-                        safe(&a.local_ip),
-                        safe(&a.os)
+                        sanitize(&a.mac),
+                        sanitize(&a.local_ip),
+                        sanitize(&a.os)
                     );
                 }
             }
@@ -103,13 +106,6 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
             connect_listen(ep, agent, listen)
         }
     }
-}
-
-/// Peer-chosen text made safe for a terminal (control characters become
-/// `?`): agents choose their names, and a name must not be able to add
-/// rows or send escape sequences to an operator's terminal.
-fn safe(s: &str) -> String {
-    crate::eventlog::sanitize(s)
 }
 
 fn connect_listen(ep: Endpoint, agent: String, listen: String) -> Result<(), String> {

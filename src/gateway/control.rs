@@ -382,14 +382,7 @@ pub(crate) async fn join_handed(shard: Rc<Shard>, req: Box<JoinRequest>) {
 /// Gives a data connection to the control waiting for it, if the session
 /// exists and belongs to this agent and key.
 async fn deliver(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str, stream: Conn, early: Vec<u8>, permit: Permit) {
-    let tx = {
-        let mut pending = shard.pending.borrow_mut();
-        pending
-            .get_mut(sid.slot as usize)
-            .filter(|p| p.token == sid.token && p.kid == kid && p.agent == agent)
-            .and_then(|p| p.tx.take())
-    };
-    let Some(tx) = tx else {
+    let Some(tx) = take_waiter(shard, sid, kid, agent) else {
         reject(shard, &stream, 404, "no such session").await;
         return;
     };
@@ -400,11 +393,18 @@ async fn deliver(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str, stream:
 
 /// The agent said it cannot serve `sid`: fail the waiting control (502).
 pub(crate) fn fail_pending(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str) {
-    let mut pending = shard.pending.borrow_mut();
-    if let Some(p) = pending
+    // Dropping the waiter's sender wakes the control with the failure.
+    drop(take_waiter(shard, sid, kid, agent));
+}
+
+/// Takes the sender a control waits on, if session `sid` is waiting here
+/// for this agent of this key: only the agent the control asked for, with
+/// the control's key, may join or fail it.
+fn take_waiter(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str) -> Option<oneshot::Sender<Joined>> {
+    shard
+        .pending
+        .borrow_mut()
         .get_mut(sid.slot as usize)
         .filter(|p| p.token == sid.token && p.kid == kid && p.agent == agent)
-    {
-        p.tx = None;
-    }
+        .and_then(|p| p.tx.take())
 }

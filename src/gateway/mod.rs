@@ -137,13 +137,7 @@ impl Gateway {
         let bound: Vec<(SocketAddr, SocketAddr)> = config.listen.iter().copied().zip(addrs.iter().copied()).collect();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::with_capacity(workers);
-        let mut per_worker: Vec<Vec<(SocketAddr, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
-        for (group, &addr) in listeners.into_iter().zip(&addrs) {
-            for (w, l) in group.into_iter().enumerate() {
-                per_worker[w].push((addr, l));
-            }
-        }
-        for (index, (listeners, inbox)) in per_worker.into_iter().zip(receivers).enumerate() {
+        for (index, (listeners, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
             let shared = shared.clone();
             let config = config.clone();
             let ready = ready_tx.clone();
@@ -254,14 +248,7 @@ impl Gateway {
                     report.warnings.push(format!("{e}; the old listen addresses stay"));
                     new.listen = old.listen.clone();
                 }
-                Ok((groups, addrs)) => {
-                    let mut per_worker: Vec<Vec<(SocketAddr, std::net::TcpListener)>> =
-                        (0..self.shared.workers()).map(|_| Vec::new()).collect();
-                    for (group, &addr) in groups.into_iter().zip(&addrs) {
-                        for (w, l) in group.into_iter().enumerate() {
-                            per_worker[w].push((addr, l));
-                        }
-                    }
+                Ok((per_worker, addrs)) => {
                     for (inbox, listeners) in self.shared.inboxes.iter().zip(per_worker) {
                         let _ = inbox.send_blocking(ShardMsg::AddListeners(listeners));
                     }
@@ -345,24 +332,22 @@ impl Gateway {
     }
 }
 
-/// Binds `workers` SO_REUSEPORT listeners on each address. Port 0 is
-/// resolved by the first bind and the rest join that port. A probe bind
-/// without SO_REUSEPORT first makes sure no other process is already
-/// serving the port (a reuseport group would otherwise silently share it).
-fn bind_all(
-    addrs: &[SocketAddr],
-    workers: usize,
-) -> Result<(Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>), StartError> {
-    let mut groups = Vec::with_capacity(addrs.len());
+/// Binds `workers` SO_REUSEPORT listeners on each address and deals them
+/// out: element `w` of the result holds worker `w`'s listener for every
+/// address, with the address actually bound. Port 0 is resolved by the
+/// first bind and the rest join that port. A probe bind without
+/// SO_REUSEPORT first makes sure no other process is already serving the
+/// port (a reuseport group would otherwise silently share it).
+fn bind_all(addrs: &[SocketAddr], workers: usize) -> Result<(Vec<WorkerListeners>, Vec<SocketAddr>), StartError> {
+    let mut per_worker: Vec<WorkerListeners> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::with_capacity(addrs.len());
     for &addr in addrs {
         let fail = |error: io::Error| StartError::Bind { addr, error };
         if addr.port() != 0 {
             probe_free(addr).map_err(fail)?;
         }
-        let mut group = Vec::with_capacity(workers);
         let mut actual = addr;
-        for _ in 0..workers {
+        for listeners in &mut per_worker {
             let s = new_socket(actual, true).map_err(fail)?;
             s.bind(&actual.into()).map_err(fail)?;
             s.listen(LISTEN_BACKLOG).map_err(fail)?;
@@ -373,13 +358,15 @@ fn bind_all(
                     .as_socket()
                     .ok_or_else(|| fail(io::Error::other("bound address is not IP")))?;
             }
-            group.push(s.into());
+            listeners.push((actual, s.into()));
         }
-        groups.push(group);
         bound.push(actual);
     }
-    Ok((groups, bound))
+    Ok((per_worker, bound))
 }
+
+/// One worker's listeners: the address each serves, and the socket.
+type WorkerListeners = Vec<(SocketAddr, std::net::TcpListener)>;
 
 /// How long a start waits for a port still held by a gateway that just
 /// died: the kernel closes an io_uring process's listeners a few

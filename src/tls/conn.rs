@@ -85,11 +85,6 @@ impl TlsConn {
         }
     }
 
-    /// The ALPN protocol agreed, if any.
-    pub fn alpn(&self) -> Option<Vec<u8>> {
-        self.state.borrow().alpn_protocol().map(<[u8]>::to_vec)
-    }
-
     /// Gives rustls more ciphertext: from `pending`, else from the socket.
     /// False at end of stream.
     async fn feed(&self) -> io::Result<bool> {
