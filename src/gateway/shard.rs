@@ -7,6 +7,7 @@
 //! requests answered over oneshot channels.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -196,30 +197,28 @@ impl Shard {
     }
 
     /// Drops every agent silent past the heartbeat deadline (2 x CMPI +
-    /// 10 s), each with its log lines.
+    /// 10 s), each with its log lines. One pass finds them and one removes
+    /// them, so a mass expiry (a network cut dropping thousands at once)
+    /// costs two scans of the slab, not one per agent.
     pub fn expire_silent(&self) {
         let deadline = self.config().heartbeat_deadline();
         let now = Instant::now();
-        let silent: Vec<u64> = self
-            .directory
-            .borrow()
-            .iter()
-            .filter(|r| now.duration_since(r.last_seen) > deadline)
-            .map(|r| r.id)
-            .collect();
-        for id in silent {
-            let Some(name) = self
-                .directory
-                .borrow()
-                .iter()
-                .find(|r| r.id == id)
-                .map(|r| sanitize(&r.name))
-            else {
-                continue;
-            };
-            Stats::inc(&self.stats.heartbeat_expired);
-            self.event(format!("Client {name} timed out: no poll for {} s", deadline.as_secs()));
-            self.evict(|r| r.id == id, "timeout");
+        let silent: HashSet<u64> = {
+            let directory = self.directory.borrow();
+            let mut silent = HashSet::new();
+            for rec in directory.iter().filter(|r| now.duration_since(r.last_seen) > deadline) {
+                Stats::inc(&self.stats.heartbeat_expired);
+                self.event(format!(
+                    "Client {} timed out: no poll for {} s",
+                    sanitize(&rec.name),
+                    deadline.as_secs()
+                ));
+                silent.insert(rec.id);
+            }
+            silent
+        };
+        if !silent.is_empty() {
+            self.evict(|r| silent.contains(&r.id), "timeout");
         }
     }
 
