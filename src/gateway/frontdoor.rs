@@ -1,20 +1,22 @@
-//! The front door of every connection: read the request head within its
-//! deadline and size limits, then route it. Bad heads get 400/408/431 and
-//! a close.
+//! The front door of every connection: tell TLS from plain by the first
+//! byte, finish the handshake, read the request head within its deadline
+//! and size limits, then route it to its flow. Bad heads get 400/408/431
+//! and a close.
 
-use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use compio::BufResult;
 use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::TcpStream;
 
-use super::Permit;
+use super::core::permit::Permit;
+use super::core::reply::Refusal;
+use super::core::stats::Stats;
+use super::flows::answer::reject;
+use super::flows::{agent, control, join};
 use super::shard::Shard;
-use super::stats::Stats;
-use crate::auth::{AuthError, KeyId, unix_now};
 use crate::conn::Conn;
 use crate::http::{self, HeadError, MAX_HEAD_BYTES, RequestHead};
 use crate::proto;
@@ -25,15 +27,6 @@ use crate::tls::{TLS_HANDSHAKE_BYTE, TlsConn};
 /// Our own heads fit in 1 KiB, so most connections never grow it.
 const HEAD_BUF_START: usize = 1024;
 
-/// After an error response, how long we keep reading (and discarding) what
-/// the peer still sends before closing. Closing with unread data makes the
-/// kernel send a reset, which can destroy the response before the peer
-/// reads it.
-const LINGER: Duration = Duration::from_secs(1);
-
-/// Most bytes discarded while lingering.
-const LINGER_BYTES: usize = 64 * 1024;
-
 /// Serves one accepted connection: TLS or plain (told apart by the first
 /// byte), then the request head, then the route.
 pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, permit: Permit) {
@@ -42,7 +35,7 @@ pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
     let mut buf = Vec::with_capacity(HEAD_BUF_START);
     match compio::time::timeout_at(deadline, (&stream).read(buf)).await {
         Err(_) => {
-            reject(&shard, &Conn::Plain(stream), 408, "request head not received in time").await;
+            reject(&shard, &Conn::Plain(stream), Refusal::HeadTimeout).await;
             return;
         }
         Ok(BufResult(Ok(0), _)) | Ok(BufResult(Err(_), _)) => return,
@@ -84,7 +77,7 @@ pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
                 "Unencrypted connection refused from {}: this gateway requires TLS",
                 peer.ip()
             ));
-            reject(&shard, &conn, 403, "this gateway accepts TLS (https) connections only").await;
+            reject(&shard, &conn, Refusal::TlsRequired).await;
             return;
         }
         conn
@@ -93,11 +86,11 @@ pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
         Ok(Some(parsed)) => parsed,
         Ok(None) => return,
         Err(HeadFailure::Timeout) => {
-            reject(&shard, &conn, 408, "request head not received in time").await;
+            reject(&shard, &conn, Refusal::HeadTimeout).await;
             return;
         }
         Err(HeadFailure::Bad(e)) => {
-            reject(&shard, &conn, e.status(), e.reason()).await;
+            reject(&shard, &conn, Refusal::BadHead(e)).await;
             return;
         }
     };
@@ -107,7 +100,7 @@ pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
 /// Answers a connection past the connection cap and closes it. The answer
 /// is written unread and unencrypted: a TLS client will just see the close.
 pub(crate) async fn refuse_full(stream: TcpStream) {
-    let bytes = http::error_response(503, "the gateway is at its connection limit; try again later");
+    let bytes = Refusal::AtConnectionLimit.to_response();
     let _ = (&stream).write_all(bytes).await;
 }
 
@@ -152,107 +145,22 @@ async fn route(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, head: RequestHe
         || path.starts_with(proto::PATH_CONNECT_PREFIX)
         || path.starts_with(proto::PATH_SESSION_PREFIX);
     if !known {
-        reject(&shard, &stream, 404, "no such endpoint").await;
+        reject(&shard, &stream, Refusal::NoEndpoint).await;
         return;
     }
     if head.method != "GET" {
-        reject(&shard, &stream, 405, "only GET is served here").await;
+        reject(&shard, &stream, Refusal::MethodNotAllowed).await;
         return;
     }
     if path == proto::PATH_REGISTER {
-        super::agent::register(shard, stream, peer, head, early, permit).await;
+        agent::register(shard, stream, peer, head, early, permit).await;
     } else if path == proto::PATH_CLIENTS {
-        super::control::browse(shard, stream, peer, head, permit).await;
+        control::browse(shard, stream, peer, head, permit).await;
     } else if let Some(name) = path.strip_prefix(proto::PATH_CONNECT_PREFIX) {
         let name = name.to_string();
-        super::control::connect(shard, stream, peer, head, early, name, permit).await;
+        control::connect(shard, stream, peer, head, early, name, permit).await;
     } else if let Some(sid) = path.strip_prefix(proto::PATH_SESSION_PREFIX) {
         let sid = sid.to_string();
-        super::control::join(shard, stream, peer, head, early, sid, permit).await;
-    }
-}
-
-/// The identity a request claims: the raw (percent-encoded) header value,
-/// which is what the proof signs, and the decoded, checked name.
-pub(crate) fn identity(head: &RequestHead) -> Option<(String, String)> {
-    let raw = head.header(proto::H_IDENTITY)?;
-    let name = http::pct_decode(raw).filter(|n| proto::valid_name(n))?;
-    Some((raw.to_string(), name))
-}
-
-/// Checks the request's key proof for `identity_raw`. Over TLS a bearer
-/// key (`Authorization: Bearer KEY`) is accepted too; over plain HTTP it is
-/// refused, since it would put the key on the wire in clear.
-pub(crate) fn verify(shard: &Shard, conn: &Conn, head: &RequestHead, identity_raw: &str) -> Result<KeyId, AuthError> {
-    let keys = shard.keys.borrow().clone();
-    if let Some(secret) = head.header("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
-        let res = if conn.is_tls() {
-            keys.verify_bearer(secret.trim())
-        } else {
-            Err(AuthError::BearerOverPlain)
-        };
-        if let Err(why) = res {
-            Stats::bump(&shard.stats.auth_failures, why.label());
-        }
-        return res;
-    }
-    let res = keys.verify(
-        &head.method,
-        &head.target,
-        identity_raw,
-        head.header("authorization"),
-        unix_now(),
-        &shard.shared.nonces,
-    );
-    if let Err(why) = res {
-        Stats::bump(&shard.stats.auth_failures, why.label());
-    }
-    res
-}
-
-/// Whether the request asks to upgrade to `protocol`.
-pub(crate) fn wants_upgrade(head: &RequestHead, protocol: &str) -> bool {
-    head.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case(protocol))
-}
-
-/// Writes `bytes` in full.
-pub(crate) async fn send(conn: &Conn, bytes: Vec<u8>) -> io::Result<()> {
-    let BufResult(res, _) = conn.write_all_from(bytes).await;
-    res
-}
-
-/// Answers with an error status and a one-line reason, then closes
-/// gracefully (see [`LINGER`]).
-pub(crate) async fn reject(shard: &Shard, conn: &Conn, status: u16, reason: &str) {
-    Stats::bump(&shard.stats.rejected, status);
-    if send(conn, http::error_response(status, reason)).await.is_err() {
-        return;
-    }
-    if conn.shutdown_write().await.is_err() {
-        return;
-    }
-    let _ = compio::time::timeout(LINGER, async {
-        let mut drained = 0;
-        let mut buf = Vec::with_capacity(4096);
-        while drained < LINGER_BYTES {
-            let BufResult(res, b) = conn.read_into(buf).await;
-            buf = b;
-            match res {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
-            }
-            buf.clear();
-        }
-    })
-    .await;
-}
-
-/// The 401 reason for a refused proof: the same for every failed check,
-/// so a prober learns nothing, except a bearer key sent in clear, which
-/// the client must be told to stop doing.
-pub(crate) fn refusal(why: AuthError) -> &'static str {
-    match why {
-        AuthError::BearerOverPlain => "bearer keys are accepted over TLS (https) only; over plain HTTP prove the key",
-        _ => "gateway key proof refused",
+        join::join(shard, stream, peer, head, early, sid, permit).await;
     }
 }

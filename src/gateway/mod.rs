@@ -6,15 +6,26 @@
 //! its own SO_REUSEPORT listener on every address; the kernel spreads new
 //! connections across them. See docs/ARCHITECTURE.md for the hand-offs.
 
-mod agent;
-mod control;
-mod directory;
-mod frontdoor;
-mod outbox;
-mod shard;
-mod stats;
+//!
+//! # Layers
+//! Each layer uses only the ones below it (docs/ARCHITECTURE.md draws it):
+//! - this file (lifecycle: start, reload, snapshot, shutdown),
+//!   [`listeners`] and `worker` (the loop, accept, inbox);
+//! - `frontdoor`: sniff TLS or plain, handshake, read the head, route;
+//! - `flows`: agent registration and channel, control browse and
+//!   connect, the agent's join;
+//! - `shard`: the state those flows run against;
+//! - `core`, with no I/O: directory, pairing, sessions, hand-off
+//!   messages, replies, permits, counters.
 
-pub use stats::{AgentRow, SessionRow, StatsSnapshot, WorkerSnapshot};
+mod core;
+mod flows;
+mod frontdoor;
+mod listeners;
+mod shard;
+mod worker;
+
+pub use self::core::stats::{AgentRow, SessionRow, StatsSnapshot, WorkerSnapshot};
 
 use std::collections::HashSet;
 use std::fmt;
@@ -25,16 +36,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
-
+use self::core::handoff::ShardMsg;
+use self::core::permit::Counter;
+use self::listeners::{allowed_cpus, bind_all};
+use self::shard::Shared;
 use crate::auth::NonceCache;
 use crate::config::Config;
 use crate::eventlog::EventLog;
-use shard::ShardMsg;
-
-/// Pending connections the kernel queues per listener before we accept.
-/// 1024 absorbs a reconnect storm of agents after a gateway restart.
-const LISTEN_BACKLOG: i32 = 1024;
 
 /// Messages queued to one worker from the others. Each is a connection
 /// hand-off or a short request; 1024 covers a burst of registrations while
@@ -65,27 +73,6 @@ impl fmt::Display for StartError {
 }
 
 impl std::error::Error for StartError {}
-
-/// What every worker shares. Nothing here is touched on the relay path.
-pub(crate) struct Shared {
-    /// Each worker's inbox, by worker index.
-    inboxes: Vec<async_channel::Sender<ShardMsg>>,
-    /// Agents connected across all workers, for the licence limit.
-    agents_connected: AtomicUsize,
-    /// Connections open across all workers, and the most allowed.
-    connections: Arc<AtomicUsize>,
-    max_connections: AtomicUsize,
-    /// Proof nonces seen, for replay protection.
-    nonces: NonceCache,
-    /// The administrator's event log.
-    events: EventLog,
-}
-
-impl Shared {
-    fn workers(&self) -> usize {
-        self.inboxes.len()
-    }
-}
 
 /// How long the admin thread waits for a worker's snapshot. A worker
 /// answers between two events of its loop; seconds mean it is wedged.
@@ -125,8 +112,8 @@ impl Gateway {
             (0..workers).map(|_| async_channel::bounded(INBOX_CAPACITY)).unzip();
         let shared = Arc::new(Shared {
             inboxes: senders,
-            agents_connected: AtomicUsize::new(0),
-            connections: Arc::new(AtomicUsize::new(0)),
+            licence: Counter::default(),
+            connections: Counter::default(),
             max_connections: AtomicUsize::new(connection_cap(config.limits.max_connections)),
             nonces: NonceCache::default(),
             events,
@@ -158,7 +145,7 @@ impl Gateway {
                     };
                     let _ = ready.send(Ok(()));
                     drop(ready);
-                    runtime.block_on(shard::run(index, listeners, inbox, shared, config));
+                    runtime.block_on(worker::run(index, listeners, inbox, shared, config));
                 })
                 .map_err(StartError::Runtime)?;
             threads.push(thread);
@@ -198,13 +185,13 @@ impl Gateway {
 
     /// Agents connected across all workers.
     pub fn agents_connected(&self) -> usize {
-        self.shared.agents_connected.load(Ordering::Acquire)
+        self.shared.licence.used()
     }
 
     /// Connections open now, and the cap.
     pub fn connections(&self) -> (usize, usize) {
         (
-            self.shared.connections.load(Ordering::Acquire),
+            self.shared.connections.used(),
             self.shared.max_connections.load(Ordering::Acquire),
         )
     }
@@ -332,87 +319,6 @@ impl Gateway {
     }
 }
 
-/// Binds `workers` SO_REUSEPORT listeners on each address and deals them
-/// out: element `w` of the result holds worker `w`'s listener for every
-/// address, with the address actually bound. Port 0 is resolved by the
-/// first bind and the rest join that port. A probe bind without
-/// SO_REUSEPORT first makes sure no other process is already serving the
-/// port (a reuseport group would otherwise silently share it).
-fn bind_all(addrs: &[SocketAddr], workers: usize) -> Result<(Vec<WorkerListeners>, Vec<SocketAddr>), StartError> {
-    let mut per_worker: Vec<WorkerListeners> = (0..workers).map(|_| Vec::new()).collect();
-    let mut bound = Vec::with_capacity(addrs.len());
-    for &addr in addrs {
-        let fail = |error: io::Error| StartError::Bind { addr, error };
-        if addr.port() != 0 {
-            probe_free(addr).map_err(fail)?;
-        }
-        let mut actual = addr;
-        for listeners in &mut per_worker {
-            let s = new_socket(actual, true).map_err(fail)?;
-            s.bind(&actual.into()).map_err(fail)?;
-            s.listen(LISTEN_BACKLOG).map_err(fail)?;
-            if actual.port() == 0 {
-                actual = s
-                    .local_addr()
-                    .map_err(fail)?
-                    .as_socket()
-                    .ok_or_else(|| fail(io::Error::other("bound address is not IP")))?;
-            }
-            listeners.push((actual, s.into()));
-        }
-        bound.push(actual);
-    }
-    Ok((per_worker, bound))
-}
-
-/// One worker's listeners: the address each serves, and the socket.
-type WorkerListeners = Vec<(SocketAddr, std::net::TcpListener)>;
-
-/// How long a start waits for a port still held by a gateway that just
-/// died: the kernel closes an io_uring process's listeners a few
-/// milliseconds after the process is gone, and a supervisor restarting at
-/// once must not fail on that.
-const BIND_RETRY_FOR: Duration = Duration::from_millis(500);
-
-/// Checks that nothing else listens on `addr` (bind without SO_REUSEPORT),
-/// retrying "address in use" briefly (see [`BIND_RETRY_FOR`]).
-fn probe_free(addr: SocketAddr) -> io::Result<()> {
-    let give_up = std::time::Instant::now() + BIND_RETRY_FOR;
-    loop {
-        let probe = new_socket(addr, false)?;
-        match probe.bind(&addr.into()) {
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < give_up => {
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            other => return other,
-        }
-    }
-}
-
-fn new_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    if reuse_port {
-        s.set_reuse_port(true)?;
-    }
-    Ok(s)
-}
-
-/// CPUs this process may run on, in order (respects taskset and cpusets).
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is a plain bitset; sched_getaffinity fills it for
-    // this thread (pid 0) and CPU_ISSET only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
 /// Descriptors kept back from the connection cap for listeners, io_uring
 /// rings, the event log, the admin listener and the libraries' own files.
 const FD_RESERVE: usize = 256;
@@ -423,53 +329,9 @@ fn connection_cap(configured: usize) -> usize {
     if configured > 0 {
         return configured;
     }
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes a plain struct we own.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_cur as usize
-    } else {
-        1024
-    };
-    soft.saturating_sub(FD_RESERVE).max(64)
-}
-
-/// One open connection's share of the cap; dropping it gives the share
-/// back. It travels with the socket (hand-offs, agent channels, sessions).
-pub(crate) struct Permit(Arc<AtomicUsize>);
-
-impl Permit {
-    /// Takes a share, or `None` when `max` are already open.
-    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Permit> {
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()
-            .map(|_| Permit(count.clone()))
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Shared {
-    /// A share of the connection cap, if one is free.
-    pub(crate) fn connection_permit(&self) -> Option<Permit> {
-        Permit::take(&self.connections, self.max_connections.load(Ordering::Acquire))
-    }
-}
-
-/// The worker that owns an agent: FNV-1a over key id and name, modulo the
-/// worker count. Every worker computes the same answer with no lookup.
-pub(crate) fn owner_of(kid: crate::auth::KeyId, name: &str, workers: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in kid.0.iter().chain(name.as_bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % workers as u64) as usize
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(FD_RESERVE)
+        .max(64)
 }

@@ -8,24 +8,25 @@
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
-use crate::conn::Conn;
-use crate::relay::Duplex;
 use compio::BufResult;
 use futures_util::future::{Either, select};
 
-use super::directory::AgentRecord;
-use super::frontdoor::{identity, refusal, reject, send, verify, wants_upgrade};
-use super::outbox::Inbox;
-use super::shard::{Handoff, Shard, ShardMsg};
-use super::stats::Stats;
-use super::{Permit, owner_of};
-use crate::auth::KeyId;
+use super::answer::{identity, reject, send, verify, wants_upgrade};
+use super::handover::{attach, detach};
+use crate::conn::Conn;
 use crate::eventlog::sanitize;
+use crate::gateway::core::directory::{AdmitError, AgentRecord, owner_of};
+use crate::gateway::core::handoff::{Registration, ShardMsg};
+use crate::gateway::core::outbox::{Inbox, outbox};
+use crate::gateway::core::permit::Permit;
+use crate::gateway::core::reply::Refusal;
+use crate::gateway::core::stats::Stats;
+use crate::gateway::shard::Shard;
 use crate::http::{self, RequestHead};
 use crate::proto::{self, FrameError, FromAgent, ToAgent};
+use crate::relay::Duplex;
 
 /// Frames that may wait in an agent's outbox. Pushes are rare (a session
 /// open, a pong per poll); 8 queued means the agent stopped reading, and
@@ -38,24 +39,6 @@ const POLL_READ_START: usize = 64;
 
 /// Longest reported detail (MAC, IP, OS) kept; longer is cut.
 const MAX_DETAIL_CHARS: usize = 64;
-
-/// A registration on its way to the agent's owner.
-pub(crate) struct Registration {
-    /// The agent's socket and the bytes it sent after its head.
-    pub handoff: Handoff,
-    /// The key it proved.
-    pub kid: KeyId,
-    /// Its checked name.
-    pub name: String,
-    /// What it reported about itself.
-    pub mac: String,
-    /// Its own IP address as it reported it.
-    pub local_ip: String,
-    /// Its operating system as it reported it.
-    pub os: String,
-    /// Its share of the connection cap.
-    pub permit: Permit,
-}
 
 /// Why an agent's channel ended, for the log.
 enum Ended {
@@ -75,11 +58,16 @@ pub(crate) async fn register(
     permit: Permit,
 ) {
     if !wants_upgrade(&head, proto::UPGRADE_AGENT) {
-        reject(&shard, &stream, 426, "registration must upgrade to ringway-agent/1").await;
+        reject(
+            &shard,
+            &stream,
+            Refusal::MustUpgrade("registration", proto::UPGRADE_AGENT),
+        )
+        .await;
         return;
     }
     let Some((identity_raw, name)) = identity(&head) else {
-        reject(&shard, &stream, 400, "missing or invalid agent name").await;
+        reject(&shard, &stream, Refusal::BadName("agent name")).await;
         return;
     };
     let detail = |h: &str| {
@@ -101,13 +89,13 @@ pub(crate) async fn register(
                 peer.ip()
             ));
             log::debug!("agent proof refused: {}", why.label());
-            reject(&shard, &stream, 401, refusal(why)).await;
+            reject(&shard, &stream, Refusal::ProofRefused(why)).await;
             return;
         }
     };
     let owner = owner_of(kid, &name, shard.workers());
     let reg = Registration {
-        handoff: match Handoff::new(stream, peer, early) {
+        handoff: match detach(stream, peer, early) {
             Ok(h) => h,
             Err(e) => {
                 log::warn!("cannot hand over agent socket: {e}");
@@ -142,7 +130,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         os,
         permit,
     } = *reg;
-    let (stream, peer, early) = match handoff.into_conn() {
+    let (stream, peer, early) = match attach(handoff) {
         Ok(s) => s,
         Err(e) => {
             log::warn!("cannot adopt agent socket: {e}");
@@ -152,40 +140,46 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
     let config = shard.config();
     let shown = sanitize(&name);
 
-    let replacing = shard.directory.borrow().contains(kid, &name);
-    if !replacing && !take_licence(&shard, config.max_clients) {
-        shard.event(format!(
-            "Licence exceed. Rejecting connection from Client {shown} ({local_ip}, {})",
-            peer.ip()
-        ));
-        let reason = format!("licensed maximum of {} clients reached", config.max_clients);
-        reject(&shard, &stream, 503, &reason).await;
-        return;
-    }
-
-    let (outbox, outbox_rx) = super::outbox::outbox(OUTBOX_CAPACITY);
+    let (outbox, outbox_rx) = outbox(OUTBOX_CAPACITY);
     let id = shard.next_id();
     let now = SystemTime::now();
-    let (slot, old) = shard.directory.borrow_mut().insert(AgentRecord {
-        id,
-        kid,
-        name: name.clone(),
-        mac,
-        local_ip,
-        os,
-        external: peer,
-        connected_since: now,
-        last_poll: now,
-        last_seen: std::time::Instant::now(),
-        outbox,
-    });
-    if let Some(old) = old {
-        shard.event(format!(
-            "Client {shown} replaced: a new connection came from {} (old one from {} closed)",
-            peer, old.external
-        ));
-        let _ = old.outbox.try_send(ToAgent::Bye("replaced".into()));
-    }
+    let admitted = shard.directory.borrow_mut().admit(
+        AgentRecord {
+            id,
+            kid,
+            name: name.clone(),
+            mac,
+            local_ip: local_ip.clone(),
+            os,
+            external: peer,
+            connected_since: now,
+            last_poll: now,
+            last_seen: Instant::now(),
+            outbox,
+            licence: None,
+        },
+        &shard.shared.licence,
+        config.max_clients,
+    );
+    let slot = match admitted {
+        Ok((slot, None)) => slot,
+        Ok((slot, Some(old))) => {
+            shard.event(format!(
+                "Client {shown} replaced: a new connection came from {} (old one from {} closed)",
+                peer, old.external
+            ));
+            let _ = old.outbox.try_send(ToAgent::Bye("replaced".into()));
+            slot
+        }
+        Err(AdmitError::Licence) => {
+            shard.event(format!(
+                "Licence exceed. Rejecting connection from Client {shown} ({local_ip}, {})",
+                peer.ip()
+            ));
+            reject(&shard, &stream, Refusal::Licence(config.max_clients)).await;
+            return;
+        }
+    };
 
     let cmpi = config.cmpi.as_secs().to_string();
     // Logged before the answer, so that the log never shows something the
@@ -256,26 +250,11 @@ impl Channel {
     }
 }
 
-/// Reserves one licensed agent slot; false when the licence is full.
-fn take_licence(shard: &Shard, max: usize) -> bool {
-    shard
-        .shared
-        .agents_connected
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (max == 0 || n < max).then_some(n + 1)
-        })
-        .is_ok()
-}
-
-/// Removes registration `id` from the directory if it is still current and
-/// frees its licence slot. A replaced registration's slot passed to its
-/// successor, so nothing is freed then.
+/// Removes registration `id` from the directory if it is still current;
+/// its licence share goes with the record. A replaced registration's share
+/// passed to its successor, so nothing is freed then.
 fn release(shard: &Shard, slot: usize, id: u64) -> bool {
-    let removed = shard.directory.borrow_mut().remove_if(slot, id);
-    if removed.is_some() {
-        shard.shared.agents_connected.fetch_sub(1, Ordering::AcqRel);
-    }
-    removed.is_some()
+    shard.directory.borrow_mut().remove_if(slot, id).is_some()
 }
 
 /// Reads the agent's frames until it leaves. The heartbeat deadline is kept
@@ -331,7 +310,7 @@ fn on_frame(shard: &Shard, frame: FromAgent, slot: usize, id: u64) -> Option<End
                 (rec.kid, rec.name.clone())
             };
             if sid.worker as usize == shard.index {
-                super::control::fail_pending(shard, sid, kid, &name);
+                super::join::fail_pending(shard, sid, kid, &name);
             } else if let Some(inbox) = shard.shared.inboxes.get(sid.worker as usize) {
                 // A full inbox only delays the control's 504; never block
                 // this agent's reads on another worker.

@@ -1,5 +1,7 @@
 //! The agents one worker owns: a slab of records and an index by
-//! (key id, name). A name is unique per key; two keys may each have a "pc1".
+//! (key id, name), which worker owns which agent, the licence, and
+//! replacement. A name is unique per key; two keys may each have a "pc1".
+//! No I/O: the flows above do the reading and writing.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,6 +10,7 @@ use std::time::{Instant, SystemTime};
 use slab::Slab;
 
 use super::outbox::Outbox;
+use super::permit::{Counter, Permit};
 use crate::auth::KeyId;
 use crate::proto::AgentSummary;
 use crate::timefmt::rfc3339;
@@ -38,6 +41,27 @@ pub(crate) struct AgentRecord {
     /// Frames to push down its channel. Dropping the record drops this,
     /// the only sender, which ends the agent's channel task.
     pub outbox: Outbox,
+    /// Its share of the licence (`max_clients`), set by
+    /// [`Directory::admit`]; a replacement inherits its predecessor's.
+    pub licence: Option<Permit>,
+}
+
+/// Why a registration was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AdmitError {
+    /// The licensed maximum of agents is connected.
+    Licence,
+}
+
+/// The worker that owns an agent: FNV-1a over key id and name, modulo the
+/// worker count. Every worker computes the same answer with no lookup.
+pub(crate) fn owner_of(kid: KeyId, name: &str, workers: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in kid.0.iter().chain(name.as_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % workers.max(1) as u64) as usize
 }
 
 /// A worker's agents.
@@ -62,19 +86,33 @@ impl Directory {
         self.slab.get(slot).filter(|r| r.id == id)
     }
 
-    /// Whether (kid, name) is connected here.
-    pub fn contains(&self, kid: KeyId, name: &str) -> bool {
-        self.find(kid, name).is_some()
-    }
-
-    /// Adds a record, returning its slot and the record it replaced (same
-    /// key and name), if any.
-    pub fn insert(&mut self, rec: AgentRecord) -> (usize, Option<AgentRecord>) {
+    /// Admits a registration: a new name takes a licence share from
+    /// `licence` (at most `max_clients`, 0 for no limit); a name already
+    /// here replaces its record and inherits its share, so a reconnecting
+    /// agent is never refused by the licence it already holds. Returns
+    /// the slot and the record it replaced.
+    pub fn admit(
+        &mut self,
+        mut rec: AgentRecord,
+        licence: &Counter,
+        max_clients: usize,
+    ) -> Result<(usize, Option<AgentRecord>), AdmitError> {
         let key = (rec.kid, rec.name.clone());
-        let old = self.index.remove(&key).map(|slot| self.slab.remove(slot));
+        let old_slot = self.index.get(&key).copied();
+        let inherited = old_slot
+            .and_then(|s| self.slab.get_mut(s))
+            .and_then(|o| o.licence.take());
+        rec.licence = match inherited {
+            Some(share) => Some(share),
+            None => {
+                let max = if max_clients == 0 { usize::MAX } else { max_clients };
+                Some(licence.take(max).ok_or(AdmitError::Licence)?)
+            }
+        };
+        let old = old_slot.map(|s| self.slab.remove(s));
         let slot = self.slab.insert(rec);
         self.index.insert(key, slot);
-        (slot, old)
+        Ok((slot, old))
     }
 
     /// Removes the record in `slot` if it is still registration `id`.
@@ -133,4 +171,13 @@ impl Directory {
     pub fn iter(&self) -> impl Iterator<Item = &AgentRecord> {
         self.slab.iter().map(|(_, r)| r)
     }
+
+    /// How many agents this worker owns.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+//! Every refusal the gateway answers with: its status and its one-line
+//! reason, in one place, so the texts that clients, tests and operators
+//! read stay exact and consistent. No I/O: the flows write the bytes.
+
+use std::borrow::Cow;
+
+use super::pairing::PairError;
+use crate::auth::AuthError;
+use crate::http::{self, HeadError};
+
+/// Why a request is refused. Names in it are already sanitised for
+/// display by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal<'a> {
+    /// The request head did not arrive within the head deadline.
+    HeadTimeout,
+    /// Plain HTTP to a gateway that requires TLS.
+    TlsRequired,
+    /// The head could not be parsed or is too large.
+    BadHead(HeadError),
+    /// A path the gateway does not serve.
+    NoEndpoint,
+    /// A method other than GET.
+    MethodNotAllowed,
+    /// The connection cap is reached.
+    AtConnectionLimit,
+    /// The request did not ask to upgrade: what it was, and to which protocol.
+    MustUpgrade(&'static str, &'static str),
+    /// A name header or path segment is missing or invalid: which one.
+    BadName(&'static str),
+    /// The key proof was refused.
+    ProofRefused(AuthError),
+    /// The licensed maximum of agents is connected.
+    Licence(usize),
+    /// The client list could not be encoded.
+    CannotEncode,
+    /// No room to wait for an agent, and whose share ran out.
+    TooManyWaiting(PairError),
+    /// No agent of that name with the control's key.
+    NoSuchClient(&'a str),
+    /// The agent's channel is not draining.
+    NotReading(&'a str),
+    /// The agent could not reach its local service.
+    Unreachable(&'a str),
+    /// The agent did not join within the pairing deadline (seconds).
+    JoinTimeout(&'a str, u64),
+    /// A data connection for a session that is not waiting here.
+    NoSuchSession,
+    /// The control gave up before the agent's data connection arrived.
+    ControlGone,
+}
+
+impl Refusal<'_> {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::HeadTimeout => 408,
+            Refusal::TlsRequired => 403,
+            Refusal::BadHead(e) => e.status(),
+            Refusal::NoEndpoint | Refusal::NoSuchClient(_) | Refusal::NoSuchSession => 404,
+            Refusal::MethodNotAllowed => 405,
+            Refusal::AtConnectionLimit | Refusal::Licence(_) | Refusal::TooManyWaiting(_) | Refusal::NotReading(_) => {
+                503
+            }
+            Refusal::MustUpgrade(..) => 426,
+            Refusal::BadName(_) => 400,
+            Refusal::ProofRefused(_) => 401,
+            Refusal::CannotEncode => 500,
+            Refusal::Unreachable(_) => 502,
+            Refusal::JoinTimeout(..) => 504,
+            Refusal::ControlGone => 410,
+        }
+    }
+
+    /// The one-line reason in the body.
+    pub fn reason(&self) -> Cow<'static, str> {
+        match self {
+            Refusal::HeadTimeout => "request head not received in time".into(),
+            Refusal::TlsRequired => "this gateway accepts TLS (https) connections only".into(),
+            Refusal::BadHead(e) => e.reason().into(),
+            Refusal::NoEndpoint => "no such endpoint".into(),
+            Refusal::MethodNotAllowed => "only GET is served here".into(),
+            Refusal::AtConnectionLimit => "the gateway is at its connection limit; try again later".into(),
+            Refusal::MustUpgrade(what, proto) => format!("{what} must upgrade to {proto}").into(),
+            Refusal::BadName(what) => format!("missing or invalid {what}").into(),
+            // The same for every failed check, so a prober learns nothing,
+            // except a bearer key sent in clear, which the client must be
+            // told to stop doing.
+            Refusal::ProofRefused(AuthError::BearerOverPlain) => {
+                "bearer keys are accepted over TLS (https) only; over plain HTTP prove the key".into()
+            }
+            Refusal::ProofRefused(_) => "gateway key proof refused".into(),
+            Refusal::Licence(max) => format!("licensed maximum of {max} clients reached").into(),
+            Refusal::CannotEncode => "cannot encode the client list".into(),
+            Refusal::TooManyWaiting(e) => format!("too many sessions waiting for their clients {}", e.scope()).into(),
+            // Same answer whether the name is unknown or belongs to another
+            // key: a control learns nothing about other keys' agents.
+            Refusal::NoSuchClient(a) => format!("no client named {a} is connected").into(),
+            Refusal::NotReading(a) => format!("client {a} is not reading its channel").into(),
+            Refusal::Unreachable(a) => format!("client {a} could not reach its local service").into(),
+            Refusal::JoinTimeout(a, secs) => format!("client {a} did not join the session within {secs} s").into(),
+            Refusal::NoSuchSession => "no such session".into(),
+            Refusal::ControlGone => "the control stopped waiting".into(),
+        }
+    }
+
+    /// The whole response: status line, headers and the reason as body.
+    pub fn to_response(&self) -> Vec<u8> {
+        http::error_response(self.status(), &self.reason())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_reasons_are_exact() {
+        let cases: Vec<(Refusal, u16, &str)> = vec![
+            (Refusal::HeadTimeout, 408, "request head not received in time"),
+            (Refusal::NoEndpoint, 404, "no such endpoint"),
+            (
+                Refusal::MustUpgrade("connect", "ringway-relay/1"),
+                426,
+                "connect must upgrade to ringway-relay/1",
+            ),
+            (Refusal::BadName("agent name"), 400, "missing or invalid agent name"),
+            (
+                Refusal::ProofRefused(AuthError::Replayed),
+                401,
+                "gateway key proof refused",
+            ),
+            (Refusal::Licence(2), 503, "licensed maximum of 2 clients reached"),
+            (
+                Refusal::TooManyWaiting(PairError::KeyFull),
+                503,
+                "too many sessions waiting for their clients for this gateway key",
+            ),
+            (Refusal::NoSuchClient("pc1"), 404, "no client named pc1 is connected"),
+            (
+                Refusal::JoinTimeout("mute", 1),
+                504,
+                "client mute did not join the session within 1 s",
+            ),
+            (Refusal::ControlGone, 410, "the control stopped waiting"),
+        ];
+        for (r, status, reason) in cases {
+            assert_eq!((r.status(), r.reason().as_ref()), (status, reason), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_bearer_key_in_clear_is_told_apart_from_other_failures() {
+        let clear = Refusal::ProofRefused(AuthError::BearerOverPlain).reason();
+        assert!(clear.starts_with("bearer keys are accepted over TLS"), "{clear}");
+        assert_ne!(clear, Refusal::ProofRefused(AuthError::UnknownKey).reason());
+    }
+
+    #[test]
+    fn the_response_carries_status_and_reason() {
+        let bytes = Refusal::NoSuchSession.to_response();
+        let text = String::from_utf8(bytes).expect("ascii");
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nno such session\n"), "{text}");
+    }
+}

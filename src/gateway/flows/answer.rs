@@ -1,0 +1,97 @@
+//! What every flow does with a request and its connection: read the
+//! claimed identity, check the key proof, write an answer, refuse
+//! cleanly.
+
+use std::io;
+use std::time::Duration;
+
+use compio::BufResult;
+
+use crate::auth::{AuthError, KeyId, unix_now};
+use crate::conn::Conn;
+use crate::gateway::core::reply::Refusal;
+use crate::gateway::core::stats::Stats;
+use crate::gateway::shard::Shard;
+use crate::http::{self, RequestHead};
+use crate::proto;
+use crate::relay::Duplex;
+
+/// After an error response, how long we keep reading (and discarding) what
+/// the peer still sends before closing. Closing with unread data makes the
+/// kernel send a reset, which can destroy the response before the peer
+/// reads it.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// The identity a request claims: the raw (percent-encoded) header value,
+/// which is what the proof signs, and the decoded, checked name.
+pub(crate) fn identity(head: &RequestHead) -> Option<(String, String)> {
+    let raw = head.header(proto::H_IDENTITY)?;
+    let name = http::pct_decode(raw).filter(|n| proto::valid_name(n))?;
+    Some((raw.to_string(), name))
+}
+
+/// Checks the request's key proof for `identity_raw`. Over TLS a bearer
+/// key (`Authorization: Bearer KEY`) is accepted too; over plain HTTP it is
+/// refused, since it would put the key on the wire in clear.
+pub(crate) fn verify(shard: &Shard, conn: &Conn, head: &RequestHead, identity_raw: &str) -> Result<KeyId, AuthError> {
+    let keys = shard.keys.borrow().clone();
+    let res = if let Some(secret) = head.header("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
+        if conn.is_tls() {
+            keys.verify_bearer(secret.trim())
+        } else {
+            Err(AuthError::BearerOverPlain)
+        }
+    } else {
+        keys.verify(
+            &head.method,
+            &head.target,
+            identity_raw,
+            head.header("authorization"),
+            unix_now(),
+            &shard.shared.nonces,
+        )
+    };
+    if let Err(why) = res {
+        Stats::bump(&shard.stats.auth_failures, why.label());
+    }
+    res
+}
+
+/// Whether the request asks to upgrade to `protocol`.
+pub(crate) fn wants_upgrade(head: &RequestHead, protocol: &str) -> bool {
+    head.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case(protocol))
+}
+
+/// Writes `bytes` in full.
+pub(crate) async fn send(conn: &Conn, bytes: Vec<u8>) -> io::Result<()> {
+    let BufResult(res, _) = conn.write_all_from(bytes).await;
+    res
+}
+
+/// Answers with a refusal, then closes gracefully (see [`LINGER`]).
+pub(crate) async fn reject(shard: &Shard, conn: &Conn, why: Refusal<'_>) {
+    Stats::bump(&shard.stats.rejected, why.status());
+    if send(conn, why.to_response()).await.is_err() {
+        return;
+    }
+    if conn.shutdown_write().await.is_err() {
+        return;
+    }
+    let _ = compio::time::timeout(LINGER, async {
+        let mut drained = 0;
+        let mut buf = Vec::with_capacity(4096);
+        while drained < LINGER_BYTES {
+            let BufResult(res, b) = conn.read_into(buf).await;
+            buf = b;
+            match res {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+            buf.clear();
+        }
+    })
+    .await;
+}

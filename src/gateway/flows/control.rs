@@ -1,0 +1,224 @@
+//! What controls do: browse agents, and open relay sessions to them.
+//!
+//! A session lives on the worker its control connected to. That worker
+//! parks the control in a pending slot (`core::pairing`), asks the agent's
+//! owner to push `OPEN <sid>` down the agent's channel, and waits (pairing
+//! deadline) for the agent's data connection, which `join` delivers here.
+//! Then both sides get `101` and the relay runs with both sockets on this
+//! one thread.
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+use futures_channel::oneshot;
+use futures_util::future::{Either, select};
+
+use super::answer::{identity, reject, send, verify, wants_upgrade};
+use crate::auth::new_nonce;
+use crate::conn::Conn;
+use crate::eventlog::sanitize;
+use crate::gateway::core::directory::owner_of;
+use crate::gateway::core::handoff::{OpenResult, ShardMsg};
+use crate::gateway::core::permit::Permit;
+use crate::gateway::core::reply::Refusal;
+use crate::gateway::core::sessions::SessionInfo;
+use crate::gateway::core::stats::Stats;
+use crate::gateway::shard::Shard;
+use crate::http::{self, RequestHead};
+use crate::proto::{self, AgentSummary, SessionId};
+use crate::relay::{Counters, relay};
+
+/// `GET /v1/clients`: the agents that share the control's key, as JSON.
+pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, head: RequestHead, _permit: Permit) {
+    // A control names itself, but curl with a bearer key need not.
+    let identity_raw = match (head.header(proto::H_IDENTITY), identity(&head)) {
+        (None, _) => String::new(),
+        (Some(_), Some((raw, _))) => raw,
+        (Some(_), None) => {
+            reject(&shard, &stream, Refusal::BadName("control name")).await;
+            return;
+        }
+    };
+    let kid = match verify(&shard, &stream, &head, &identity_raw) {
+        Ok(kid) => kid,
+        Err(why) => {
+            shard.event(format!(
+                "Security check failed for Control browse. Terminating connection from {}",
+                peer.ip()
+            ));
+            log::debug!("browse proof refused: {}", why.label());
+            reject(&shard, &stream, Refusal::ProofRefused(why)).await;
+            return;
+        }
+    };
+    let mut agents: Vec<AgentSummary> = Vec::new();
+    for w in 0..shard.workers() {
+        if w == shard.index {
+            agents.extend(shard.directory.borrow().list(kid));
+            continue;
+        }
+        let (reply, rx) = oneshot::channel();
+        if shard.send_to(w, ShardMsg::List { kid, reply }).await.is_ok()
+            && let Ok(list) = rx.await
+        {
+            agents.extend(list);
+        }
+    }
+    agents.sort_by(|a, b| a.name.cmp(&b.name));
+    let body = match serde_json::to_vec(&agents) {
+        Ok(b) => b,
+        Err(_) => {
+            reject(&shard, &stream, Refusal::CannotEncode).await;
+            return;
+        }
+    };
+    let _ = send(&stream, http::response(200, &[], "application/json", &body)).await;
+}
+
+/// `GET /v1/connect/<name>`: a relay session to agent `name`.
+pub(crate) async fn connect(
+    shard: Rc<Shard>,
+    stream: Conn,
+    peer: SocketAddr,
+    head: RequestHead,
+    early: Vec<u8>,
+    name_raw: String,
+    _permit: Permit,
+) {
+    if !wants_upgrade(&head, proto::UPGRADE_RELAY) {
+        reject(&shard, &stream, Refusal::MustUpgrade("connect", proto::UPGRADE_RELAY)).await;
+        return;
+    }
+    let Some(agent) = http::pct_decode(&name_raw).filter(|n| proto::valid_name(n)) else {
+        reject(&shard, &stream, Refusal::BadName("client name")).await;
+        return;
+    };
+    let Some((identity_raw, control)) = identity(&head) else {
+        reject(&shard, &stream, Refusal::BadName("control name")).await;
+        return;
+    };
+    let (agent_shown, control_shown) = (sanitize(&agent), sanitize(&control));
+    let kid = match verify(&shard, &stream, &head, &identity_raw) {
+        Ok(kid) => kid,
+        Err(why) => {
+            shard.event(format!(
+                "Security check failed for Control {control_shown}. Rejecting connection request to Client {agent_shown} from {}",
+                peer.ip()
+            ));
+            log::debug!("connect proof refused: {}", why.label());
+            reject(&shard, &stream, Refusal::ProofRefused(why)).await;
+            return;
+        }
+    };
+
+    let config = shard.config();
+    let (tx, rx) = oneshot::channel();
+    let token = new_nonce();
+    let deadline = Instant::now() + config.limits.pairing_timeout;
+    let opened = shard
+        .pending
+        .borrow_mut()
+        .open(kid, &control, &agent, token, deadline, tx);
+    let slot = match opened {
+        Ok(slot) => slot,
+        Err(e) => {
+            reject(&shard, &stream, Refusal::TooManyWaiting(e)).await;
+            return;
+        }
+    };
+    let sid = SessionId {
+        worker: shard.index as u16,
+        slot: slot as u32,
+        token,
+    };
+
+    let owner = owner_of(kid, &agent, shard.workers());
+    let opened = if owner == shard.index {
+        shard.open_local(kid, &agent, sid)
+    } else {
+        let (reply, answer) = oneshot::channel();
+        let msg = ShardMsg::Open {
+            kid,
+            name: agent.clone(),
+            sid,
+            reply,
+        };
+        match shard.send_to(owner, msg).await {
+            Ok(()) => answer.await.unwrap_or(OpenResult::NotFound),
+            Err(()) => OpenResult::NotFound,
+        }
+    };
+    let outcome = match opened {
+        OpenResult::Sent => Some(compio::time::timeout_at(deadline, rx).await),
+        OpenResult::NotFound | OpenResult::Busy => None,
+    };
+    shard.pending.borrow_mut().close(slot, &token);
+    let joined = match (opened, outcome) {
+        (_, Some(Ok(Ok(joined)))) => joined,
+        (OpenResult::NotFound, _) => {
+            reject(&shard, &stream, Refusal::NoSuchClient(&agent_shown)).await;
+            return;
+        }
+        (OpenResult::Busy, _) => {
+            reject(&shard, &stream, Refusal::NotReading(&agent_shown)).await;
+            return;
+        }
+        (_, Some(Ok(Err(_)))) | (_, None) => {
+            reject(&shard, &stream, Refusal::Unreachable(&agent_shown)).await;
+            return;
+        }
+        (_, Some(Err(_))) => {
+            let secs = config.limits.pairing_timeout.as_secs();
+            reject(&shard, &stream, Refusal::JoinTimeout(&agent_shown, secs)).await;
+            return;
+        }
+    };
+
+    let agent_stream = joined.stream;
+    // The data connection's share of the cap lives as long as the relay.
+    let _agent_permit = joined.permit;
+    let counters = Rc::new(Counters::default());
+    let (kill, killed) = oneshot::channel::<()>();
+    let key = shard.sessions.borrow_mut().insert(SessionInfo {
+        control: control.clone(),
+        agent: agent.clone(),
+        kid,
+        started: SystemTime::now(),
+        counters: counters.clone(),
+        _kill: kill,
+    });
+    Stats::inc(&shard.stats.sessions_total);
+    shard.event(format!("Control {control_shown} connected to Client {agent_shown}"));
+    // Logged before the answers, so the log never shows what the peers do
+    // after their 101 ahead of the session itself.
+    let relaying = pin!(async {
+        let upgrade = http::switching_protocols(proto::UPGRADE_RELAY, &[]);
+        send(&stream, upgrade.clone()).await?;
+        send(&agent_stream, upgrade).await?;
+        relay(
+            &stream,
+            early,
+            &agent_stream,
+            joined.early,
+            config.limits.relay_buffer,
+            &counters,
+        )
+        .await
+    });
+    match select(relaying, killed).await {
+        Either::Left((Err(e), _)) => log::debug!("session {control_shown} -> {agent_shown} ended: {e}"),
+        Either::Left((Ok(()), _)) => {}
+        Either::Right(_) => log::debug!("session {control_shown} -> {agent_shown} closed by reload"),
+    }
+    let st = &shard.stats;
+    st.bytes_to_agent_closed
+        .set(st.bytes_to_agent_closed.get() + counters.a_to_b.get());
+    st.bytes_to_control_closed
+        .set(st.bytes_to_control_closed.get() + counters.b_to_a.get());
+    shard.sessions.borrow_mut().remove(key);
+    shard.event(format!(
+        "Control {control_shown} disconnected from Client {agent_shown}"
+    ));
+}
