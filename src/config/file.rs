@@ -1,0 +1,109 @@
+//! The pure parse: TOML text into a [`ConfigFile`], checked but holding
+//! the paths of certificates and token files rather than their contents.
+//! No I/O, so it can be unit-tested and fuzzed.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::ConfigFile;
+use super::admin::{RawAdmin, parse_admin};
+use super::error::{ConfigError, Source};
+use super::event_log::{RawLog, parse_log};
+use super::gateway::{RawGateway, parse_gateway};
+use super::keys::parse_keys;
+use super::limits::{RawLimits, parse_limits};
+use super::tls::{RawTls, parse_tls};
+
+/// A value from the file with the line it was written on, so the load
+/// step can say where a file it failed to read was named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<T> {
+    /// The value as written.
+    pub value: T,
+    /// Its 1-based line.
+    pub line: usize,
+}
+
+/// The file as written: one table per section.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gateway: Spanned<RawGateway>,
+    limits: Option<RawLimits>,
+    log: Option<RawLog>,
+    admin: Option<RawAdmin>,
+    tls: Option<RawTls>,
+}
+
+/// Parses and checks configuration text; `file` names it in errors.
+/// Reads nothing: see [`super::load`] for the step that does.
+pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
+    let src = Source { file, text };
+    let raw: RawConfig = toml::from_str(text)
+        .map_err(|e| src.error(e.span().unwrap_or(0..0), e.message().trim_end().replace('\n', "; ")))?;
+    let gateway = parse_gateway(raw.gateway.get_ref(), &src)?;
+    let keys = parse_keys(raw.gateway.get_ref().keys.as_ref(), raw.gateway.span(), &src)?;
+    let limits = parse_limits(raw.limits.as_ref().unwrap_or(&RawLimits::default()), &src)?;
+    Ok(ConfigFile {
+        file: file.to_string(),
+        listen: gateway.listen,
+        workers: gateway.workers,
+        cmpi: gateway.cmpi,
+        max_clients: gateway.max_clients,
+        keys,
+        limits,
+        log: parse_log(raw.log.as_ref(), &src)?,
+        admin: parse_admin(raw.admin.as_ref(), &src)?,
+        tls: parse_tls(raw.tls.as_ref(), &src)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[gateway]\nlisten = [\"127.0.0.1:0\"]\nkeys = [\"Testing1\"]\n";
+
+    fn parse_err(text: &str) -> String {
+        parse_str(text, "test.toml").expect_err("invalid config").to_string()
+    }
+
+    #[test]
+    fn errors_from_toml_and_from_sections_name_their_line() {
+        assert_eq!(
+            parse_err(&format!("{MINIMAL}[limits]\nwrite_timeout_secs = 3601\n")),
+            "test.toml:5: write_timeout_secs = 3601 is out of range (1 to 3600)"
+        );
+        assert_eq!(parse_err(""), "test.toml:1: missing field `gateway`");
+        assert_eq!(
+            parse_err(&format!("{MINIMAL}[limits]\nshutdown_grace_secs = -1\n")),
+            "test.toml:5: invalid value: integer `-1`, expected u64"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_in_every_section() {
+        for (section, line) in [
+            ("", 4),
+            ("[limits]\n", 5),
+            ("[log]\ndir = \"d\"\n", 6),
+            ("[admin]\n", 5),
+            ("[tls]\n", 5),
+        ] {
+            let e = parse_err(&format!("{MINIMAL}{section}colour = \"blue\"\n"));
+            assert!(
+                e.starts_with(&format!("test.toml:{line}: unknown field `colour`")),
+                "{section:?}: {e}"
+            );
+        }
+        assert!(parse_err(&format!("{MINIMAL}[extra]\n")).starts_with("test.toml:4: unknown field `extra`"));
+    }
+
+    #[test]
+    fn keys_are_hidden_from_debug() {
+        let c = parse_str(MINIMAL, "test.toml").expect("valid config");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("Testing1"), "{shown}");
+        assert!(shown.contains("secret hidden"), "{shown}");
+    }
+}

@@ -1,0 +1,132 @@
+//! The load step: read the config file, parse it, then read the files it
+//! names (certificate, key, admin token) into the [`Config`] the gateway
+//! runs on. A reload goes through here too, so a file that cannot be read
+//! fails the reload before anything changes.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::admin::{AdminConfig, AdminFile, MIN_ADMIN_TOKEN_LEN};
+use super::error::ConfigError;
+use super::file::{Located, parse_str};
+use super::tls::TlsFiles;
+use super::{Config, ConfigFile, TlsSettings};
+
+/// Largest config file read: room for a hundred thousand keys; a bigger
+/// file is the wrong path (a log, an image), not a config.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Largest admin token file read: a token is one line, and reading a
+/// large file named by mistake would stall the reload.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// Reads, parses and loads a configuration file. Relative paths in it
+/// are taken from its folder.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let whole = |reason: String| ConfigError {
+        file: file.clone(),
+        line: 0,
+        reason,
+    };
+    let text = read_bounded(path, MAX_CONFIG_BYTES).map_err(|e| whole(format!("cannot read: {e}")))?;
+    parse_str(&text, &file)?.load(path.parent())
+}
+
+impl ConfigFile {
+    /// Reads the files this configuration names, relative ones from `base`
+    /// (the config file's folder), and gives the configuration to run.
+    pub fn load(self, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let at = |line: usize, reason: String| ConfigError {
+            file: self.file.clone(),
+            line,
+            reason,
+        };
+        let resolve = |p: &Path| match base {
+            Some(base) if p.is_relative() => base.join(p),
+            _ => p.to_path_buf(),
+        };
+        let admin = match &self.admin {
+            None => None,
+            Some(a) => Some(load_admin(a, &resolve, &at)?),
+        };
+        let tls = match &self.tls {
+            None => None,
+            Some(t) => Some(load_tls(t, &resolve, &at)?),
+        };
+        let log = self.log.clone().map(|mut l| {
+            l.dir = resolve(&l.dir);
+            l
+        });
+        Ok(Config {
+            file: self.file,
+            listen: self.listen,
+            workers: self.workers,
+            cmpi: self.cmpi,
+            max_clients: self.max_clients,
+            keys: self.keys,
+            limits: self.limits,
+            log,
+            admin,
+            tls,
+        })
+    }
+}
+
+/// Reads the admin token, if one is named.
+fn load_admin(
+    a: &AdminFile,
+    resolve: &impl Fn(&Path) -> PathBuf,
+    at: &impl Fn(usize, String) -> ConfigError,
+) -> Result<AdminConfig, ConfigError> {
+    let token = match &a.token_file {
+        None => None,
+        Some(Located { value, line }) => {
+            let path = resolve(value);
+            let text = read_bounded(&path, MAX_TOKEN_FILE_BYTES)
+                .map_err(|e| at(*line, format!("cannot read admin token file {}: {e}", path.display())))?;
+            let token = text.trim();
+            if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
+                return Err(at(
+                    *line,
+                    format!("the admin token must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+                ));
+            }
+            Some(token.to_string())
+        }
+    };
+    Ok(AdminConfig {
+        listen: a.listen,
+        token,
+        hosts: a.hosts.clone(),
+    })
+}
+
+/// Reads the certificate chain and key into a ready server config.
+fn load_tls(
+    t: &TlsFiles,
+    resolve: &impl Fn(&Path) -> PathBuf,
+    at: &impl Fn(usize, String) -> ConfigError,
+) -> Result<TlsSettings, ConfigError> {
+    let (cert, key) = (resolve(&t.cert.value), resolve(&t.key.value));
+    let server = crate::tls::load_server_config(&cert, &key).map_err(|why| at(t.cert.line, why))?;
+    Ok(TlsSettings {
+        cert,
+        key,
+        server,
+        require: t.require,
+    })
+}
+
+/// Reads a UTF-8 file of at most `max` bytes.
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(text)
+}
