@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use nix::sys::signal::{SigSet, Signal};
+
 use crate::admin::{self, AdminOps};
 use crate::config;
 use crate::eventlog::EventLog;
@@ -69,8 +71,10 @@ pub fn serve(path: &Path) -> Result<(), String> {
     // log's writer included), so every thread inherits the mask and only
     // this one receives them: a signal landing on another thread would
     // take the default action and kill the process.
-    let signals = SignalSet::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
-    signals.block();
+    let signals: SigSet = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP].into_iter().collect();
+    signals
+        .thread_block()
+        .map_err(|e| format!("cannot block SIGINT, SIGTERM and SIGHUP: {e}"))?;
     let config = config::load(path).map_err(|e| e.to_string())?;
     let fds = raise_fd_limit();
     let events = match &config.log {
@@ -143,10 +147,30 @@ pub fn serve(path: &Path) -> Result<(), String> {
         events.event(format!("Admin console on http://{addr}/"));
     }
 
-    while signals.wait() == libc::SIGHUP {
-        match ctl.reload() {
-            Ok(summary) => log::info!("SIGHUP: {summary}"),
-            Err(why) => log::warn!("SIGHUP: reload refused: {why}"),
+    // Signals are taken here, synchronously, with sigwait, rather than
+    // through compio's `signal` or signal-hook:
+    // - compio's `signal(SIGHUP)` is one-shot: its listener installs the
+    //   handler and, when dropped, puts back SIG_DFL, so a second SIGHUP
+    //   arriving while the first reload runs would kill the gateway (the
+    //   default action), and it would need a runtime on this thread;
+    // - signal-hook would install a handler and a self-pipe to do what a
+    //   blocked mask and sigwait do with no handler at all; the kernel
+    //   keeps a signal that arrives during a reload pending for the next
+    //   wait either way.
+    // nix (already built for compio) gives the safe SigSet wrappers.
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGHUP) => match ctl.reload() {
+                Ok(summary) => log::info!("SIGHUP: {summary}"),
+                Err(why) => log::warn!("SIGHUP: reload refused: {why}"),
+            },
+            Ok(_) => break,
+            // sigwait fails only on an invalid set, which the one above is
+            // not; stopping is the safe answer if it ever did.
+            Err(e) => {
+                log::error!("waiting for signals failed: {e}; stopping");
+                break;
+            }
         }
     }
     ctl.gateway.shutdown();
@@ -176,39 +200,4 @@ fn raise_fd_limit() -> std::io::Result<u64> {
         }
     }
     Ok(lim.rlim_cur)
-}
-
-/// A set of signals handled synchronously by one thread (sigwait).
-struct SignalSet(libc::sigset_t);
-
-impl SignalSet {
-    fn new(signals: &[libc::c_int]) -> Self {
-        // SAFETY: sigemptyset/sigaddset initialise and fill a plain sigset_t.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for &s in signals {
-                libc::sigaddset(&mut set, s);
-            }
-            Self(set)
-        }
-    }
-
-    /// Blocks the set on this thread (threads spawned later inherit it).
-    fn block(&self) {
-        // SAFETY: the set is initialised; a null old-set pointer is allowed.
-        unsafe {
-            libc::pthread_sigmask(libc::SIG_BLOCK, &self.0, std::ptr::null_mut());
-        }
-    }
-
-    /// Waits for one of the signals and returns it.
-    fn wait(&self) -> libc::c_int {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: the set is initialised and blocked on this thread.
-        unsafe {
-            libc::sigwait(&self.0, &mut sig);
-        }
-        sig
-    }
 }
