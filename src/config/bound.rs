@@ -38,9 +38,9 @@ impl Bound {
         }
     }
 
-    /// As [`Bound::take`], as a `usize` (every bound's `max` fits one on
-    /// the 64-bit targets the gateway runs on, and in 32 bits all but
-    /// byte counts past 4 GiB do; `max` is clamped there rather than wrap).
+    /// As [`Bound::take`], as a `usize`. Every bound's `max` fits a u32,
+    /// so nothing is lost on 32- or 64-bit targets; a larger one would
+    /// saturate rather than wrap.
     pub(super) fn take_usize(&self, value: &Option<Spanned<u64>>, src: &Source) -> Result<usize, ConfigError> {
         self.take(value, src).map(|v| usize::try_from(v).unwrap_or(usize::MAX))
     }

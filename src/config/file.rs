@@ -60,6 +60,8 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy;
+
     use super::*;
 
     const MINIMAL: &str = "[gateway]\nlisten = [\"127.0.0.1:0\"]\nkeys = [\"Testing1\"]\n";
@@ -105,5 +107,60 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("Testing1"), "{shown}");
         assert!(shown.contains("secret hidden"), "{shown}");
+    }
+
+    /// Every key some section knows, so random lines hit real checks.
+    const KNOWN_KEYS: [&str; 26] = [
+        "workers",
+        "cmpi_secs",
+        "max_clients",
+        "head_timeout_secs",
+        "pairing_timeout_secs",
+        "relay_buffer_kb",
+        "max_pending_sessions",
+        "max_pending_per_key",
+        "max_pending_per_control",
+        "handshake_timeout_secs",
+        "max_connections",
+        "shutdown_grace_secs",
+        "max_unauthenticated_per_source",
+        "new_connections_per_source_per_sec",
+        "new_connections_burst_per_source",
+        "max_agents_per_key",
+        "write_timeout_secs",
+        "listen",
+        "token_file",
+        "hosts",
+        "cert",
+        "key",
+        "require",
+        "max_file_kb",
+        "max_files",
+        "utc",
+    ];
+
+    proptest::proptest! {
+        /// What a fuzzer will feed it: any text gives a config or an error
+        /// whose line is one of the text's, never a panic.
+        #[test]
+        fn any_text_parses_or_names_a_line_within_it(text in "(\\PC|\n){0,400}") {
+            if let Err(e) = parse_str(&text, "fuzz.toml") {
+                proptest::prop_assert!(e.line >= 1 && e.line <= text.lines().count() + 1, "{e}");
+            }
+        }
+
+        /// Text that is almost a config: the minimal one with a random
+        /// line appended, so the section checks, not only TOML, are reached.
+        #[test]
+        fn a_random_extra_line_parses_or_names_a_line(
+            section in proptest::sample::select(vec!["", "[limits]\n", "[admin]\n", "[tls]\n", "[log]\ndir = \"d\"\n"]),
+            key in proptest::prop_oneof![proptest::sample::select(KNOWN_KEYS.to_vec()).prop_map(String::from), "[a-z_]{1,12}"],
+            value in "-?[0-9]{1,21}|\"[ -~]{0,30}\"|\\[(\"[ -~]{0,12}\", ?){0,3}\\]|true",
+        ) {
+            let text = format!("{MINIMAL}{section}{key} = {value}\n");
+            if let Err(e) = parse_str(&text, "fuzz.toml") {
+                proptest::prop_assert!(e.line >= 1 && e.line <= text.lines().count() + 1, "{e}");
+            }
+        }
     }
 }
