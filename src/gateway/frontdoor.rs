@@ -31,7 +31,7 @@ const HEAD_BUF_START: usize = 1024;
 /// byte), then the request head, then the route.
 pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, permit: Permit) {
     let config = shard.config();
-    let deadline = Instant::now() + config.limits.head_timeout;
+    let mut deadline = Instant::now() + config.limits.head_timeout;
     let mut buf = Vec::with_capacity(HEAD_BUF_START);
     match compio::time::timeout_at(deadline, (&stream).read(buf)).await {
         Err(_) => {
@@ -57,7 +57,12 @@ pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
         };
         let tls = TlsConn::new(stream, state, std::mem::take(&mut buf));
         match compio::time::timeout(config.limits.handshake_timeout, tls.handshake()).await {
-            Ok(Ok(())) => Stats::inc(&shard.stats.handshakes),
+            Ok(Ok(())) => {
+                Stats::inc(&shard.stats.handshakes);
+                // The head gets its own budget: a slow handshake must not
+                // eat the time a client has to send its request.
+                deadline = Instant::now() + config.limits.head_timeout;
+            }
             Ok(Err(e)) => {
                 Stats::bump(&shard.stats.handshake_failures, "error");
                 log::debug!("{peer}: TLS handshake failed: {e}");

@@ -28,6 +28,13 @@ use crate::relay::Duplex;
 /// at once would only make it refuse the rest.
 const CIPHERTEXT_READ: usize = 16 * 1024 + 512;
 
+/// Ciphertext read size while traffic is light, and so what an idle
+/// connection (an agent between polls) waits with: a TLS record carrying
+/// a poll is about 40 bytes. A read that fills it switches to
+/// [`CIPHERTEXT_READ`]; one that returns less than this switches back, so
+/// an idle agent holds 512 bytes here instead of 16.5 KiB.
+const CIPHERTEXT_IDLE_READ: usize = 512;
+
 /// A TLS connection over a compio TCP stream.
 pub struct TlsConn {
     tcp: TcpStream,
@@ -38,6 +45,9 @@ pub struct TlsConn {
     out: Mutex<Vec<u8>>,
     /// Set once the peer's TCP stream ended.
     eof: Cell<bool>,
+    /// Whether the next socket read is a full record's worth (bulk
+    /// traffic) or [`CIPHERTEXT_IDLE_READ`] (light or idle).
+    bulk: Cell<bool>,
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {
@@ -54,6 +64,7 @@ impl TlsConn {
             pending: RefCell::new(already_read),
             out: Mutex::new(Vec::new()),
             eof: Cell::new(false),
+            bulk: Cell::new(false),
         }
     }
 
@@ -92,13 +103,28 @@ impl TlsConn {
             if self.eof.get() {
                 return Ok(false);
             }
+            let want = if self.bulk.get() {
+                CIPHERTEXT_READ
+            } else {
+                CIPHERTEXT_IDLE_READ
+            };
             let mut buf = std::mem::take(&mut *self.pending.borrow_mut());
+            if buf.capacity() > want {
+                // Traffic went quiet: give the record-sized buffer back
+                // rather than hold it through the idle wait.
+                buf = Vec::new();
+            }
             buf.clear();
-            buf.reserve(CIPHERTEXT_READ);
+            buf.reserve(want);
             let mut r = &self.tcp;
-            let BufResult(res, slice) = r.read(buf.slice(..CIPHERTEXT_READ)).await;
+            let BufResult(res, slice) = r.read(buf.slice(..want)).await;
             let buf = slice.into_inner();
             let n = res?;
+            if n == want {
+                self.bulk.set(true);
+            } else if n < CIPHERTEXT_IDLE_READ {
+                self.bulk.set(false);
+            }
             *self.pending.borrow_mut() = buf;
             if n == 0 {
                 self.eof.set(true);
