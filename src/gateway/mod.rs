@@ -10,7 +10,7 @@
 //! # Layers
 //! Each layer uses only the ones below it (docs/ARCHITECTURE.md draws it):
 //! - this file (lifecycle: start, reload, snapshot, shutdown),
-//!   [`listeners`] and `worker` (the loop, accept, inbox);
+//!   `listeners` and `worker` (the loop, accept, inbox);
 //! - `frontdoor`: sniff TLS or plain, handshake, read the head, route;
 //! - `flows`: agent registration and channel, control browse and
 //!   connect, the agent's join;

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
@@ -24,6 +24,22 @@ use crate::auth::{KeyId, KeyRing, NonceCache};
 use crate::config::Config;
 use crate::eventlog::{EventLog, sanitize};
 use crate::proto::{SessionId, ToAgent};
+
+/// How long a flow waits for another worker's answer (a list of its
+/// agents, whether an agent was told to open a session). A worker answers
+/// between two events of its loop, in microseconds; two seconds means it
+/// is wedged, and the client gets a 503 saying so rather than a hang.
+pub(crate) const CROSS_WORKER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why another worker did not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AskError {
+    /// Its inbox stayed full, or its answer did not come, within
+    /// [`CROSS_WORKER_TIMEOUT`].
+    Timeout,
+    /// It has stopped.
+    Gone,
+}
 
 /// What every worker shares. Nothing here is touched on the relay path.
 pub(crate) struct Shared {
@@ -84,11 +100,10 @@ pub(crate) struct Shard {
 
 /// The pairing shares a configuration asks for.
 pub(crate) fn pairing_limits(config: &Config) -> PairingLimits {
-    let total = config.limits.max_pending_sessions;
     PairingLimits {
-        total,
-        per_key: total,
-        per_control: total,
+        total: config.limits.max_pending_sessions,
+        per_key: config.limits.max_pending_per_key,
+        per_control: config.limits.max_pending_per_control,
     }
 }
 
@@ -131,9 +146,31 @@ impl Shard {
         self.shared.events.event(text);
     }
 
-    /// Sends a message to worker `to`, waiting for room in its inbox.
-    pub async fn send_to(&self, to: usize, msg: ShardMsg) -> Result<(), ()> {
-        self.shared.inboxes[to].send(msg).await.map_err(|_| ())
+    /// Asks worker `to` a question and waits for its answer, both within
+    /// [`CROSS_WORKER_TIMEOUT`]. Giving up drops only the question (it
+    /// carries no connection).
+    pub async fn ask<T>(
+        &self,
+        to: usize,
+        question: impl FnOnce(oneshot::Sender<T>) -> ShardMsg,
+    ) -> Result<T, AskError> {
+        let (reply, answer) = oneshot::channel();
+        let msg = question(reply);
+        let inbox = &self.shared.inboxes[to];
+        let asked = async {
+            inbox.send(msg).await.map_err(|_| AskError::Gone)?;
+            answer.await.map_err(|_| AskError::Gone)
+        };
+        compio::time::timeout(CROSS_WORKER_TIMEOUT, asked)
+            .await
+            .unwrap_or(Err(AskError::Timeout))
+    }
+
+    /// Hands a connection to worker `to` without waiting: a full inbox
+    /// (that worker is far behind) gives the message back, so the caller
+    /// can still answer its peer with a 503 instead of dropping it.
+    pub fn hand_to(&self, to: usize, msg: ShardMsg) -> Result<(), ShardMsg> {
+        self.shared.inboxes[to].try_send(msg).map_err(|e| e.into_inner())
     }
 
     /// Removes the agents `doomed` picks, telling each why and logging

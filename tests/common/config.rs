@@ -36,6 +36,9 @@ pub struct GatewayConfig {
     pub admin: bool,
     /// `[tls]`, if set.
     pub tls: Option<TlsConfig>,
+    /// More `[limits]` lines as written (`"write_timeout_secs = 1"`), for
+    /// settings no other test needs a field for.
+    pub limits_extra: Vec<String>,
 }
 
 /// The `[log]` section of a test config (its `dir` is always the
@@ -89,6 +92,7 @@ impl GatewayConfig {
             log: None,
             admin: false,
             tls: None,
+            limits_extra: Vec::new(),
         }
     }
 
@@ -126,6 +130,10 @@ impl GatewayConfig {
         }
         if let Some(v) = self.max_connections {
             text.push_str(&format!("max_connections = {v}\n"));
+        }
+        for line in &self.limits_extra {
+            text.push_str(line);
+            text.push('\n');
         }
         if let Some(log) = &self.log {
             let log_dir = dir.join(LOG_FOLDER);

@@ -10,6 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::io::Write;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
@@ -66,20 +67,38 @@ impl Drop for Outbox {
 }
 
 impl Inbox {
-    /// The next frame, or `None` once the sender is gone and the queue is
-    /// drained (frames queued before the close, like a goodbye, still come).
-    pub async fn recv(&self) -> Option<ToAgent> {
+    /// Waits for frames, then appends every queued one to `out` as wire
+    /// text, so a burst goes down in one write. False once the sender is
+    /// gone and the queue is drained (frames queued before the close, like
+    /// a goodbye, still come).
+    pub async fn recv_batch(&self, out: &mut Vec<u8>) -> bool {
         std::future::poll_fn(|cx| {
             let mut queue = self.0.queue.borrow_mut();
-            if let Some(frame) = queue.pop_front() {
-                if queue.is_empty() {
-                    // Give the memory back: an idle agent holds no buffer.
-                    *queue = VecDeque::new();
+            if !queue.is_empty() {
+                for frame in queue.drain(..) {
+                    // Writing into a Vec cannot fail.
+                    let _ = write!(out, "{frame}");
                 }
-                return Poll::Ready(Some(frame));
+                // Give the memory back: an idle agent holds no queue.
+                *queue = VecDeque::new();
+                return Poll::Ready(true);
             }
             if self.0.closed.get() {
-                return Poll::Ready(None);
+                return Poll::Ready(false);
+            }
+            self.0.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Resolves once the sender is gone (the record was removed). Used
+    /// while a write is under way, when `recv_batch` is not waiting, so the
+    /// one waker slot is never claimed by both.
+    pub async fn closed(&self) {
+        std::future::poll_fn(|cx| {
+            if self.0.closed.get() {
+                return Poll::Ready(());
             }
             self.0.waker.set(Some(cx.waker().clone()));
             Poll::Pending
@@ -92,30 +111,49 @@ impl Inbox {
 mod tests {
     use super::*;
 
+    fn runtime() -> compio::runtime::Runtime {
+        compio::runtime::Runtime::new().expect("runtime")
+    }
+
     #[test]
-    fn frames_arrive_in_order_then_close_after_the_goodbye() {
-        compio::runtime::Runtime::new().expect("runtime").block_on(async {
+    fn a_burst_arrives_in_one_batch_then_the_close_after_the_goodbye() {
+        runtime().block_on(async {
             let (tx, rx) = outbox(2);
             assert_eq!(tx.try_send(ToAgent::Pong(1)), Ok(()));
             assert_eq!(tx.try_send(ToAgent::Bye("shutdown".into())), Ok(()));
             assert_eq!(tx.try_send(ToAgent::Pong(2)), Err(ToAgent::Pong(2)), "full at 2");
             drop(tx);
-            assert_eq!(rx.recv().await, Some(ToAgent::Pong(1)));
-            assert_eq!(rx.recv().await, Some(ToAgent::Bye("shutdown".into())));
-            assert_eq!(rx.recv().await, None);
+            let mut out = Vec::new();
+            assert!(rx.recv_batch(&mut out).await);
+            assert_eq!(out, b"PONG 1\nBYE shutdown\n");
+            assert!(!rx.recv_batch(&mut out).await, "closed and drained");
+            rx.closed().await;
         });
     }
 
     #[test]
     fn a_waiting_receiver_is_woken() {
-        compio::runtime::Runtime::new().expect("runtime").block_on(async {
+        runtime().block_on(async {
             let (tx, rx) = outbox(4);
-            let waiter = compio::runtime::spawn(async move { rx.recv().await });
+            let waiter = compio::runtime::spawn(async move {
+                let mut out = Vec::new();
+                rx.recv_batch(&mut out).await.then_some(out)
+            });
             compio::runtime::spawn(async move {
                 assert_eq!(tx.try_send(ToAgent::Cmpi(5)), Ok(()));
             })
             .detach();
-            assert_eq!(waiter.await.expect("task ran"), Some(ToAgent::Cmpi(5)));
+            assert_eq!(waiter.await.expect("task ran"), Some(b"CMPI 5\n".to_vec()));
+        });
+    }
+
+    #[test]
+    fn a_writer_hears_the_close_while_busy() {
+        runtime().block_on(async {
+            let (tx, rx) = outbox(4);
+            let watcher = compio::runtime::spawn(async move { rx.closed().await });
+            compio::runtime::spawn(async move { drop(tx) }).detach();
+            watcher.await.expect("woken by the close");
         });
     }
 

@@ -48,6 +48,10 @@ pub(crate) enum Refusal<'a> {
     NoSuchSession,
     /// The control gave up before the agent's data connection arrived.
     ControlGone,
+    /// The worker that must serve the request is too far behind to take it.
+    WorkerBusy,
+    /// Another worker did not answer in time: what was asked.
+    WorkerSlow(&'static str),
 }
 
 impl Refusal<'_> {
@@ -59,9 +63,12 @@ impl Refusal<'_> {
             Refusal::BadHead(e) => e.status(),
             Refusal::NoEndpoint | Refusal::NoSuchClient(_) | Refusal::NoSuchSession => 404,
             Refusal::MethodNotAllowed => 405,
-            Refusal::AtConnectionLimit | Refusal::Licence(_) | Refusal::TooManyWaiting(_) | Refusal::NotReading(_) => {
-                503
-            }
+            Refusal::AtConnectionLimit
+            | Refusal::Licence(_)
+            | Refusal::TooManyWaiting(_)
+            | Refusal::NotReading(_)
+            | Refusal::WorkerBusy
+            | Refusal::WorkerSlow(_) => 503,
             Refusal::MustUpgrade(..) => 426,
             Refusal::BadName(_) => 400,
             Refusal::ProofRefused(_) => 401,
@@ -101,6 +108,8 @@ impl Refusal<'_> {
             Refusal::JoinTimeout(a, secs) => format!("client {a} did not join the session within {secs} s").into(),
             Refusal::NoSuchSession => "no such session".into(),
             Refusal::ControlGone => "the control stopped waiting".into(),
+            Refusal::WorkerBusy => "the gateway is busy; try again shortly".into(),
+            Refusal::WorkerSlow(what) => format!("a gateway worker did not answer in time ({what})").into(),
         }
     }
 
@@ -143,6 +152,12 @@ mod tests {
                 "client mute did not join the session within 1 s",
             ),
             (Refusal::ControlGone, 410, "the control stopped waiting"),
+            (Refusal::WorkerBusy, 503, "the gateway is busy; try again shortly"),
+            (
+                Refusal::WorkerSlow("client list"),
+                503,
+                "a gateway worker did not answer in time (client list)",
+            ),
         ];
         for (r, status, reason) in cases {
             assert_eq!((r.status(), r.reason().as_ref()), (status, reason), "{r:?}");

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use compio::BufResult;
 use futures_util::future::{Either, select};
@@ -28,10 +28,20 @@ use crate::http::{self, RequestHead};
 use crate::proto::{self, FrameError, FromAgent, ToAgent};
 use crate::relay::Duplex;
 
-/// Frames that may wait in an agent's outbox. Pushes are rare (a session
-/// open, a pong per poll); 8 queued means the agent stopped reading, and
-/// it is dropped rather than buffered without bound.
-const OUTBOX_CAPACITY: usize = 8;
+/// Frames that may wait in an agent's outbox. What fills it is bounded
+/// elsewhere: an `OPEN` per waiting session (the pairing shares allow a
+/// control at most `max_pending_per_control`, default 64) and a `PONG` per
+/// poll. The writer sends everything queued in one write, so a healthy
+/// agent's queue empties at every write; an agent that stops reading is
+/// found by the write deadline, not by this bound, which only caps the
+/// memory (a few KiB) a stuck agent's queue can hold meanwhile.
+const OUTBOX_CAPACITY: usize = 256;
+
+/// How long the goodbye to a removed agent (replaced, key removed,
+/// shutdown) may take before its socket is closed regardless: long enough
+/// for a healthy agent to read why, short enough that a removed agent
+/// that stopped reading is gone at once rather than at the write deadline.
+const BYE_GRACE: Duration = Duration::from_secs(2);
 
 /// First size of an agent channel's read buffer. A poll is about 10 bytes;
 /// 64 holds a few at once, and the buffer doubles for a longer frame.
@@ -114,8 +124,20 @@ pub(crate) async fn register(
         // its header strings) is freed now rather than held for as long as
         // the agent stays connected.
         compio::runtime::spawn(serve_handed(shard, Box::new(reg))).detach();
-    } else if shard.send_to(owner, ShardMsg::Register(Box::new(reg))).await.is_err() {
-        log::warn!("worker {owner} is gone; agent registration dropped");
+    } else if let Err(ShardMsg::Register(reg)) = shard.hand_to(owner, ShardMsg::Register(Box::new(reg))) {
+        refuse_handed(&shard, reg.handoff).await;
+    }
+}
+
+/// Answers a connection whose hand-off the owner could not take (its
+/// inbox is full): a 503 from here, rather than a silent close.
+pub(crate) async fn refuse_handed(shard: &Shard, handoff: crate::gateway::core::handoff::Handoff) {
+    log::warn!(
+        "worker {} could not hand a connection over: the owner's inbox is full",
+        shard.index
+    );
+    if let Ok((conn, _, _)) = attach(handoff) {
+        reject(shard, &conn, Refusal::WorkerBusy).await;
     }
 }
 
@@ -187,7 +209,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
     shard.event(format!("Client {shown} connected"));
     Stats::inc(&shard.stats.registrations);
     let ok = http::switching_protocols(proto::UPGRADE_AGENT, &[("Ringway-Cmpi", &cmpi)]);
-    if send(&stream, ok).await.is_err() {
+    if send(&shard, &stream, ok).await.is_err() {
         release(&shard, slot, id);
         shard.event(format!("Client {shown} Disconnected"));
         return;
@@ -226,12 +248,12 @@ impl Channel {
         let Channel {
             shard, slot, id, shown, ..
         } = self;
+        let write_timeout = shard.config().limits.write_timeout;
         let ended = {
             let reader = pin!(read_polls(&shard, &stream, early, slot, id));
-            let writer = pin!(write_pushes(&stream, outbox));
+            let writer = pin!(write_pushes(&stream, outbox, write_timeout));
             match select(reader, writer).await {
-                Either::Left((ended, _)) => ended,
-                Either::Right(((), _)) => Ended::Removed,
+                Either::Left((ended, _)) | Either::Right((ended, _)) => ended,
             }
         };
 
@@ -297,7 +319,10 @@ fn on_frame(shard: &Shard, frame: FromAgent, slot: usize, id: u64) -> Option<End
         FromAgent::Ping(seq) => {
             let mut dir = shard.directory.borrow_mut();
             dir.touch(slot, id, true);
-            let rec = dir.find_slot(slot, id)?;
+            let Some(rec) = dir.find_slot(slot, id) else {
+                // Replaced or removed: its socket closes now, whatever it sends.
+                return Some(Ended::Removed);
+            };
             if rec.outbox.try_send(ToAgent::Pong(seq)).is_err() {
                 return Some(Ended::Stalled);
             }
@@ -306,7 +331,9 @@ fn on_frame(shard: &Shard, frame: FromAgent, slot: usize, id: u64) -> Option<End
         FromAgent::Fail(sid) => {
             let (kid, name) = {
                 let dir = shard.directory.borrow();
-                let rec = dir.find_slot(slot, id)?;
+                let Some(rec) = dir.find_slot(slot, id) else {
+                    return Some(Ended::Removed);
+                };
                 (rec.kid, rec.name.clone())
             };
             if sid.worker as usize == shard.index {
@@ -323,13 +350,98 @@ fn on_frame(shard: &Shard, frame: FromAgent, slot: usize, id: u64) -> Option<End
 }
 
 /// Writes queued frames until the outbox closes: the record was removed
-/// (replaced, key removed, shutdown) after its goodbye was queued.
-async fn write_pushes<D: Duplex>(stream: &D, outbox: Inbox) {
-    while let Some(frame) = outbox.recv().await {
-        // Boxed for the same reason as the poll read: pushes are rare.
-        let BufResult(res, _) = Box::pin(stream.write_all_from(frame.to_string().into_bytes())).await;
-        if res.is_err() {
-            return;
+/// (replaced, key removed, shutdown) after its goodbye was queued. Every
+/// write must finish within `write_timeout`, or the agent is stalled; once
+/// the record is gone, whatever is still being written (the goodbye) gets
+/// [`BYE_GRACE`] at most.
+async fn write_pushes<D: Duplex>(stream: &D, outbox: Inbox, write_timeout: Duration) -> Ended {
+    loop {
+        let mut frames = Vec::new();
+        if !outbox.recv_batch(&mut frames).await {
+            return Ended::Removed;
         }
+        // Boxed for the same reason as the poll read: pushes are rare.
+        let mut write = Box::pin(stream.write_all_from(frames));
+        let stalled = pin!(compio::time::sleep(write_timeout));
+        let removed = pin!(outbox.closed());
+        let first = select(write.as_mut(), select(stalled, removed)).await;
+        let res = match first {
+            Either::Left((BufResult(res, _), _)) => res,
+            Either::Right((Either::Left(_), _)) => return Ended::Stalled,
+            Either::Right((Either::Right(_), _)) => {
+                match compio::time::timeout(BYE_GRACE.min(write_timeout), write).await {
+                    Ok(BufResult(res, _)) => res,
+                    Err(_) => return Ended::Removed,
+                }
+            }
+        };
+        if res.is_err() {
+            return Ended::Closed;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::pending;
+    use std::io;
+    use std::time::{Duration, Instant};
+
+    use compio::BufResult;
+
+    use super::*;
+
+    /// A peer with a zero window: writes never complete, nothing arrives.
+    struct NeverDrains;
+
+    impl Duplex for NeverDrains {
+        async fn read_into(&self, buf: Vec<u8>) -> BufResult<usize, Vec<u8>> {
+            pending::<()>().await;
+            BufResult(Ok(0), buf)
+        }
+        async fn write_all_from(&self, buf: Vec<u8>) -> BufResult<(), Vec<u8>> {
+            pending::<()>().await;
+            BufResult(Ok(()), buf)
+        }
+        async fn shutdown_write(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn run<F: Future>(f: F) -> F::Output {
+        compio::runtime::Runtime::new().expect("runtime").block_on(f)
+    }
+
+    #[test]
+    fn a_removed_agent_that_stopped_reading_is_closed_at_once() {
+        run(async {
+            let (tx, rx) = outbox(4);
+            assert!(tx.try_send(ToAgent::Bye("replaced".into())).is_ok());
+            drop(tx);
+            let started = Instant::now();
+            // A write deadline far away: only the removal may end it.
+            let ended = write_pushes(&NeverDrains, rx, Duration::from_secs(3600)).await;
+            assert!(matches!(ended, Ended::Removed));
+            let took = started.elapsed();
+            assert!(took >= BYE_GRACE && took < BYE_GRACE * 3, "closed after {took:?}");
+        });
+    }
+
+    #[test]
+    fn an_agent_whose_write_misses_its_deadline_is_stalled() {
+        run(async {
+            let (tx, rx) = outbox(4);
+            assert!(
+                tx.try_send(ToAgent::Open(crate::proto::SessionId {
+                    worker: 0,
+                    slot: 1,
+                    token: [7; 16],
+                }))
+                .is_ok()
+            );
+            let ended = write_pushes(&NeverDrains, rx, Duration::from_millis(200)).await;
+            assert!(matches!(ended, Ended::Stalled), "the record is still there: stalled");
+            drop(tx);
+        });
     }
 }

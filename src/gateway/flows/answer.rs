@@ -65,16 +65,24 @@ pub(crate) fn wants_upgrade(head: &RequestHead, protocol: &str) -> bool {
     head.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case(protocol))
 }
 
-/// Writes `bytes` in full.
-pub(crate) async fn send(conn: &Conn, bytes: Vec<u8>) -> io::Result<()> {
-    let BufResult(res, _) = conn.write_all_from(bytes).await;
-    res
+/// Writes `bytes` in full within the write deadline (`write_timeout`): a
+/// peer that stops reading cannot hold the task, its socket and its share
+/// of the cap.
+pub(crate) async fn send(shard: &Shard, conn: &Conn, bytes: Vec<u8>) -> io::Result<()> {
+    let deadline = shard.config().limits.write_timeout;
+    match compio::time::timeout(deadline, conn.write_all_from(bytes)).await {
+        Ok(BufResult(res, _)) => res,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "peer did not read within the write deadline",
+        )),
+    }
 }
 
 /// Answers with a refusal, then closes gracefully (see [`LINGER`]).
 pub(crate) async fn reject(shard: &Shard, conn: &Conn, why: Refusal<'_>) {
     Stats::bump(&shard.stats.rejected, why.status());
-    if send(conn, why.to_response()).await.is_err() {
+    if send(shard, conn, why.to_response()).await.is_err() {
         return;
     }
     if conn.shutdown_write().await.is_err() {

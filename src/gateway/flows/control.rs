@@ -59,11 +59,13 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
             agents.extend(shard.directory.borrow().list(kid));
             continue;
         }
-        let (reply, rx) = oneshot::channel();
-        if shard.send_to(w, ShardMsg::List { kid, reply }).await.is_ok()
-            && let Ok(list) = rx.await
-        {
-            agents.extend(list);
+        match shard.ask(w, |reply| ShardMsg::List { kid, reply }).await {
+            Ok(list) => agents.extend(list),
+            Err(e) => {
+                log::warn!("worker {w} did not list its agents: {e:?}");
+                reject(&shard, &stream, Refusal::WorkerSlow("client list")).await;
+                return;
+            }
         }
     }
     agents.sort_by(|a, b| a.name.cmp(&b.name));
@@ -74,7 +76,7 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
             return;
         }
     };
-    let _ = send(&stream, http::response(200, &[], "application/json", &body)).await;
+    let _ = send(&shard, &stream, http::response(200, &[], "application/json", &body)).await;
 }
 
 /// `GET /v1/connect/<name>`: a relay session to agent `name`.
@@ -124,7 +126,7 @@ pub(crate) async fn connect(
     let slot = match opened {
         Ok(slot) => slot,
         Err(e) => {
-            reject(&shard, &stream, Refusal::TooManyWaiting(e)).await;
+            refuse_pairing(&shard, &stream, &control_shown, Refusal::TooManyWaiting(e)).await;
             return;
         }
     };
@@ -136,18 +138,24 @@ pub(crate) async fn connect(
 
     let owner = owner_of(kid, &agent, shard.workers());
     let opened = if owner == shard.index {
-        shard.open_local(kid, &agent, sid)
+        Ok(shard.open_local(kid, &agent, sid))
     } else {
-        let (reply, answer) = oneshot::channel();
-        let msg = ShardMsg::Open {
-            kid,
-            name: agent.clone(),
-            sid,
-            reply,
-        };
-        match shard.send_to(owner, msg).await {
-            Ok(()) => answer.await.unwrap_or(OpenResult::NotFound),
-            Err(()) => OpenResult::NotFound,
+        let name = agent.clone();
+        shard.ask(owner, |reply| ShardMsg::Open { kid, name, sid, reply }).await
+    };
+    let opened = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            shard.pending.borrow_mut().close(slot, &token);
+            log::warn!("worker {owner} did not open a session for {agent_shown}: {e:?}");
+            refuse_pairing(
+                &shard,
+                &stream,
+                &control_shown,
+                Refusal::WorkerSlow("opening the session"),
+            )
+            .await;
+            return;
         }
     };
     let outcome = match opened {
@@ -162,16 +170,22 @@ pub(crate) async fn connect(
             return;
         }
         (OpenResult::Busy, _) => {
-            reject(&shard, &stream, Refusal::NotReading(&agent_shown)).await;
+            refuse_pairing(&shard, &stream, &control_shown, Refusal::NotReading(&agent_shown)).await;
             return;
         }
         (_, Some(Ok(Err(_)))) | (_, None) => {
-            reject(&shard, &stream, Refusal::Unreachable(&agent_shown)).await;
+            refuse_pairing(&shard, &stream, &control_shown, Refusal::Unreachable(&agent_shown)).await;
             return;
         }
         (_, Some(Err(_))) => {
             let secs = config.limits.pairing_timeout.as_secs();
-            reject(&shard, &stream, Refusal::JoinTimeout(&agent_shown, secs)).await;
+            refuse_pairing(
+                &shard,
+                &stream,
+                &control_shown,
+                Refusal::JoinTimeout(&agent_shown, secs),
+            )
+            .await;
             return;
         }
     };
@@ -195,8 +209,8 @@ pub(crate) async fn connect(
     // after their 101 ahead of the session itself.
     let relaying = pin!(async {
         let upgrade = http::switching_protocols(proto::UPGRADE_RELAY, &[]);
-        send(&stream, upgrade.clone()).await?;
-        send(&agent_stream, upgrade).await?;
+        send(&shard, &stream, upgrade.clone()).await?;
+        send(&shard, &agent_stream, upgrade).await?;
         relay(
             &stream,
             early,
@@ -221,4 +235,16 @@ pub(crate) async fn connect(
     shard.event(format!(
         "Control {control_shown} disconnected from Client {agent_shown}"
     ));
+}
+
+/// Refuses a connect that could not be paired (502, 503, 504) and says so
+/// in the event log with the reason, so an administrator can tell a busy
+/// gateway from a broken agent.
+async fn refuse_pairing(shard: &Shard, stream: &Conn, control_shown: &str, why: Refusal<'_>) {
+    shard.event(format!(
+        "Control {control_shown} could not be paired: {} ({})",
+        why.reason(),
+        why.status()
+    ));
+    reject(shard, stream, why).await;
 }

@@ -73,8 +73,8 @@ pub(crate) async fn join(
         agent,
         permit,
     };
-    if shard.send_to(to, ShardMsg::Join(Box::new(req))).await.is_err() {
-        log::warn!("worker {to} is gone; data connection dropped");
+    if let Err(ShardMsg::Join(req)) = shard.hand_to(to, ShardMsg::Join(Box::new(req))) {
+        super::agent::refuse_handed(&shard, req.handoff).await;
     }
 }
 
