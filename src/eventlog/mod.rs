@@ -1,6 +1,7 @@
 //! The administrator's event log: one line per gateway event in numbered
 //! files `GW001.log`, `GW002.log`, … like NetSupport Gateway32's, so admins'
-//! habits and tools for those logs keep working. Unix only (`localtime_r`).
+//! habits and tools for those logs keep working. Unix only (files.rs asks
+//! a file for its link count, to notice one deleted under it).
 //!
 //! Layout: [`EventLog`] (here), the handle event loops hold, never blocks
 //! or touches a file: it hands events through a bounded queue to a thread
@@ -175,6 +176,10 @@ mod tests {
     use std::fs;
     use testdir::TempDir;
 
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+
     /// The event texts of file `name`, each line's stamp checked by shape.
     fn texts(dir: &TempDir, name: &str) -> Vec<String> {
         let content = dir.read(name);
@@ -188,14 +193,14 @@ mod tests {
         let nines = |c: char| if c.is_ascii_digit() { '9' } else { c };
         let shape: String = stamp.chars().map(nines).collect();
         let month = shape.get(3..6).unwrap_or("");
-        let ok = stamp::MONTHS.contains(&month) && shape == format!("99-{month}-99, 99:99:99, ");
+        let ok = MONTHS.contains(&month) && shape == format!("99-{month}-99, 99:99:99, ");
         assert!(ok, "bad timestamp in {line:?}");
         text
     }
 
     #[test]
     fn writes_exact_lines_one_per_event() {
-        let stamp = |at| stamp::timestamp(at, true);
+        let stamp = |at| stamp::timestamp(at, &stamp::zone(true));
         let dir = TempDir::new();
         let log = EventLog::start(dir.config(1, 0)).expect("start");
         let before = unix_now();

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use super::files::LogFiles;
-use super::stamp::timestamp;
+use super::stamp::{timestamp, zone};
 use super::{EVENT_TARGET, EventLogConfig, unix_now};
 
 /// What travels from [`EventLog`](super::EventLog) to the writer thread.
@@ -77,7 +77,8 @@ impl Writer {
     /// Stamps and writes one line. Errors never stop the writer: they are
     /// reported once per streak, and the next line reopens the file.
     fn record(&mut self, at: i64, text: &str) {
-        let line = format!("{}{text}\n", timestamp(at, self.files.config.utc));
+        let stamp = timestamp(at, &zone(self.files.config.utc));
+        let line = format!("{stamp}{text}\n");
         let written = self.files.append(line.as_bytes());
         if let (Err(e), false) = (&written, self.failing) {
             log::warn!("{e}; events are lost until writing works again");
