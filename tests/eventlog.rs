@@ -150,10 +150,9 @@ fn assert_newest_two(dir: &Path, expected: &[String], placed: &[u64]) {
     }
 }
 
-#[test]
-fn log_files_rotate_prune_and_keep_numbering_across_a_restart() {
-    const AGENTS: usize = 60;
-    let dir = TestDir::new("rotate");
+/// A gateway config whose event log keeps two files of 1 KiB: small
+/// enough to rotate and prune within a test.
+fn two_small_files() -> GatewayConfig {
     let mut conf = GatewayConfig::operated(&[KEY]);
     conf.admin = false;
     conf.log = Some(LogConfig {
@@ -161,6 +160,14 @@ fn log_files_rotate_prune_and_keep_numbering_across_a_restart() {
         max_files: 2,
         ..LogConfig::default()
     });
+    conf
+}
+
+#[test]
+fn log_files_rotate_prune_and_keep_numbering_across_a_restart() {
+    const AGENTS: usize = 60;
+    let dir = TestDir::new("rotate");
+    let conf = two_small_files();
     let from = unix_now();
 
     let gw = Gateway::start_in(&dir, &conf);
@@ -251,15 +258,9 @@ fn a_flood_of_bad_proofs_cannot_rotate_out_real_events() {
     // What rotated the real line out of a 300 KB log before (issue 9).
     const BAD: usize = 3200;
     let dir = TestDir::new("flood");
-    let mut conf = GatewayConfig::operated(&[KEY]);
-    conf.admin = false;
-    // Two files of 1 KiB: ten or so lines in all. A line per failure
-    // would rotate everything else out 150 times over.
-    conf.log = Some(LogConfig {
-        max_file_kb: 1,
-        max_files: 2,
-        ..LogConfig::default()
-    });
+    // Ten or so lines in all: a line per failure would rotate everything
+    // else out 150 times over.
+    let conf = two_small_files();
     let gw = Gateway::start_in(&dir, &conf);
     let echo = Service::echo();
     let agent = gw.serving_agent(KEY, "pc1", echo.addr());
