@@ -232,7 +232,7 @@ fn metrics_parse_and_count_sessions_bytes_and_auth_failures() {
     let (status, _) = refusal(common::list(&gw.endpoint("not-the-key-1", "intruder")));
     assert_eq!(status, 401);
     gw.wait_for_event(
-        "Security check failed for Control browse. Terminating connection from 127.0.0.1",
+        "Security check failed for Control browse: unknown_key. Terminating connection from 127.0.0.1",
         EVENT_TIMEOUT,
     );
     let m2 = gw.metrics();

@@ -1,6 +1,6 @@
 //! The event log (`GWnnn.log`) of the real `ringway serve`: a session's
-//! life line by line, and rotation, pruning and numbering across a
-//! restart (docs/ADMIN.md is the spec).
+//! life line by line, rotation, pruning and numbering across a restart,
+//! and a flood of failed proofs summarised (docs/ADMIN.md is the spec).
 //!
 //! Waits are on events: the gateway's stderr line comes first, then the
 //! file is polled, with a bound, until the line is there (its writer is a
@@ -10,13 +10,19 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
+use std::thread;
+use std::time::Instant;
+
+use ringway::auth::{self, GatewayKey};
+use ringway::eventlog::REPEAT_WINDOW;
+use socket2::{Domain, Socket, Type};
 
 use common::{
     AgentThread, Behaviour, EVENT_TIMEOUT, Gateway, GatewayConfig, IO_TIMEOUT, LogConfig, Prng, STAMP_LEN, Service,
-    TestDir, assert_stamped_within, file_names, log_lines, log_raw_lines, spawn_agent_binary, spawn_control_binary,
-    split_stamp, strings, unix_now,
+    TestDir, assert_stamped_within, file_names, log_lines, log_raw_lines, log_texts, spawn_agent_binary,
+    spawn_control_binary, split_stamp, strings, unix_now,
 };
 
 /// The gateway key every test uses.
@@ -144,10 +150,9 @@ fn assert_newest_two(dir: &Path, expected: &[String], placed: &[u64]) {
     }
 }
 
-#[test]
-fn log_files_rotate_prune_and_keep_numbering_across_a_restart() {
-    const AGENTS: usize = 60;
-    let dir = TestDir::new("rotate");
+/// A gateway config whose event log keeps two files of 1 KiB: small
+/// enough to rotate and prune within a test.
+fn two_small_files() -> GatewayConfig {
     let mut conf = GatewayConfig::operated(&[KEY]);
     conf.admin = false;
     conf.log = Some(LogConfig {
@@ -155,6 +160,14 @@ fn log_files_rotate_prune_and_keep_numbering_across_a_restart() {
         max_files: 2,
         ..LogConfig::default()
     });
+    conf
+}
+
+#[test]
+fn log_files_rotate_prune_and_keep_numbering_across_a_restart() {
+    const AGENTS: usize = 60;
+    let dir = TestDir::new("rotate");
+    let conf = two_small_files();
     let from = unix_now();
 
     let gw = Gateway::start_in(&dir, &conf);
@@ -192,4 +205,95 @@ fn log_files_rotate_prune_and_keep_numbering_across_a_restart() {
     let expected = [expected, second_run].concat();
     assert_newest_two(&dir.log_dir(), &expected, &placed);
     assert_stamped_within(&log_raw_lines(&dir.log_dir()), from, to, true);
+}
+
+// ---------------------------------------------------------------------------
+// 3. A flood of failed proofs is summarised, not written line by line.
+
+/// The flooding peer: another loopback address than the agent's, so its
+/// failures are a source of their own.
+const FLOODER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// Sends `n` browse requests from [`FLOODER`], each on a connection of its
+/// own and signed with a key the gateway does not have, over `threads`
+/// threads; returns each answer's status line.
+fn flood_bad_proofs(gateway: SocketAddr, n: usize, threads: usize) -> Vec<String> {
+    let wrong = GatewayKey::new("not-the-gateway-key");
+    let target = "/v1/clients";
+    let proof = auth::sign(&wrong, "GET", target, "", auth::unix_now(), auth::new_nonce());
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {gateway}\r\nAuthorization: {proof}\r\n\r\n");
+    let per_thread = n.div_ceil(threads);
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let request = request.clone();
+            let count = per_thread.min(n.saturating_sub(t * per_thread));
+            thread::spawn(move || (0..count).map(|_| bad_request(gateway, &request)).collect::<Vec<_>>())
+        })
+        .collect();
+    workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("a flooding thread"))
+        .collect()
+}
+
+/// One request from [`FLOODER`]; the answer's status line.
+fn bad_request(gateway: SocketAddr, request: &str) -> String {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    let from = SocketAddr::from((FLOODER, 0));
+    socket.bind(&from.into()).expect("bind 127.0.0.2");
+    socket
+        .connect_timeout(&gateway.into(), IO_TIMEOUT)
+        .expect("connect to the gateway");
+    let mut s = TcpStream::from(socket);
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("set a read timeout");
+    s.write_all(request.as_bytes()).expect("send the request");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_flood_of_bad_proofs_cannot_rotate_out_real_events() {
+    // What rotated the real line out of a 300 KB log before (issue 9).
+    const BAD: usize = 3200;
+    let dir = TestDir::new("flood");
+    // Ten or so lines in all: a line per failure would rotate everything
+    // else out 150 times over.
+    let conf = two_small_files();
+    let gw = Gateway::start_in(&dir, &conf);
+    let echo = Service::echo();
+    let agent = gw.serving_agent(KEY, "pc1", echo.addr());
+
+    let began = Instant::now();
+    let statuses = flood_bad_proofs(gw.addr(), BAD, 8);
+    let took = began.elapsed();
+    let refused = statuses.iter().filter(|s| *s == "HTTP/1.1 401 Unauthorized").count();
+    assert_eq!((statuses.len(), refused), (BAD, BAD), "every bad proof gets a 401");
+    // All in one window, or the count below is split over two.
+    assert!(took < REPEAT_WINDOW, "the burst took {took:?}, longer than one window");
+
+    let first = "Security check failed for Control browse: unknown_key. Terminating connection from 127.0.0.2";
+    let summary = format!("{first} … and 3,199 more from 127.0.0.2 in the last 10 s");
+    // Written when the window closes, with no further event to wake it.
+    gw.wait_for_event(&summary, REPEAT_WINDOW + EVENT_TIMEOUT);
+    let failures: Vec<String> = gw
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("Security check failed"))
+        .collect();
+    assert_eq!(failures, [first.to_string(), summary.clone()], "stderr");
+
+    agent.stop();
+    gw.wait_for_event("Client pc1 Disconnected", EVENT_TIMEOUT);
+    let mut expected = gw.start_lines().to_vec();
+    gw.stop();
+    expected.extend(strings(&[
+        "Client pc1 connected",
+        first,
+        &summary,
+        "Client pc1 Disconnected",
+        "Gateway stopped",
+    ]));
+    assert_eq!(log_texts(&dir.log_dir()), expected);
 }

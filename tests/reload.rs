@@ -135,7 +135,7 @@ fn reload_adding_a_key_keeps_a_session_flowing_and_admits_the_new_key() {
     let (status, _) = refusal(common::list(&gw.endpoint(KEY2, "ops2")));
     assert_eq!(status, 401);
     gw.wait_for_event(
-        "Security check failed for Control browse. Terminating connection from 127.0.0.1",
+        "Security check failed for Control browse: unknown_key. Terminating connection from 127.0.0.1",
         EVENT_TIMEOUT,
     );
 
@@ -156,7 +156,7 @@ fn reload_adding_a_key_keeps_a_session_flowing_and_admits_the_new_key() {
     expected.extend(strings(&[
         "Client pc1 connected",
         "Control ops connected to Client pc1",
-        "Security check failed for Control browse. Terminating connection from 127.0.0.1",
+        "Security check failed for Control browse: unknown_key. Terminating connection from 127.0.0.1",
         "Reloading configuration",
         "Reloading Gateway Keys",
         RELOADED,
@@ -222,7 +222,7 @@ fn reload_removing_a_key_closes_only_that_keys_agents_and_sessions() {
     let (status, _) = refusal(common::list(&gw.endpoint(KEY2, "ops-b")));
     assert_eq!(status, 401);
     gw.wait_for_event(
-        "Security check failed for Control browse. Terminating connection from 127.0.0.1",
+        "Security check failed for Control browse: unknown_key. Terminating connection from 127.0.0.1",
         EVENT_TIMEOUT,
     );
 
@@ -246,7 +246,7 @@ fn reload_removing_a_key_closes_only_that_keys_agents_and_sessions() {
         "Control ops-a disconnected from Client a-one",
         "Control ops-a connected to Client a-one",
         "Control ops-a disconnected from Client a-one",
-        "Security check failed for Control browse. Terminating connection from 127.0.0.1",
+        "Security check failed for Control browse: unknown_key. Terminating connection from 127.0.0.1",
     ]);
     let log = gw.wait_log_len(before.len() + closed.len() + after.len());
     assert_eq!(log.len(), before.len() + closed.len() + after.len(), "{log:#?}");

@@ -7,6 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -144,6 +145,12 @@ impl Shard {
     /// Queues an event log line.
     pub fn event(&self, text: String) {
         self.shared.events.event(text);
+    }
+
+    /// Queues an event log line that the peer at `source` could repeat at
+    /// will (a failed proof), so that its repeats are summarised.
+    pub fn event_from(&self, source: IpAddr, text: String) {
+        self.shared.events.event_from(source, text);
     }
 
     /// Asks worker `to` a question and waits for its answer, both within

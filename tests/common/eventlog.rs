@@ -126,21 +126,17 @@ pub fn stamp(at: u64, utc: bool) -> String {
         let month: usize = t[5..7].parse().expect("month digits");
         return format!("{}-{}-{}, {}, ", &t[8..10], MONTHS[month - 1], &t[2..4], &t[11..19]);
     }
-    let t = libc::time_t::try_from(at).expect("time fits time_t");
-    // SAFETY: all-zero is a valid `tm`; localtime_r writes only into it.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        assert!(!libc::localtime_r(&t, &mut tm).is_null(), "localtime_r");
-        tm
-    };
-    let month = MONTHS[usize::try_from(tm.tm_mon).expect("month index")];
+    // The system zone (TZ, else /etc/localtime), as the gateway reads it.
+    let at = jiff::Timestamp::from_second(i64::try_from(at).expect("a Unix second")).expect("in jiff's range");
+    let local = jiff::tz::TimeZone::system().to_datetime(at);
+    let month = MONTHS[usize::try_from(local.month() - 1).expect("month 1..=12")];
     format!(
         "{:02}-{month}-{:02}, {:02}:{:02}:{:02}, ",
-        tm.tm_mday,
-        (tm.tm_year + 1900) % 100,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
+        local.day(),
+        local.year() % 100,
+        local.hour(),
+        local.minute(),
+        local.second()
     )
 }
 

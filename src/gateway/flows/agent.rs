@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use compio::BufResult;
 use futures_util::future::{Either, select};
 
-use super::answer::{identity, reject, send, verify, wants_upgrade};
+use super::answer::{identity, refuse_proof, reject, send, verify, wants_upgrade};
 use super::handover::{attach, detach};
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
@@ -92,14 +92,8 @@ pub(crate) async fn register(
     let kid = match verify(&shard, &stream, &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
-            shard.event(format!(
-                "Security check failed for Client {} ({}). Terminating connection from {}",
-                sanitize(&name),
-                local_ip,
-                peer.ip()
-            ));
-            log::debug!("agent proof refused: {}", why.label());
-            reject(&shard, &stream, Refusal::ProofRefused(why)).await;
+            let who = format!("Client {} ({local_ip})", sanitize(&name));
+            refuse_proof(&shard, &stream, peer.ip(), why, &who, "Terminating connection").await;
             return;
         }
     };

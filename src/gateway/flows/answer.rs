@@ -3,6 +3,7 @@
 //! cleanly.
 
 use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use compio::BufResult;
@@ -77,6 +78,20 @@ pub(crate) async fn send(shard: &Shard, conn: &Conn, bytes: Vec<u8>) -> io::Resu
             "peer did not read within the write deadline",
         )),
     }
+}
+
+/// Logs a failed key proof and answers 401. The line is the seed's,
+/// `Security check failed for <who>. <then> from <peer>`, with the reason
+/// after `<who>`, as docs/PROTOCOL.md promises; it is logged per source,
+/// so a flood of failures is summarised instead of rotating real events
+/// out of the log.
+pub(crate) async fn refuse_proof(shard: &Shard, conn: &Conn, peer: IpAddr, why: AuthError, who: &str, then: &str) {
+    let reason = why.label();
+    shard.event_from(
+        peer,
+        format!("Security check failed for {who}: {reason}. {then} from {peer}"),
+    );
+    reject(shard, conn, Refusal::ProofRefused(why)).await;
 }
 
 /// Answers with a refusal, then closes gracefully (see [`LINGER`]).

@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 use futures_channel::oneshot;
 use futures_util::future::{Either, select};
 
-use super::answer::{identity, reject, send, verify, wants_upgrade};
+use super::answer::{identity, refuse_proof, reject, send, verify, wants_upgrade};
 use crate::auth::new_nonce;
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
@@ -44,12 +44,15 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
     let kid = match verify(&shard, &stream, &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
-            shard.event(format!(
-                "Security check failed for Control browse. Terminating connection from {}",
-                peer.ip()
-            ));
-            log::debug!("browse proof refused: {}", why.label());
-            reject(&shard, &stream, Refusal::ProofRefused(why)).await;
+            refuse_proof(
+                &shard,
+                &stream,
+                peer.ip(),
+                why,
+                "Control browse",
+                "Terminating connection",
+            )
+            .await;
             return;
         }
     };
@@ -105,12 +108,11 @@ pub(crate) async fn connect(
     let kid = match verify(&shard, &stream, &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
-            shard.event(format!(
-                "Security check failed for Control {control_shown}. Rejecting connection request to Client {agent_shown} from {}",
-                peer.ip()
-            ));
-            log::debug!("connect proof refused: {}", why.label());
-            reject(&shard, &stream, Refusal::ProofRefused(why)).await;
+            let (who, then) = (
+                format!("Control {control_shown}"),
+                format!("Rejecting connection request to Client {agent_shown}"),
+            );
+            refuse_proof(&shard, &stream, peer.ip(), why, &who, &then).await;
             return;
         }
     };

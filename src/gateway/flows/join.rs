@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use super::answer::{identity, reject, verify, wants_upgrade};
+use super::answer::{identity, refuse_proof, reject, verify, wants_upgrade};
 use super::handover::{attach, detach};
 use crate::auth::KeyId;
 use crate::conn::Conn;
@@ -44,13 +44,8 @@ pub(crate) async fn join(
     let kid = match verify(&shard, &stream, &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
-            shard.event(format!(
-                "Security check failed for Client {} (-). Terminating connection from {}",
-                sanitize(&agent),
-                peer.ip()
-            ));
-            log::debug!("join proof refused: {}", why.label());
-            reject(&shard, &stream, Refusal::ProofRefused(why)).await;
+            let who = format!("Client {} (-)", sanitize(&agent));
+            refuse_proof(&shard, &stream, peer.ip(), why, &who, "Terminating connection").await;
             return;
         }
     };
