@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::constant_time_eq;
-use crate::gateway::WorkerSnapshot;
+use crate::gateway::Snapshot;
 use crate::http::{self, HeadError};
 
 /// How long one admin client may take to send its request or read the
@@ -31,8 +31,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the admin listener needs from the running gateway.
 pub trait AdminOps: Send + Sync {
-    /// Every worker's agents, sessions and counters.
-    fn snapshot(&self) -> Vec<WorkerSnapshot>;
+    /// Every worker's agents, sessions and counters, and how many workers
+    /// were asked (some may not answer in time).
+    fn snapshot(&self) -> Snapshot;
     /// Gateway-wide figures that no single worker holds.
     fn totals(&self) -> render::Totals;
     /// The licensed maximum; 0 = unlimited.
@@ -103,14 +104,14 @@ fn serve_one(mut stream: TcpStream, token: Option<&str>, ops: &dyn AdminOps) -> 
 
     let answer = match (head.method.as_str(), head.path()) {
         ("GET", "/") => {
-            let snaps = ops.snapshot();
+            let snaps = ops.snapshot().workers;
             let html = render::console(&render::agents(&snaps), &render::sessions(&snaps), ops.max_clients());
             http::response(200, &[], "text/html; charset=utf-8", html.as_bytes())
         }
-        ("GET", "/api/clients") => json(&render::agents(&ops.snapshot())),
-        ("GET", "/api/sessions") => json(&render::sessions(&ops.snapshot())),
+        ("GET", "/api/clients") => json(&render::agents(&ops.snapshot().workers)),
+        ("GET", "/api/sessions") => json(&render::sessions(&ops.snapshot().workers)),
         ("GET", "/metrics") => {
-            let text = render::metrics(&ops.snapshot(), &ops.totals());
+            let text = render::metrics(&ops.snapshot().workers, &ops.totals());
             http::response(200, &[], "text/plain; version=0.0.4", text.as_bytes())
         }
         ("POST", "/api/reload") => match ops.reload() {

@@ -9,7 +9,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::admin::{self, AdminOps};
 use crate::config;
 use crate::eventlog::EventLog;
-use crate::gateway::{Gateway, WorkerSnapshot};
+use crate::gateway::{Gateway, Snapshot};
 
 /// The running gateway and what a reload needs.
 struct Controller {
@@ -21,7 +21,7 @@ struct Controller {
 }
 
 impl AdminOps for Controller {
-    fn snapshot(&self) -> Vec<WorkerSnapshot> {
+    fn snapshot(&self) -> Snapshot {
         self.gateway.snapshot()
     }
 
