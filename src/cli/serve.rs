@@ -103,7 +103,7 @@ pub fn serve(path: &Path) -> Result<(), String> {
         Some(a) => Some((
             std::net::TcpListener::bind(a.listen)
                 .map_err(|e| fail(format!("cannot listen on admin address {}: {e}", a.listen)))?,
-            a.token.clone(),
+            a.clone(),
         )),
         None => None,
     };
@@ -141,9 +141,9 @@ pub fn serve(path: &Path) -> Result<(), String> {
         events: events.clone(),
         reloading: Mutex::new(()),
     });
-    if let Some((listener, token)) = admin {
+    if let Some((listener, settings)) = admin {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        admin::spawn(listener, token, ctl.clone()).map_err(|e| e.to_string())?;
+        admin::spawn(listener, settings, ctl.clone()).map_err(|e| e.to_string())?;
         events.event(format!("Admin console on http://{addr}/"));
     }
 
