@@ -1,5 +1,5 @@
 //! The admin listener: the console, a JSON API and Prometheus metrics, on
-//! a std thread of its own so that nothing it does can stall an event loop.
+//! std threads of its own so that nothing it does can stall an event loop.
 //!
 //! | request | answer |
 //! |---|---|
@@ -12,9 +12,11 @@
 //!
 //! `HEAD` is answered as `GET` without the body.
 //!
-//! Layout: [`spawn`] accepts and serves connections, [`routes`] turns a
-//! parsed head into an answer after the checks of [`guard`] (Host,
-//! Origin, token), and [`render`] formats what workers reported. Everything but `spawn` is pure.
+//! Layout: [`listener`] accepts connections and serves each on a thread
+//! of its own within the bounds of [`slots`]; [`routes`] turns a parsed
+//! head into an answer after the checks of [`guard`] (Host, Origin,
+//! token); [`render`] formats what workers reported. All but the
+//! listener are pure.
 //!
 //! Who is answered: a `Host` naming this listener (its address,
 //! `localhost`, `127.0.0.1`, `[::1]`, with its port) or a name in
@@ -24,22 +26,19 @@
 //! Bearer <token>` (or `?token=<token>` for a browser), else `401`.
 
 pub mod guard;
+pub mod listener;
 pub mod render;
 pub mod routes;
+pub mod slots;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::config::AdminConfig;
-use crate::gateway::Snapshot;
-use crate::http::{self, HeadError, ResponseHead};
+pub use listener::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE, spawn};
 
-/// How long one admin client may take to send its request or read the
-/// answer: requests are served one at a time, so a slow one must not hold
-/// the others for long.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::gateway::Snapshot;
+use crate::http::{self, ResponseHead};
 
 /// What the admin listener needs from the running gateway.
 pub trait AdminOps: Send + Sync {
@@ -52,58 +51,6 @@ pub trait AdminOps: Send + Sync {
     fn max_clients(&self) -> usize;
     /// Re-reads and applies the configuration: a summary, or why it was refused.
     fn reload(&self) -> Result<String, String>;
-}
-
-/// Starts serving `listener` on a thread of its own.
-pub fn spawn(listener: TcpListener, config: AdminConfig, ops: Arc<dyn AdminOps>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("ringway-admin".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(stream) => {
-                        if let Err(e) = serve_one(stream, &config, ops.as_ref()) {
-                            log::debug!("admin request failed: {e}");
-                        }
-                    }
-                    Err(e) => {
-                        log::warn!("admin accept failed: {e}");
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                }
-            }
-        })?;
-    Ok(())
-}
-
-fn serve_one(mut stream: TcpStream, config: &AdminConfig, ops: &dyn AdminOps) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut buf = vec![0u8; http::MAX_HEAD_BYTES];
-    let mut len = 0;
-    let head = loop {
-        match http::parse_request(&buf[..len]) {
-            Ok((head, _)) => break head,
-            Err(HeadError::Incomplete) if len < buf.len() => {}
-            Err(e) => return stream.write_all(&routes::error(e.status(), e.reason())),
-        }
-        match stream.read(&mut buf[len..]) {
-            Ok(0) => return Ok(()),
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
-                return stream.write_all(&routes::error(408, "request head not received in time"));
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    let cx = routes::Context {
-        token: config.token.as_deref(),
-        hosts: &config.hosts,
-        local: stream.local_addr()?,
-    };
-    stream.write_all(&routes::answer(&head, &cx, ops))?;
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    Ok(())
 }
 
 /// How long the `status` and `reload` commands wait for an answer: a
