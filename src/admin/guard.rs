@@ -16,51 +16,48 @@ use subtle::ConstantTimeEq;
 
 use crate::http::RequestHead;
 
-/// Why a request is refused: the status and the one-line reason sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// 400 or 403.
-    pub status: u16,
-    /// Sent as the body; never echoes what the peer sent.
-    pub reason: &'static str,
+/// Why a request is refused. Each has its status and a one-line reason
+/// for the body, which never echoes what the peer sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `Host` names someone else (403).
+    ForeignHost,
+    /// No `Host` (400): HTTP/1.1 requires one.
+    NoHost,
+    /// Two `Host` headers (400): which one a proxy in between acted on is
+    /// unknowable.
+    TwoHosts,
+    /// A state-changing request whose `Origin` is another's (403).
+    ForeignOrigin,
+    /// A browser says another site sent it (403).
+    ForeignSite,
+    /// A state-changing request whose `Referer` is another's (403).
+    ForeignReferer,
 }
 
-/// The answer to a `Host` header that names someone else.
-pub const FOREIGN_HOST: Refusal = Refusal {
-    status: 403,
-    reason: "this Host is not the admin listener's address, localhost or a name in [admin] hosts",
-};
+impl Refusal {
+    /// The status code answered.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::NoHost | Refusal::TwoHosts => 400,
+            Refusal::ForeignHost | Refusal::ForeignOrigin | Refusal::ForeignSite | Refusal::ForeignReferer => 403,
+        }
+    }
 
-/// The answer to a request without `Host` (HTTP/1.1 requires one).
-pub const NO_HOST: Refusal = Refusal {
-    status: 400,
-    reason: "a Host header is required",
-};
-
-/// The answer to a request with two `Host` headers: which one a proxy
-/// in between acted on is unknowable.
-pub const TWO_HOSTS: Refusal = Refusal {
-    status: 400,
-    reason: "more than one Host header",
-};
-
-/// The answer to a state-changing request whose `Origin` is another's.
-pub const FOREIGN_ORIGIN: Refusal = Refusal {
-    status: 403,
-    reason: "cross-origin request refused: Origin is not this console's own",
-};
-
-/// The answer when a browser says the request comes from another site.
-pub const FOREIGN_SITE: Refusal = Refusal {
-    status: 403,
-    reason: "cross-origin request refused: Sec-Fetch-Site says another site sent it",
-};
-
-/// The answer to a state-changing request whose `Referer` is another's.
-pub const FOREIGN_REFERER: Refusal = Refusal {
-    status: 403,
-    reason: "cross-origin request refused: Referer is not this console's own",
-};
+    /// The reason, for the body.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::ForeignHost => {
+                "this Host is not the admin listener's address, localhost or a name in [admin] hosts"
+            }
+            Refusal::NoHost => "a Host header is required",
+            Refusal::TwoHosts => "more than one Host header",
+            Refusal::ForeignOrigin => "cross-origin request refused: Origin is not this console's own",
+            Refusal::ForeignSite => "cross-origin request refused: Sec-Fetch-Site says another site sent it",
+            Refusal::ForeignReferer => "cross-origin request refused: Referer is not this console's own",
+        }
+    }
+}
 
 /// Port a `Host` without one means: the scheme's default, and the admin
 /// listener speaks plain HTTP.
@@ -79,11 +76,11 @@ pub fn check_host<'h>(head: &'h RequestHead, local: SocketAddr, configured: &[St
         .iter()
         .filter(|(n, _)| n == "host")
         .map(|(_, v)| v.as_str());
-    let value = values.next().ok_or(NO_HOST)?;
+    let value = values.next().ok_or(Refusal::NoHost)?;
     if values.next().is_some() {
-        return Err(TWO_HOSTS);
+        return Err(Refusal::TwoHosts);
     }
-    let (name, port) = split_host(value).ok_or(FOREIGN_HOST)?;
+    let (name, port) = split_host(value).ok_or(Refusal::ForeignHost)?;
     let own_ip = match local.ip().to_canonical() {
         IpAddr::V4(ip) => ip.to_string(),
         IpAddr::V6(ip) => format!("[{ip}]"),
@@ -95,7 +92,11 @@ pub fn check_host<'h>(head: &'h RequestHead, local: SocketAddr, configured: &[St
         .iter()
         .filter_map(|entry| split_host(entry))
         .any(|(n, p)| n.eq_ignore_ascii_case(name) && (p.is_none() || p == port));
-    if ours || listed { Ok(value) } else { Err(FOREIGN_HOST) }
+    if ours || listed {
+        Ok(value)
+    } else {
+        Err(Refusal::ForeignHost)
+    }
 }
 
 /// Splits `name[:port]` or `[v6]:port`; `None` when it is neither (a
@@ -132,20 +133,20 @@ pub fn check_origin(head: &RequestHead, host: &str) -> Result<(), Refusal> {
         return if authority_of(origin).is_some_and(|a| a.eq_ignore_ascii_case(host)) {
             Ok(())
         } else {
-            Err(FOREIGN_ORIGIN)
+            Err(Refusal::ForeignOrigin)
         };
     }
     if let Some(site) = head.header("sec-fetch-site") {
         // `same-site` is another origin too: another port on the same
         // address, for one.
         if !(site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none")) {
-            return Err(FOREIGN_SITE);
+            return Err(Refusal::ForeignSite);
         }
     }
     if let Some(referer) = head.header("referer") {
         let authority = authority_of(referer).map(|a| a.split(['/', '?', '#']).next().unwrap_or(a));
         if !authority.is_some_and(|a| a.eq_ignore_ascii_case(host)) {
-            return Err(FOREIGN_REFERER);
+            return Err(Refusal::ForeignReferer);
         }
     }
     Ok(())
@@ -233,7 +234,7 @@ mod tests {
             ":9090",
             "localhost.:9090",
         ] {
-            assert_eq!(host(value, "127.0.0.1:9090", &[]), Err(FOREIGN_HOST), "{value}");
+            assert_eq!(host(value, "127.0.0.1:9090", &[]), Err(Refusal::ForeignHost), "{value}");
         }
     }
 
@@ -255,16 +256,20 @@ mod tests {
             "sub.console.example",
             "console.example.evil",
         ] {
-            assert_eq!(host(value, "127.0.0.1:9090", &names), Err(FOREIGN_HOST), "{value}");
+            assert_eq!(
+                host(value, "127.0.0.1:9090", &names),
+                Err(Refusal::ForeignHost),
+                "{value}"
+            );
         }
     }
 
     #[test]
     fn a_missing_or_doubled_host_is_a_bad_request() {
         let local = "127.0.0.1:9090".parse().expect("a socket address");
-        assert_eq!(check_host(&head("GET", "/", &[]), local, &[]), Err(NO_HOST));
+        assert_eq!(check_host(&head("GET", "/", &[]), local, &[]), Err(Refusal::NoHost));
         let two = head("GET", "/", &[("host", "127.0.0.1:9090"), ("host", "evil.example")]);
-        assert_eq!(check_host(&two, local, &[]), Err(TWO_HOSTS));
+        assert_eq!(check_host(&two, local, &[]), Err(Refusal::TwoHosts));
     }
 
     #[test]
@@ -287,21 +292,21 @@ mod tests {
             "http://127.0.0.1:9090/x",
             "ftp://127.0.0.1:9090",
         ] {
-            assert_eq!(post(&[("origin", origin)]), Err(FOREIGN_ORIGIN), "{origin}");
+            assert_eq!(post(&[("origin", origin)]), Err(Refusal::ForeignOrigin), "{origin}");
         }
         // Origin decides when present, whatever else says.
         assert_eq!(
             post(&[("origin", "http://evil.example"), ("sec-fetch-site", "same-origin")]),
-            Err(FOREIGN_ORIGIN)
+            Err(Refusal::ForeignOrigin)
         );
-        assert_eq!(post(&[("sec-fetch-site", "cross-site")]), Err(FOREIGN_SITE));
-        assert_eq!(post(&[("sec-fetch-site", "same-site")]), Err(FOREIGN_SITE));
+        assert_eq!(post(&[("sec-fetch-site", "cross-site")]), Err(Refusal::ForeignSite));
+        assert_eq!(post(&[("sec-fetch-site", "same-site")]), Err(Refusal::ForeignSite));
         for referer in [
             "http://evil.example/",
             "http://127.0.0.1:9090.evil.example/",
             "about:blank",
         ] {
-            assert_eq!(post(&[("referer", referer)]), Err(FOREIGN_REFERER), "{referer}");
+            assert_eq!(post(&[("referer", referer)]), Err(Refusal::ForeignReferer), "{referer}");
         }
     }
 

@@ -310,11 +310,12 @@ pub fn console(snapshot: &Snapshot, max_clients: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::gateway::StatsSnapshot;
 
-    fn agent(name: &str) -> AgentRow {
+    /// An agent row as a worker would report it, for answers built in tests.
+    pub(crate) fn agent(name: &str) -> AgentRow {
         AgentRow {
             name: name.into(),
             local_ip: "10.0.0.7".into(),

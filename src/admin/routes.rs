@@ -100,7 +100,7 @@ impl Answer {
 
 impl From<Refusal> for Answer {
     fn from(r: Refusal) -> Answer {
-        Answer::error(r.status, r.reason)
+        Answer::error(r.status(), r.reason())
     }
 }
 
@@ -181,7 +181,7 @@ fn json<T: serde::Serialize>(snapshot: &Snapshot, value: &T) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::{AgentRow, WorkerSnapshot};
+    use crate::gateway::WorkerSnapshot;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A gateway of two workers of which only worker 1 answers, with one
@@ -193,18 +193,7 @@ mod tests {
 
     impl AdminOps for HalfAnswered {
         fn snapshot(&self) -> Snapshot {
-            let agent = AgentRow {
-                name: "pc1".into(),
-                local_ip: "10.0.0.7".into(),
-                mac: "02:00:00:00:00:01".into(),
-                external_addr: "127.0.0.1:5000".into(),
-                key_id: "00aa".into(),
-                worker: 1,
-                connected_since: "2026-11-22T03:00:00Z".into(),
-                last_poll: "2026-11-22T03:00:00Z".into(),
-                os: "linux".into(),
-                sessions: 0,
-            };
+            let agent = render::tests::agent("pc1");
             Snapshot {
                 workers: vec![WorkerSnapshot {
                     worker: 1,
@@ -256,7 +245,7 @@ mod tests {
             )),
             "{clients}"
         );
-        assert!(clients.ends_with("\r\n\r\n[{\"name\":\"pc1\",\"local_ip\":\"10.0.0.7\",\"mac\":\"02:00:00:00:00:01\",\"external_addr\":\"127.0.0.1:5000\",\"key_id\":\"00aa\",\"worker\":1,\"connected_since\":\"2026-11-22T03:00:00Z\",\"last_poll\":\"2026-11-22T03:00:00Z\",\"os\":\"linux\",\"sessions\":0}]"), "{clients}");
+        assert!(clients.ends_with("\r\n\r\n[{\"name\":\"pc1\",\"local_ip\":\"10.0.0.7\",\"mac\":\"02:00:00:00:00:01\",\"external_addr\":\"127.0.0.1:5000\",\"key_id\":\"00aa\",\"worker\":1,\"connected_since\":\"2026-11-22T03:00:00Z\",\"last_poll\":\"2026-11-22T03:01:00Z\",\"os\":\"linux\",\"sessions\":0}]"), "{clients}");
         for path in ["/", "/api/sessions", "/metrics"] {
             let text = ask(&ops, None, "GET", path, &[]);
             assert!(
