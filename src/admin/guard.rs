@@ -9,7 +9,7 @@
 //! name this listener, and a request that changes state must come from a
 //! page of this listener's own origin.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ring::digest::{SHA256, digest};
 use subtle::ConstantTimeEq;
@@ -67,9 +67,10 @@ const DEFAULT_HTTP_PORT: u16 = 80;
 const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
 /// Checks the `Host` header against the address the connection reached
-/// (`local`), loopback names with that port, and the configured names (an
-/// entry without a port matches any port: a reverse proxy in front may
-/// serve another). Returns the header's value for the origin check.
+/// (`local`), loopback names with that port, and the configured names
+/// (`[admin] hosts`: DNS names and IP addresses without brackets or port,
+/// matched with any port, since a reverse proxy in front may serve
+/// another). Returns the header's value for the origin check.
 pub fn check_host<'h>(head: &'h RequestHead, local: SocketAddr, configured: &[String]) -> Result<&'h str, Refusal> {
     let mut values = head
         .headers
@@ -88,10 +89,12 @@ pub fn check_host<'h>(head: &'h RequestHead, local: SocketAddr, configured: &[St
     let on_our_port = port.unwrap_or(DEFAULT_HTTP_PORT) == local.port();
     let ours = on_our_port
         && (name.eq_ignore_ascii_case(&own_ip) || LOOPBACK_NAMES.iter().any(|n| name.eq_ignore_ascii_case(n)));
-    let listed = configured
-        .iter()
-        .filter_map(|entry| split_host(entry))
-        .any(|(n, p)| n.eq_ignore_ascii_case(name) && (p.is_none() || p == port));
+    // The configured form of an IPv6 literal is canonical and bare.
+    let bare = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().map_err(|_| Refusal::ForeignHost)?.to_string(),
+        None => name.to_string(),
+    };
+    let listed = configured.iter().any(|entry| entry.eq_ignore_ascii_case(&bare));
     if ours || listed {
         Ok(value)
     } else {
@@ -239,22 +242,25 @@ mod tests {
     }
 
     #[test]
-    fn configured_names_match_with_any_port_unless_they_name_one() {
-        let names = ["console.example", "proxy.example:8443", "[2001:db8::1]"];
+    fn configured_names_match_with_any_port() {
+        let names = ["console.example", "2001:db8::1", "192.0.2.7"];
         for value in [
             "console.example",
             "Console.Example:9090",
             "console.example:443",
-            "proxy.example:8443",
             "[2001:db8::1]:9090",
+            "[2001:DB8:0::1]",
+            "192.0.2.7:8080",
         ] {
             assert_eq!(host(value, "127.0.0.1:9090", &names), Ok(()), "{value}");
         }
         for value in [
-            "proxy.example",
-            "proxy.example:9090",
+            "other.example:9090",
             "sub.console.example",
             "console.example.evil",
+            "2001:db8::1",
+            "[2001:db8::1:9090",
+            "[console.example]:9090",
         ] {
             assert_eq!(
                 host(value, "127.0.0.1:9090", &names),
