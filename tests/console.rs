@@ -72,7 +72,13 @@ fn a_hostile_agent_name_is_escaped_in_the_console_and_one_line_in_the_log() {
 // ---------------------------------------------------------------------------
 // 2. The console in a real browser.
 
-/// Chromium, headless, with a fresh profile in `dir`, on `args`.
+/// How Chromium's log (`--enable-logging=stderr`) marks what the page's
+/// console shows: Content-Security-Policy violations and failed loads.
+const PAGE_CONSOLE: &str = ":CONSOLE";
+
+/// Chromium, headless, with a fresh profile in `dir`, on `args`; asserts
+/// that the page logged nothing to its console (no CSP violation, no
+/// stylesheet that failed to load).
 fn chromium(dir: &Path, profile: &str, args: &[String]) -> Finished {
     assert!(
         Path::new(CHROMIUM).exists(),
@@ -88,11 +94,15 @@ fn chromium(dir: &Path, profile: &str, args: &[String]) -> Finished {
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
     ])
     .arg(format!("--user-data-dir={}", dir.join(profile).display()))
     .args(args);
     let done = run_bounded(cmd, b"", COMMAND_TIMEOUT);
     assert_eq!(done.code, Some(0), "chromium failed: {}", done.stderr);
+    let complaints: Vec<&str> = done.stderr.lines().filter(|l| l.contains(PAGE_CONSOLE)).collect();
+    assert!(complaints.is_empty(), "the console page complained: {complaints:#?}");
     done
 }
 
@@ -131,7 +141,9 @@ fn the_console_renders_in_headless_chromium() {
 // 3. Metrics.
 
 /// The families docs/ADMIN.md lists, with their types.
-const FAMILIES: [(&str, &str); 16] = [
+const FAMILIES: [(&str, &str); 18] = [
+    ("ringway_workers", "gauge"),
+    ("ringway_workers_answered", "gauge"),
     ("ringway_agents_connected", "gauge"),
     ("ringway_agents_licensed_in_use", "gauge"),
     ("ringway_max_clients", "gauge"),
@@ -197,6 +209,8 @@ fn metrics_parse_and_count_sessions_bytes_and_auth_failures() {
     ] {
         assert_eq!(m0.label_sets(family), per_worker, "{family}");
     }
+    assert_eq!(m0.sum("ringway_workers", &[]), WORKERS as f64);
+    assert_eq!(m0.sum("ringway_workers_answered", &[]), WORKERS as f64);
     assert_eq!(m0.sum("ringway_agents_connected", &[]), 1.0);
     assert_eq!(m0.sum("ringway_agents_licensed_in_use", &[]), 1.0);
     assert_eq!(m0.sum("ringway_max_clients", &[]), 0.0);

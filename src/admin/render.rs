@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::gateway::{AgentRow, SessionRow, WorkerSnapshot};
+use crate::gateway::{AgentRow, SessionRow, Snapshot, WorkerSnapshot};
 
 /// All agents, sorted by name, each with its count of open sessions.
 pub fn agents(snaps: &[WorkerSnapshot]) -> Vec<AgentRow> {
@@ -39,8 +39,11 @@ pub struct Totals {
     pub max_connections: usize,
 }
 
-/// Prometheus text exposition format (version 0.0.4).
-pub fn metrics(snaps: &[WorkerSnapshot], totals: &Totals) -> String {
+/// Prometheus text exposition format (version 0.0.4). Per-worker series
+/// exist only for the workers that answered; `ringway_workers_answered`
+/// below `ringway_workers` says some are missing.
+pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
+    let snaps = &snapshot.workers[..];
     let mut out = String::with_capacity(4096);
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -59,6 +62,18 @@ pub fn metrics(snaps: &[WorkerSnapshot], totals: &Totals) -> String {
             .map(|s| (format!("worker=\"{}\"", s.worker), f(s)))
             .collect()
     };
+    family(
+        "ringway_workers",
+        "gauge",
+        "Worker threads running.",
+        vec![(String::new(), snapshot.asked as u64)],
+    );
+    family(
+        "ringway_workers_answered",
+        "gauge",
+        "Workers whose snapshot came back in time for this scrape; the per-worker series cover only these.",
+        vec![(String::new(), snaps.len() as u64)],
+    );
     family(
         "ringway_agents_connected",
         "gauge",
@@ -201,17 +216,49 @@ pub fn escape(s: &str) -> String {
 /// Seconds between the console's reloads of itself.
 const CONSOLE_REFRESH_SECS: u32 = 5;
 
+/// The console's stylesheet, served at `/console.css`: a file of its own
+/// rather than a `<style>` element, so the Content-Security-Policy can
+/// forbid every inline style and script.
+pub const CONSOLE_CSS: &str = "\
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+.counts span{display:inline-block;margin-right:2em;font-size:1.2em}
+.partial{background:#fdd;border:1px solid #c66;padding:.4em .8em}
+.tabs input{display:none} .tabs label{padding:.4em 1em;border:1px solid #999;border-bottom:none;cursor:pointer;background:#eee}
+.tabs input:checked+label{background:#fff;font-weight:bold}
+.panel{display:none;border-top:1px solid #999;padding-top:.5em}
+#tab-clients:checked~#clients,#tab-sessions:checked~#sessions{display:block}
+table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em;white-space:nowrap}
+";
+
+/// How an answer built from some workers' snapshots says so, e.g.
+/// `1 of 2` (the `Ringway-Workers-Answered` header and the console's
+/// banner).
+pub fn answered(snapshot: &Snapshot) -> String {
+    format!("{} of {}", snapshot.workers.len(), snapshot.asked)
+}
+
 /// The HTML console: counts on top, a Clients tab and an Active Sessions
-/// tab. Self-contained (no external assets); every peer-supplied string is
-/// escaped.
-pub fn console(agents: &[AgentRow], sessions: &[SessionRow], max_clients: usize) -> String {
+/// tab, and a banner when some workers did not answer. Self-contained
+/// (no external assets), no script, no inline style; every peer-supplied
+/// string is escaped.
+pub fn console(snapshot: &Snapshot, max_clients: usize) -> String {
+    let agents = agents(&snapshot.workers);
+    let sessions = sessions(&snapshot.workers);
     let max = if max_clients == 0 {
         "unlimited".to_string()
     } else {
         max_clients.to_string()
     };
+    let partial = if snapshot.complete() {
+        String::new()
+    } else {
+        format!(
+            "<p class=\"partial\" id=\"partial\">Workers answered {}: agents and sessions of the others are missing below.</p>\n",
+            answered(snapshot)
+        )
+    };
     let mut clients_rows = String::new();
-    for a in agents {
+    for a in &agents {
         let _ = write!(
             clients_rows,
             "<tr class=\"client\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -228,7 +275,7 @@ pub fn console(agents: &[AgentRow], sessions: &[SessionRow], max_clients: usize)
         );
     }
     let mut session_rows = String::new();
-    for s in sessions {
+    for s in &sessions {
         let _ = write!(
             session_rows,
             "<tr class=\"session\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -245,17 +292,10 @@ pub fn console(agents: &[AgentRow], sessions: &[SessionRow], max_clients: usize)
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{CONSOLE_REFRESH_SECS}">
 <title>ringway console</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}
-.counts span{{display:inline-block;margin-right:2em;font-size:1.2em}}
-.tabs input{{display:none}} .tabs label{{padding:.4em 1em;border:1px solid #999;border-bottom:none;cursor:pointer;background:#eee}}
-.tabs input:checked+label{{background:#fff;font-weight:bold}}
-.panel{{display:none;border-top:1px solid #999;padding-top:.5em}}
-#tab-clients:checked~#clients,#tab-sessions:checked~#sessions{{display:block}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.9em;white-space:nowrap}}
-</style></head><body>
+<link rel="stylesheet" href="/console.css">
+</head><body>
 <h1>ringway {version}</h1>
-<p class="counts"><span>Clients connected: <b id="clients-connected">{n_agents}</b></span><span>Max clients: <b id="max-clients">{max}</b></span><span>Active sessions: <b id="sessions-active">{n_sessions}</b></span></p>
+{partial}<p class="counts"><span>Clients connected: <b id="clients-connected">{n_agents}</b></span><span>Max clients: <b id="max-clients">{max}</b></span><span>Active sessions: <b id="sessions-active">{n_sessions}</b></span></p>
 <div class="tabs">
 <input type="radio" name="tab" id="tab-clients" checked><label for="tab-clients">Clients</label>
 <input type="radio" name="tab" id="tab-sessions"><label for="tab-sessions">Active Sessions</label>
@@ -270,11 +310,12 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.25em .6e
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::gateway::StatsSnapshot;
 
-    fn agent(name: &str) -> AgentRow {
+    /// An agent row as a worker would report it, for answers built in tests.
+    pub(crate) fn agent(name: &str) -> AgentRow {
         AgentRow {
             name: name.into(),
             local_ip: "10.0.0.7".into(),
@@ -289,13 +330,54 @@ mod tests {
         }
     }
 
+    fn worker(index: usize, agents: Vec<AgentRow>) -> WorkerSnapshot {
+        WorkerSnapshot {
+            worker: index,
+            agents,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn console_escapes_peer_strings() {
-        let html = console(&[agent("<script>alert(1)</script>")], &[], 5);
+        let snapshot = Snapshot {
+            workers: vec![worker(0, vec![agent("<script>alert(1)</script>")])],
+            asked: 1,
+        };
+        let html = console(&snapshot, 5);
         assert!(!html.contains("<script>alert(1)</script>"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains(r#"<b id="max-clients">5</b>"#));
         assert!(html.contains(r#"<b id="clients-connected">1</b>"#));
+        assert!(!html.contains("id=\"partial\""), "every worker answered");
+    }
+
+    #[test]
+    fn the_console_has_no_inline_script_or_style() {
+        let html = console(&Snapshot::default(), 0);
+        for inline in ["<script", "<style", " style=", "javascript:"] {
+            assert!(!html.contains(inline), "{inline} in:\n{html}");
+        }
+        assert!(html.contains(r#"<link rel="stylesheet" href="/console.css">"#));
+    }
+
+    #[test]
+    fn a_partial_snapshot_says_which_share_of_workers_answered() {
+        let snapshot = Snapshot {
+            workers: vec![worker(1, vec![agent("pc1")])],
+            asked: 2,
+        };
+        assert_eq!(answered(&snapshot), "1 of 2");
+        let html = console(&snapshot, 0);
+        assert!(
+            html.contains("<p class=\"partial\" id=\"partial\">Workers answered 1 of 2: agents and sessions of the others are missing below.</p>"),
+            "{html}"
+        );
+        let text = metrics(&snapshot, &Totals::default());
+        assert!(text.contains("\nringway_workers 2\n"), "{text}");
+        assert!(text.contains("\nringway_workers_answered 1\n"), "{text}");
+        assert!(text.contains("ringway_agents_connected{worker=\"1\"} 1\n"), "{text}");
+        assert!(!text.contains("worker=\"0\""), "{text}");
     }
 
     #[test]
@@ -315,7 +397,13 @@ mod tests {
             connections_open: 3,
             max_connections: 100,
         };
-        let text = metrics(&[snap], &totals);
+        let text = metrics(
+            &Snapshot {
+                workers: vec![snap],
+                asked: 1,
+            },
+            &totals,
+        );
         assert!(text.contains("ringway_connections_open 3\n"));
         assert!(text.contains("ringway_connections_max 100\n"));
         assert!(text.contains("ringway_agents_connected{worker=\"0\"} 1\n"));

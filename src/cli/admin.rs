@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::admin::routes::WORKERS_ANSWERED;
 use crate::eventlog::sanitize;
 use crate::gateway::{AgentRow, SessionRow};
 
@@ -31,12 +32,19 @@ impl AdminArgs {
     }
 
     fn get(&self, method: &str, path: &str) -> Result<String, String> {
-        let (status, body) = crate::admin::request(&self.admin, method, path, self.token()?.as_deref())?;
-        if status == 200 {
-            Ok(body)
-        } else {
-            Err(format!("{path}: {status} {}", body.trim()))
+        let (head, body) = crate::admin::request(&self.admin, method, path, self.token()?.as_deref())?;
+        if head.status != 200 {
+            return Err(format!("{path}: {} {}", head.status, body.trim()));
         }
+        // A worker that missed the snapshot deadline is left out of the
+        // lists: say so rather than show fewer agents as if that were all.
+        if let Some(answered) = head.header(&WORKERS_ANSWERED.to_ascii_lowercase())
+            && let Some((got, of)) = answered.split_once(" of ")
+            && got != of
+        {
+            eprintln!("warning: {path}: only {answered} workers answered in time; the list is incomplete");
+        }
+        Ok(body)
     }
 }
 

@@ -9,7 +9,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::admin::{self, AdminOps};
 use crate::config;
 use crate::eventlog::EventLog;
-use crate::gateway::{Gateway, WorkerSnapshot};
+use crate::gateway::{Gateway, Snapshot};
 
 /// The running gateway and what a reload needs.
 struct Controller {
@@ -21,7 +21,7 @@ struct Controller {
 }
 
 impl AdminOps for Controller {
-    fn snapshot(&self) -> Vec<WorkerSnapshot> {
+    fn snapshot(&self) -> Snapshot {
         self.gateway.snapshot()
     }
 
@@ -103,7 +103,7 @@ pub fn serve(path: &Path) -> Result<(), String> {
         Some(a) => Some((
             std::net::TcpListener::bind(a.listen)
                 .map_err(|e| fail(format!("cannot listen on admin address {}: {e}", a.listen)))?,
-            a.token.clone(),
+            a.clone(),
         )),
         None => None,
     };
@@ -141,9 +141,9 @@ pub fn serve(path: &Path) -> Result<(), String> {
         events: events.clone(),
         reloading: Mutex::new(()),
     });
-    if let Some((listener, token)) = admin {
+    if let Some((listener, settings)) = admin {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        admin::spawn(listener, token, ctl.clone()).map_err(|e| e.to_string())?;
+        admin::spawn(listener, settings, ctl.clone()).map_err(|e| e.to_string())?;
         events.event(format!("Admin console on http://{addr}/"));
     }
 

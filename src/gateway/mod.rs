@@ -25,7 +25,7 @@ mod listeners;
 mod shard;
 mod worker;
 
-pub use self::core::stats::{AgentRow, SessionRow, StatsSnapshot, WorkerSnapshot};
+pub use self::core::stats::{AgentRow, SessionRow, Snapshot, StatsSnapshot, WorkerSnapshot};
 
 use std::collections::HashSet;
 use std::fmt;
@@ -74,7 +74,7 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// How long the admin thread waits for a worker's snapshot. A worker
+/// How long the admin thread waits for the workers' snapshots. A worker
 /// answers between two events of its loop; seconds mean it is wedged.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -280,7 +280,7 @@ impl Gateway {
         drop(state);
         // Inboxes are served in order, so a worker that answers a snapshot
         // has applied the reload: once all have, say so.
-        let answered = self.snapshot().len();
+        let answered = self.snapshot().workers.len();
         if answered == self.shared.workers() {
             events.event("Configuration reloaded");
         } else {
@@ -292,19 +292,32 @@ impl Gateway {
         report
     }
 
-    /// Every worker's agents, sessions and counters. A worker that does
-    /// not answer within two seconds is left out.
-    pub fn snapshot(&self) -> Vec<WorkerSnapshot> {
-        let mut out = Vec::with_capacity(self.shared.workers());
-        for inbox in &self.shared.inboxes {
-            let (tx, rx) = std::sync::mpsc::channel();
-            if inbox.send_blocking(ShardMsg::Snapshot(tx)).is_ok()
-                && let Ok(snap) = rx.recv_timeout(SNAPSHOT_TIMEOUT)
-            {
-                out.push(snap);
-            }
+    /// Every worker's agents, sessions and counters. All workers are asked
+    /// first and then awaited under one deadline (2 s), so wedged workers
+    /// cost it once, not once each; one that does not answer in time is
+    /// left out, and [`Snapshot::asked`] says so.
+    pub fn snapshot(&self) -> Snapshot {
+        let replies: Vec<_> = self
+            .shared
+            .inboxes
+            .iter()
+            .filter_map(|inbox| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                inbox.send_blocking(ShardMsg::Snapshot(tx)).is_ok().then_some(rx)
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + SNAPSHOT_TIMEOUT;
+        let workers = replies
+            .into_iter()
+            .filter_map(|rx| {
+                rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                    .ok()
+            })
+            .collect();
+        Snapshot {
+            workers,
+            asked: self.shared.workers(),
         }
-        out
     }
 
     /// Tells every agent goodbye, stops the workers and waits for them.

@@ -1,12 +1,16 @@
 //! The gateway's admin listener over plain HTTP: pages, the JSON API,
-//! /metrics, and /metrics as a barrier through every worker.
+//! /metrics, and /metrics as a barrier through every worker; requests as
+//! raw bytes (hostile heads) and through curl.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 
 use serde_json::Value;
 
-use super::{EVENT_TIMEOUT, Exposition, Gateway, IO_TIMEOUT, parse_exposition, poll_until};
+use super::{
+    COMMAND_TIMEOUT, EVENT_TIMEOUT, Exposition, Gateway, IO_TIMEOUT, parse_exposition, poll_until, run_bounded,
+};
 
 /// An HTTP answer from the admin listener.
 pub struct Reply {
@@ -30,13 +34,64 @@ impl Reply {
 
 /// One request on a fresh connection; the listener closes after answering.
 pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Reply {
+    http_exchange(
+        addr,
+        &format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends `request` (a whole request, as bytes on the wire) on a fresh
+/// connection and reads the answer to the listener's close.
+pub fn http_exchange(addr: SocketAddr, request: &str) -> Reply {
+    parse_reply(&raw_exchange(addr, request))
+}
+
+/// As [`http_exchange`], the answer as text, unparsed (a `HEAD` answer's
+/// Content-Length is not its body's).
+pub fn raw_exchange(addr: SocketAddr, request: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to the admin listener {addr}: {e}"));
     s.set_read_timeout(Some(IO_TIMEOUT)).expect("set a read timeout");
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(request.as_bytes()).expect("send the admin request");
+    read_text(&mut s)
+}
+
+/// Reads an answer to the listener's close and parses it; checks that
+/// Content-Length matches the body.
+pub fn read_reply(s: &mut TcpStream) -> Reply {
+    parse_reply(&read_text(s))
+}
+
+fn read_text(s: &mut TcpStream) -> String {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read the admin answer");
-    let text = String::from_utf8(raw).expect("admin answers are UTF-8");
+    String::from_utf8(raw).expect("admin answers are UTF-8")
+}
+
+/// `curl -i` against the admin listener with `args`: a real client's
+/// view of the answer. `-q` keeps any .curlrc out; `--noproxy` keeps a CI
+/// proxy setting from routing loopback traffic.
+pub fn curl_reply(args: &[&str], url: &str) -> Reply {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-q", "-sS", "-i", "--noproxy", "*", "--max-time", "20"])
+        .args(args)
+        .arg(url);
+    let done = run_bounded(cmd, b"", COMMAND_TIMEOUT);
+    assert!(done.success(), "curl {url} failed ({:?}): {}", done.code, done.stderr);
+    parse_reply(&done.stdout)
+}
+
+/// Status line, headers and body of an HTTP/1.1 answer, whose
+/// Content-Length must match the body.
+fn parse_reply(text: &str) -> Reply {
+    let reply = parse_head(text);
+    let length = reply.header("content-length").and_then(|v| v.parse::<usize>().ok());
+    assert_eq!(length, Some(reply.body.len()), "Content-Length of {text:?}");
+    reply
+}
+
+/// Status line, headers and whatever follows the head of an HTTP/1.1
+/// answer.
+pub fn parse_head(text: &str) -> Reply {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no end of head in {text:?}"));
@@ -53,14 +108,11 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Reply {
             (n.trim().to_string(), v.trim().to_string())
         })
         .collect();
-    let reply = Reply {
+    Reply {
         status,
         headers,
         body: body.to_string(),
-    };
-    let length = reply.header("content-length").and_then(|v| v.parse::<usize>().ok());
-    assert_eq!(length, Some(body.len()), "Content-Length of {path}");
-    reply
+    }
 }
 
 impl Gateway {

@@ -34,6 +34,9 @@ pub struct GatewayConfig {
     pub log: Option<LogConfig>,
     /// `[admin]`: whether to open the admin listener on 127.0.0.1:0.
     pub admin: bool,
+    /// `[admin] hosts`: names the console is served under besides its
+    /// address and loopback (written only when not empty).
+    pub admin_hosts: Vec<String>,
     /// `[tls]`, if set.
     pub tls: Option<TlsConfig>,
     /// More `[limits]` lines as written (`"write_timeout_secs = 1"`), for
@@ -91,6 +94,7 @@ impl GatewayConfig {
             max_connections: None,
             log: None,
             admin: false,
+            admin_hosts: Vec::new(),
             tls: None,
             limits_extra: Vec::new(),
         }
@@ -148,6 +152,9 @@ impl GatewayConfig {
         }
         if self.admin {
             text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");
+            if !self.admin_hosts.is_empty() {
+                text.push_str(&format!("hosts = [{}]\n", quoted(self.admin_hosts.clone())));
+            }
         }
         if let Some(tls) = &self.tls {
             let path = |p: &Path| p.to_str().expect("temp paths are UTF-8").to_string();

@@ -131,3 +131,21 @@ pub struct WorkerSnapshot {
     /// Its counters.
     pub stats: StatsSnapshot,
 }
+
+/// What the admin listener gets back from one round of snapshots: the
+/// workers that answered in time, and how many were asked, so an answer
+/// built from fewer can say so instead of silently showing fewer agents.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The snapshots that came back within the deadline, in worker order.
+    pub workers: Vec<WorkerSnapshot>,
+    /// Workers asked (all of them).
+    pub asked: usize,
+}
+
+impl Snapshot {
+    /// Whether every worker answered.
+    pub fn complete(&self) -> bool {
+        self.workers.len() == self.asked
+    }
+}
