@@ -128,7 +128,7 @@ pub(crate) async fn connect(
     let slot = match opened {
         Ok(slot) => slot,
         Err(e) => {
-            refuse_pairing(&shard, &stream, &control_shown, Refusal::TooManyWaiting(e)).await;
+            refuse_pairing(&shard, &stream, peer, &control_shown, Refusal::TooManyWaiting(e)).await;
             return;
         }
     };
@@ -153,6 +153,7 @@ pub(crate) async fn connect(
             refuse_pairing(
                 &shard,
                 &stream,
+                peer,
                 &control_shown,
                 Refusal::WorkerSlow("opening the session"),
             )
@@ -172,11 +173,18 @@ pub(crate) async fn connect(
             return;
         }
         (OpenResult::Busy, _) => {
-            refuse_pairing(&shard, &stream, &control_shown, Refusal::NotReading(&agent_shown)).await;
+            refuse_pairing(&shard, &stream, peer, &control_shown, Refusal::NotReading(&agent_shown)).await;
             return;
         }
         (_, Some(Ok(Err(_)))) | (_, None) => {
-            refuse_pairing(&shard, &stream, &control_shown, Refusal::Unreachable(&agent_shown)).await;
+            refuse_pairing(
+                &shard,
+                &stream,
+                peer,
+                &control_shown,
+                Refusal::Unreachable(&agent_shown),
+            )
+            .await;
             return;
         }
         (_, Some(Err(_))) => {
@@ -184,6 +192,7 @@ pub(crate) async fn connect(
             refuse_pairing(
                 &shard,
                 &stream,
+                peer,
                 &control_shown,
                 Refusal::JoinTimeout(&agent_shown, secs),
             )
@@ -241,12 +250,16 @@ pub(crate) async fn connect(
 
 /// Refuses a connect that could not be paired (502, 503, 504) and says so
 /// in the event log with the reason, so an administrator can tell a busy
-/// gateway from a broken agent.
-async fn refuse_pairing(shard: &Shard, stream: &Conn, control_shown: &str, why: Refusal<'_>) {
-    shard.event(format!(
-        "Control {control_shown} could not be paired: {} ({})",
-        why.reason(),
-        why.status()
-    ));
+/// gateway from a broken agent. Repeats from one source are summarised: a
+/// key holder's connect flood cannot push real events out of the log.
+async fn refuse_pairing(shard: &Shard, stream: &Conn, peer: SocketAddr, control_shown: &str, why: Refusal<'_>) {
+    shard.event_from(
+        peer.ip(),
+        format!(
+            "Control {control_shown} could not be paired: {} ({})",
+            why.reason(),
+            why.status()
+        ),
+    );
     reject(shard, stream, why).await;
 }
