@@ -106,6 +106,10 @@ struct Sessions {
 }
 
 impl AgentHandler for Sessions {
+    fn cmpi_changed(&self, interval: Duration) {
+        log::info!("the gateway set the poll interval to {} s", interval.as_secs());
+    }
+
     fn open(&self, sid: SessionId) {
         let (ep, expose, outgoing) = (self.ep.clone(), self.expose.clone(), self.outgoing.clone());
         compio::runtime::spawn(async move {

@@ -1,0 +1,242 @@
+//! Numbers from the network that once crashed or hung a client (issue 9,
+//! hole 3): a CMPI of 2^64-1 in the registration answer or a `CMPI`
+//! frame killed `ringway agent` ("overflow when multiplying duration by
+//! scalar"); a zero CMPI was refused or ignored; a huge `Content-Length`
+//! was believed. Each test runs the real binary against a fake gateway
+//! written here (a std listener on 127.0.0.1:0 speaking just enough of
+//! the protocol) and asserts what the client sends or prints.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread::JoinHandle;
+
+use common::{
+    COMMAND_TIMEOUT, EVENT_TIMEOUT, LoggedChild, closed_port, ringway_client, run_bounded, spawn_agent_binary,
+    wait_readable,
+};
+use ringway::client::MAX_BODY_BYTES;
+use ringway::client::ranges::MAX_CMPI;
+
+const KEY: &str = "Testing1";
+
+/// The CMPI that killed the agent.
+const HUGE: &str = "18446744073709551615";
+
+/// A fake gateway: a listener on loopback that accepts one connection at
+/// a time and reads its request head.
+struct FakeGateway {
+    listener: TcpListener,
+}
+
+impl FakeGateway {
+    fn new() -> FakeGateway {
+        FakeGateway {
+            listener: TcpListener::bind("127.0.0.1:0").expect("bind the fake gateway"),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("the fake gateway's address")
+    }
+
+    /// Accepts the next connection and reads its request head (through the
+    /// blank line), both within [`EVENT_TIMEOUT`].
+    fn accept_request(&self) -> (TcpStream, String) {
+        assert!(
+            wait_readable(&self.listener, EVENT_TIMEOUT),
+            "no client dialed the fake gateway"
+        );
+        let (stream, _) = self.listener.accept().expect("accept the client");
+        stream
+            .set_read_timeout(Some(EVENT_TIMEOUT))
+            .expect("set a read timeout");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        // One byte at a time, so nothing past the head is consumed.
+        while !head.ends_with(b"\r\n\r\n") {
+            match (&stream).read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                other => panic!("the request head ended early ({other:?}): {head:?}"),
+            }
+        }
+        (stream, String::from_utf8_lossy(&head).into_owned())
+    }
+}
+
+/// An agent channel as the fake gateway holds it.
+struct Channel {
+    lines: BufReader<TcpStream>,
+}
+
+impl Channel {
+    /// Sends `raw` to the agent.
+    fn send(&mut self, raw: &str) {
+        self.lines
+            .get_mut()
+            .write_all(raw.as_bytes())
+            .expect("write to the agent");
+    }
+
+    /// The agent's next line, `\n` included; within [`EVENT_TIMEOUT`].
+    fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        match self.lines.read_line(&mut line) {
+            Ok(n) if n > 0 => line,
+            other => panic!("the agent sent no line ({other:?})"),
+        }
+    }
+}
+
+/// Starts the real agent `name` against a fake gateway, accepts its
+/// registration and answers `101` with `Ringway-Cmpi: <cmpi>`.
+fn registered_agent(gateway: &FakeGateway, name: &str, cmpi: &str) -> (LoggedChild, Channel) {
+    let agent = spawn_agent_binary(&gateway.addr().to_string(), KEY, name, closed_port(), &[]);
+    let (stream, head) = gateway.accept_request();
+    assert!(
+        head.starts_with("GET /v1/agent/register HTTP/1.1\r\n"),
+        "a registration: {head:?}"
+    );
+    let mut channel = Channel {
+        lines: BufReader::new(stream),
+    };
+    channel.send(&format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: ringway-agent/1\r\nConnection: Upgrade\r\nRingway-Cmpi: {cmpi}\r\n\r\n"
+    ));
+    (agent, channel)
+}
+
+/// Asserts that the agent is still running and never panicked.
+fn assert_alive(agent: &LoggedChild) {
+    let lines = agent.lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("panicked")),
+        "the agent panicked:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn a_huge_cmpi_header_does_not_crash_the_agent() {
+    let gateway = FakeGateway::new();
+    let (agent, mut channel) = registered_agent(&gateway, "huge-header", HUGE);
+    let max = MAX_CMPI.as_secs();
+    agent.wait_for_line(&format!("as \"huge-header\" (poll every {max} s)"), EVENT_TIMEOUT);
+    // A day between polls is too long to wait for: a shorter CMPI must
+    // bring the next poll forward, which only a live agent can do.
+    channel.send("CMPI 1\n");
+    agent.wait_for_line("the gateway set the poll interval to 1 s", EVENT_TIMEOUT);
+    assert_eq!(channel.next_line(), "PING 1\n");
+    assert_alive(&agent);
+}
+
+#[test]
+fn a_huge_cmpi_frame_does_not_crash_the_agent() {
+    let gateway = FakeGateway::new();
+    let (agent, mut channel) = registered_agent(&gateway, "huge-frame", "1");
+    assert_eq!(channel.next_line(), "PING 1\n");
+    channel.send("PONG 1\n");
+    channel.send(&format!("CMPI {HUGE}\n"));
+    let max = MAX_CMPI.as_secs();
+    agent.wait_for_line(&format!("the gateway set the poll interval to {max} s"), EVENT_TIMEOUT);
+    channel.send("CMPI 1\n");
+    agent.wait_for_line("the gateway set the poll interval to 1 s", EVENT_TIMEOUT);
+    assert_eq!(channel.next_line(), "PING 2\n");
+    assert_alive(&agent);
+}
+
+#[test]
+fn a_zero_cmpi_header_does_not_crash_the_agent() {
+    let gateway = FakeGateway::new();
+    let (agent, mut channel) = registered_agent(&gateway, "zero-header", "0");
+    // Clamped to the shortest interval, one second: the first poll comes.
+    agent.wait_for_line("as \"zero-header\" (poll every 1 s)", EVENT_TIMEOUT);
+    assert_eq!(channel.next_line(), "PING 1\n");
+    channel.send("PONG 1\n");
+    assert_eq!(channel.next_line(), "PING 2\n");
+    assert_alive(&agent);
+}
+
+#[test]
+fn a_zero_cmpi_frame_does_not_crash_the_agent() {
+    let gateway = FakeGateway::new();
+    let max = MAX_CMPI.as_secs().to_string();
+    let (agent, mut channel) = registered_agent(&gateway, "zero-frame", &max);
+    agent.wait_for_line(&format!("as \"zero-frame\" (poll every {max} s)"), EVENT_TIMEOUT);
+    // Clamped to one second, not ignored: the poll due in a day comes now.
+    channel.send("CMPI 0\n");
+    agent.wait_for_line("the gateway set the poll interval to 1 s", EVENT_TIMEOUT);
+    assert_eq!(channel.next_line(), "PING 1\n");
+    assert_alive(&agent);
+}
+
+/// Serves one `GET /v1/clients` on a thread, answering `answer`, then
+/// waits for the client to close.
+fn serve_browse(gateway: FakeGateway, answer: String) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let (mut stream, head) = gateway.accept_request();
+        assert!(head.starts_with("GET /v1/clients HTTP/1.1\r\n"), "a browse: {head:?}");
+        stream.write_all(answer.as_bytes()).expect("write the answer");
+        // The client leaves without reading more; EOF (or a reset) ends it.
+        let _ = stream.read_to_end(&mut Vec::new());
+    })
+}
+
+/// Runs `ringway control ls` against a fake gateway answering `answer`;
+/// returns its exit code and stderr (stdout must be empty).
+fn control_ls_against(answer: String) -> (Option<i32>, String) {
+    let gateway = FakeGateway::new();
+    let addr = gateway.addr().to_string();
+    let server = serve_browse(gateway, answer);
+    let cmd = ringway_client(KEY, &["control", "ls", "--gateway", &addr, "--as", "ops"]);
+    let done = run_bounded(cmd, b"", COMMAND_TIMEOUT);
+    server.join().expect("the fake gateway's thread");
+    assert_eq!(done.stdout, "", "nothing listed");
+    (done.code, done.stderr)
+}
+
+#[test]
+fn a_huge_content_length_does_not_crash_control_ls() {
+    let over = (MAX_BODY_BYTES + 1).to_string();
+    // 2^64-1, a length past 64 bits, and one byte over the cap: each is
+    // refused before a byte of the body is read or a byte reserved for it.
+    for length in [HUGE, "99999999999999999999999999", over.as_str()] {
+        let answer = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n[]");
+        assert_eq!(
+            control_ls_against(answer),
+            (
+                Some(1),
+                format!(
+                    "ringway: protocol error: the gateway's answer has a body of {length} bytes, over the {MAX_BODY_BYTES}-byte limit\n"
+                )
+            ),
+            "Content-Length: {length}"
+        );
+    }
+}
+
+#[test]
+fn a_huge_content_length_on_a_refusal_shows_the_status_line() {
+    let answer = format!("HTTP/1.1 503 Service Unavailable\r\nContent-Length: {HUGE}\r\n\r\nfull");
+    assert_eq!(
+        control_ls_against(answer),
+        (
+            Some(1),
+            "ringway: gateway refused (503): Service Unavailable\n".to_string()
+        )
+    );
+}
+
+#[test]
+fn a_refusal_reason_cannot_drive_the_terminal() {
+    let reason = "no\u{1b}[2J\u{7}";
+    let answer = format!(
+        "HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\n\r\n{reason}",
+        reason.len()
+    );
+    assert_eq!(
+        control_ls_against(answer),
+        (Some(1), "ringway: gateway refused (401): no?[2J?\n".to_string())
+    );
+}
