@@ -2,7 +2,8 @@
 //! hole 3): a CMPI of 2^64-1 in the registration answer or a `CMPI`
 //! frame killed `ringway agent` ("overflow when multiplying duration by
 //! scalar"); a zero CMPI was refused or ignored; a huge `Content-Length`
-//! was believed. Each test runs the real binary against a fake gateway
+//! was believed; a flood of `OPEN`s made the agent start a session for
+//! each. Each test runs the real binary against a fake gateway
 //! written here (a std listener on 127.0.0.1:0 speaking just enough of
 //! the protocol) and asserts what the client sends or prints.
 
@@ -13,7 +14,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
 
 use common::{
-    COMMAND_TIMEOUT, EVENT_TIMEOUT, LoggedChild, closed_port, ringway_client, run_bounded, spawn_agent_binary,
+    COMMAND_TIMEOUT, EVENT_TIMEOUT, LoggedChild, Service, closed_port, ringway_client, run_bounded, spawn_agent_binary,
     wait_readable,
 };
 use ringway::client::MAX_BODY_BYTES;
@@ -89,10 +90,21 @@ impl Channel {
     }
 }
 
-/// Starts the real agent `name` against a fake gateway, accepts its
-/// registration and answers `101` with `Ringway-Cmpi: <cmpi>`.
+/// Starts the real agent `name` (publishing a closed port) against a fake
+/// gateway, accepts its registration and answers `101` with
+/// `Ringway-Cmpi: <cmpi>`.
 fn registered_agent(gateway: &FakeGateway, name: &str, cmpi: &str) -> (LoggedChild, Channel) {
-    let agent = spawn_agent_binary(&gateway.addr().to_string(), KEY, name, closed_port(), &[]);
+    registered_agent_exposing(gateway, name, cmpi, closed_port())
+}
+
+/// As [`registered_agent`], publishing `expose`.
+fn registered_agent_exposing(
+    gateway: &FakeGateway,
+    name: &str,
+    cmpi: &str,
+    expose: SocketAddr,
+) -> (LoggedChild, Channel) {
+    let agent = spawn_agent_binary(&gateway.addr().to_string(), KEY, name, expose, &[]);
     let (stream, head) = gateway.accept_request();
     assert!(
         head.starts_with("GET /v1/agent/register HTTP/1.1\r\n"),
@@ -239,4 +251,33 @@ fn a_refusal_reason_cannot_drive_the_terminal() {
         control_ls_against(answer),
         (Some(1), "ringway: gateway refused (401): no?[2J?\n".to_string())
     );
+}
+
+#[test]
+fn a_flood_of_opens_is_bounded_by_the_agent() {
+    /// `ringway agent`'s bound on sessions at once (src/cli/agent.rs).
+    const MAX_SESSIONS: usize = 256;
+    let gateway = FakeGateway::new();
+    // A service that accepts and holds every connection, and a fake
+    // gateway that never answers a join: every session the agent starts
+    // keeps its slot for the length of this test.
+    let service = Service::manual();
+    let (agent, mut channel) = registered_agent_exposing(&gateway, "flooded", "86400", service.addr());
+    agent.wait_for_line("as \"flooded\" (poll every 86400 s)", EVENT_TIMEOUT);
+    let sid = |i: usize| format!("0.{i}.{i:032x}");
+    let flood: String = (0..=MAX_SESSIONS).map(|i| format!("OPEN {}\n", sid(i))).collect();
+    channel.send(&flood);
+    // The one past the bound is refused at once, before any session could
+    // give up its slot (a local dial or a join takes seconds to fail).
+    assert_eq!(channel.next_line(), format!("FAIL {}\n", sid(MAX_SESSIONS)));
+    agent.wait_for_line(
+        &format!(
+            "session {}: refused, {MAX_SESSIONS} sessions are already running",
+            sid(MAX_SESSIONS)
+        ),
+        EVENT_TIMEOUT,
+    );
+    let refused = agent.lines().iter().filter(|l| l.contains(": refused, ")).count();
+    assert_eq!(refused, 1, "only the session past the bound is refused");
+    assert_alive(&agent);
 }

@@ -2,6 +2,7 @@
 //! stay registered: reconnect with jittered exponential backoff whenever
 //! the gateway goes away.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -14,6 +15,12 @@ use crate::client::{self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, End
 use crate::proto::{FromAgent, SessionId};
 use crate::relay::{Counters, relay};
 
+/// Most sessions served at once. Each holds two relay buffers (128 KiB)
+/// and a socket to the local service, so this bounds what a flood of
+/// `OPEN`s from the gateway can take (32 MiB); a remote-support machine
+/// has a handful of sessions, never hundreds. Past it the agent answers
+/// `FAIL`, which the control sees as `502`.
+const MAX_SESSIONS: usize = 256;
 /// First pause before reconnecting; doubled after each failure.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 /// Longest pause between attempts: a minute, the default CMPI, so an agent
@@ -50,6 +57,7 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
     let expose = Rc::new(args.expose);
     super::client_runtime()?.block_on(async move {
         let mut backoff = BACKOFF_START;
+        let sessions = Rc::new(Cell::new(0usize));
         loop {
             let info = AgentInfo {
                 mac: sysinfo::mac_address(),
@@ -69,6 +77,7 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
                         ep: ep.clone(),
                         expose: expose.clone(),
                         outgoing: channel.outgoing(),
+                        running: sessions.clone(),
                     };
                     match channel.run(&handler).await {
                         Ok(ChannelEnd::Bye(reason)) => log::warn!("gateway closed the channel: {reason}"),
@@ -103,6 +112,27 @@ struct Sessions {
     ep: Endpoint,
     expose: Rc<String>,
     outgoing: Outgoing,
+    /// Sessions running, across channels (a session outlives the channel
+    /// that opened it), bounded by [`MAX_SESSIONS`].
+    running: Rc<Cell<usize>>,
+}
+
+/// Counts one running session for as long as it lives.
+struct SessionSlot(Rc<Cell<usize>>);
+
+impl SessionSlot {
+    fn take(running: &Rc<Cell<usize>>) -> Option<SessionSlot> {
+        (running.get() < MAX_SESSIONS).then(|| {
+            running.set(running.get() + 1);
+            SessionSlot(running.clone())
+        })
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl AgentHandler for Sessions {
@@ -111,8 +141,16 @@ impl AgentHandler for Sessions {
     }
 
     fn open(&self, sid: SessionId) {
+        let Some(slot) = SessionSlot::take(&self.running) else {
+            log::warn!("session {sid}: refused, {MAX_SESSIONS} sessions are already running");
+            // Answered without a task, so a flood of OPENs holds nothing;
+            // if even the queue is full, the control gets a 504 instead.
+            self.outgoing.try_send(FromAgent::Fail(sid));
+            return;
+        };
         let (ep, expose, outgoing) = (self.ep.clone(), self.expose.clone(), self.outgoing.clone());
         compio::runtime::spawn(async move {
+            let _slot = slot;
             let dial = compio::time::timeout(LOCAL_DIAL_TIMEOUT, TcpStream::connect(expose.as_str()));
             let local = match dial.await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
                 Ok(s) => s,

@@ -57,6 +57,12 @@ impl Outgoing {
     pub async fn send(&self, frame: FromAgent) -> bool {
         self.0.send(frame).await.is_ok()
     }
+
+    /// Queues a frame if there is room now; false if the queue is full or
+    /// the channel has ended. For answers that must not pile up tasks.
+    pub fn try_send(&self, frame: FromAgent) -> bool {
+        self.0.try_send(frame).is_ok()
+    }
 }
 
 /// A registered agent's channel.
