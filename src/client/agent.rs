@@ -17,6 +17,10 @@ use crate::proto::{self, FromAgent, SessionId, ToAgent};
 /// Frames an agent may queue for its channel before the sender waits.
 const OUTGOING_CAPACITY: usize = 64;
 
+/// The gateway's word in `BYE replaced`: the same name and key registered
+/// again, so this channel is no longer the agent's (docs/PROTOCOL.md).
+const BYE_REPLACED: &str = "replaced";
+
 /// What an agent tells the gateway about itself.
 #[derive(Debug, Clone, Default)]
 pub struct AgentInfo {
@@ -46,6 +50,14 @@ pub enum ChannelEnd {
     Bye(String),
     /// The gateway closed the connection.
     Closed,
+}
+
+impl ChannelEnd {
+    /// Whether the gateway gave this agent's name to another registration
+    /// (`BYE replaced`): another machine may be using the same name.
+    pub fn is_replaced(&self) -> bool {
+        matches!(self, ChannelEnd::Bye(reason) if reason == BYE_REPLACED)
+    }
 }
 
 /// Sends frames up an agent's channel from outside it (e.g. `FAIL <sid>`).

@@ -3,6 +3,7 @@
 //! and poll/kqueue elsewhere; io_uring on Linux).
 
 mod agent;
+pub mod backoff;
 pub mod ranges;
 pub mod sysinfo;
 
