@@ -1,11 +1,12 @@
-//! Numbers from the network that once crashed or hung a client (issue 9,
-//! hole 3): a CMPI of 2^64-1 in the registration answer or a `CMPI`
-//! frame killed `ringway agent` ("overflow when multiplying duration by
-//! scalar"); a zero CMPI was refused or ignored; a huge `Content-Length`
-//! was believed; a flood of `OPEN`s made the agent start a session for
-//! each. Each test runs the real binary against a fake gateway
-//! written here (a std listener on 127.0.0.1:0 speaking just enough of
-//! the protocol) and asserts what the client sends or prints.
+//! What a hostile or broken gateway sends a client (issue 9, hole 3): a
+//! CMPI of 2^64-1 in the registration answer or a `CMPI` frame killed
+//! `ringway agent` ("overflow when multiplying duration by scalar"); a
+//! zero CMPI was refused or ignored; a `Content-Length` past 64 bits was
+//! reported as missing; a flood of `OPEN`s made the agent start a session
+//! for each; texts in a refusal or a client list reached the terminal
+//! as sent. Each test runs the real binary against a fake gateway written
+//! here (a std listener on 127.0.0.1:0 speaking just enough of the
+//! protocol) and asserts what the client sends or prints.
 
 mod common;
 
@@ -280,4 +281,29 @@ fn a_flood_of_opens_is_bounded_by_the_agent() {
     let refused = agent.lines().iter().filter(|l| l.contains(": refused, ")).count();
     assert_eq!(refused, 1, "only the session past the bound is refused");
     assert_alive(&agent);
+}
+
+#[test]
+fn a_hostile_client_list_cannot_drive_the_terminal() {
+    let list = r#"[{"name":"pc\u001b[2J1","external_addr":"203.0.113.9:1\u001b]0;owned\u0007","connected_since":"2026\r\nforged","last_poll":"","mac":"","local_ip":"","os":""}]"#;
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{list}",
+        list.len()
+    );
+    let gateway = FakeGateway::new();
+    let addr = gateway.addr().to_string();
+    let server = serve_browse(gateway, answer);
+    let cmd = ringway_client(KEY, &["control", "ls", "--gateway", &addr, "--as", "ops"]);
+    let done = run_bounded(cmd, b"", COMMAND_TIMEOUT);
+    server.join().expect("the fake gateway's thread");
+    assert!(done.success(), "{done:?}");
+    let rows: Vec<&str> = done.stdout.lines().collect();
+    // The table's columns (src/cli/control.rs), every field sanitised.
+    let row = format!(
+        "{:<24} {:<22} {:<21} {:<17} {:<15} {}",
+        "pc?[2J1", "203.0.113.9:1?]0;owned?", "2026??forged", "", "", ""
+    );
+    assert_eq!(rows.len(), 2, "a header and one row: {:?}", done.stdout);
+    assert_eq!(rows[1], row);
+    assert!(!done.stdout.contains('\u{1b}'), "no escape reached the terminal");
 }
