@@ -1,12 +1,13 @@
 //! Two machines with one agent name (issue 9, hole 11): they used to
 //! replace each other 1.3 times a second, forever. Now the agent that
-//! loses its name backs off on a slow, growing ladder and says why.
+//! loses its name backs off on a slow, growing ladder and says why, and
+//! the gateway logs a name's replacements at most once a minute.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{EVENT_TIMEOUT, Gateway, GatewayConfig, LoggedChild, closed_port, spawn_agent_binary};
+use common::{EVENT_TIMEOUT, Gateway, GatewayConfig, LoggedChild, closed_port, register_raw, spawn_agent_binary};
 use ringway::client::backoff::{NAME_IN_USE_START, jitter};
 
 const KEY: &str = "Testing1";
@@ -55,6 +56,40 @@ fn two_agents_with_one_name_do_not_storm() {
     // In all: three registrations, one message from each agent, and no
     // storm in between (a storm would have registered many times).
     assert_eq!(gw.count_events(connected), 3, "registrations: {:#?}", gw.events());
+    // Two replacements, one line: the second came within the minute.
+    let replaced_lines = gw
+        .events()
+        .iter()
+        .filter(|e| e.starts_with("Client twin replaced: "))
+        .count();
+    assert_eq!(replaced_lines, 1, "{:#?}", gw.events());
     assert_eq!(name_in_use_lines(&first, "twin").len(), 1, "{:#?}", first.lines());
     assert_eq!(name_in_use_lines(&second, "twin").len(), 1, "{:#?}", second.lines());
+}
+
+#[test]
+fn a_name_storm_from_agents_that_do_not_back_off_is_logged_once() {
+    /// Registrations of one name in a row, each replacing the last, as an
+    /// agent that ignores `BYE replaced` would make.
+    const FLAPS: usize = 6;
+    let gw = Gateway::start(&GatewayConfig::new(&[KEY]));
+    let ep = gw.endpoint(KEY, "storm");
+    // Each socket is kept, so every registration replaces a live channel.
+    let channels: Vec<_> = (0..FLAPS).map(|_| register_raw(&ep)).collect();
+    gw.wait_for_events("Client storm connected", FLAPS, EVENT_TIMEOUT);
+    let replaced: Vec<String> = gw
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("Client storm replaced: "))
+        .collect();
+    assert_eq!(
+        replaced.len(),
+        1,
+        "{FLAPS} registrations, one line within the minute: {replaced:#?}"
+    );
+    assert!(
+        !replaced[0].contains(" more times "),
+        "the first line has nothing to count: {replaced:?}"
+    );
+    drop(channels);
 }
