@@ -15,8 +15,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
 
 use common::{
-    COMMAND_TIMEOUT, EVENT_TIMEOUT, LoggedChild, Service, closed_port, ringway_client, run_bounded, spawn_agent_binary,
-    wait_readable,
+    COMMAND_TIMEOUT, EVENT_TIMEOUT, Finished, LoggedChild, Service, closed_port, ringway_client, run_bounded,
+    spawn_agent_binary, wait_readable,
 };
 use ringway::client::MAX_BODY_BYTES;
 use ringway::client::ranges::MAX_CMPI;
@@ -92,10 +92,11 @@ impl Channel {
 }
 
 /// Starts the real agent `name` (publishing a closed port) against a fake
-/// gateway, accepts its registration and answers `101` with
-/// `Ringway-Cmpi: <cmpi>`.
-fn registered_agent(gateway: &FakeGateway, name: &str, cmpi: &str) -> (LoggedChild, Channel) {
-    registered_agent_exposing(gateway, name, cmpi, closed_port())
+/// gateway, accepts its registration, answers `101` with `Ringway-Cmpi:
+/// <cmpi>` and waits until the agent says it polls every `polls_every`
+/// seconds.
+fn registered_agent(gateway: &FakeGateway, name: &str, cmpi: &str, polls_every: u64) -> (LoggedChild, Channel) {
+    registered_agent_exposing(gateway, name, cmpi, polls_every, closed_port())
 }
 
 /// As [`registered_agent`], publishing `expose`.
@@ -103,6 +104,7 @@ fn registered_agent_exposing(
     gateway: &FakeGateway,
     name: &str,
     cmpi: &str,
+    polls_every: u64,
     expose: SocketAddr,
 ) -> (LoggedChild, Channel) {
     let agent = spawn_agent_binary(&gateway.addr().to_string(), KEY, name, expose, &[]);
@@ -117,7 +119,18 @@ fn registered_agent_exposing(
     channel.send(&format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: ringway-agent/1\r\nConnection: Upgrade\r\nRingway-Cmpi: {cmpi}\r\n\r\n"
     ));
+    agent.wait_for_line(&format!("as {name:?} (poll every {polls_every} s)"), EVENT_TIMEOUT);
     (agent, channel)
+}
+
+/// Sends `CMPI <cmpi>` and waits until the agent says it now polls every
+/// `polls_every` seconds.
+fn set_cmpi(agent: &LoggedChild, channel: &mut Channel, cmpi: &str, polls_every: u64) {
+    channel.send(&format!("CMPI {cmpi}\n"));
+    agent.wait_for_line(
+        &format!("the gateway set the poll interval to {polls_every} s"),
+        EVENT_TIMEOUT,
+    );
 }
 
 /// Asserts that the agent is still running and never panicked.
@@ -133,13 +146,10 @@ fn assert_alive(agent: &LoggedChild) {
 #[test]
 fn a_huge_cmpi_header_does_not_crash_the_agent() {
     let gateway = FakeGateway::new();
-    let (agent, mut channel) = registered_agent(&gateway, "huge-header", HUGE);
-    let max = MAX_CMPI.as_secs();
-    agent.wait_for_line(&format!("as \"huge-header\" (poll every {max} s)"), EVENT_TIMEOUT);
+    let (agent, mut channel) = registered_agent(&gateway, "huge-header", HUGE, MAX_CMPI.as_secs());
     // A day between polls is too long to wait for: a shorter CMPI must
     // bring the next poll forward, which only a live agent can do.
-    channel.send("CMPI 1\n");
-    agent.wait_for_line("the gateway set the poll interval to 1 s", EVENT_TIMEOUT);
+    set_cmpi(&agent, &mut channel, "1", 1);
     assert_eq!(channel.next_line(), "PING 1\n");
     assert_alive(&agent);
 }
@@ -147,14 +157,11 @@ fn a_huge_cmpi_header_does_not_crash_the_agent() {
 #[test]
 fn a_huge_cmpi_frame_does_not_crash_the_agent() {
     let gateway = FakeGateway::new();
-    let (agent, mut channel) = registered_agent(&gateway, "huge-frame", "1");
+    let (agent, mut channel) = registered_agent(&gateway, "huge-frame", "1", 1);
     assert_eq!(channel.next_line(), "PING 1\n");
     channel.send("PONG 1\n");
-    channel.send(&format!("CMPI {HUGE}\n"));
-    let max = MAX_CMPI.as_secs();
-    agent.wait_for_line(&format!("the gateway set the poll interval to {max} s"), EVENT_TIMEOUT);
-    channel.send("CMPI 1\n");
-    agent.wait_for_line("the gateway set the poll interval to 1 s", EVENT_TIMEOUT);
+    set_cmpi(&agent, &mut channel, HUGE, MAX_CMPI.as_secs());
+    set_cmpi(&agent, &mut channel, "1", 1);
     assert_eq!(channel.next_line(), "PING 2\n");
     assert_alive(&agent);
 }
@@ -162,9 +169,8 @@ fn a_huge_cmpi_frame_does_not_crash_the_agent() {
 #[test]
 fn a_zero_cmpi_header_does_not_crash_the_agent() {
     let gateway = FakeGateway::new();
-    let (agent, mut channel) = registered_agent(&gateway, "zero-header", "0");
-    // Clamped to the shortest interval, one second: the first poll comes.
-    agent.wait_for_line("as \"zero-header\" (poll every 1 s)", EVENT_TIMEOUT);
+    // Clamped to the shortest interval, one second: the polls come.
+    let (agent, mut channel) = registered_agent(&gateway, "zero-header", "0", 1);
     assert_eq!(channel.next_line(), "PING 1\n");
     channel.send("PONG 1\n");
     assert_eq!(channel.next_line(), "PING 2\n");
@@ -174,12 +180,10 @@ fn a_zero_cmpi_header_does_not_crash_the_agent() {
 #[test]
 fn a_zero_cmpi_frame_does_not_crash_the_agent() {
     let gateway = FakeGateway::new();
-    let max = MAX_CMPI.as_secs().to_string();
-    let (agent, mut channel) = registered_agent(&gateway, "zero-frame", &max);
-    agent.wait_for_line(&format!("as \"zero-frame\" (poll every {max} s)"), EVENT_TIMEOUT);
+    let max = MAX_CMPI.as_secs();
+    let (agent, mut channel) = registered_agent(&gateway, "zero-frame", &max.to_string(), max);
     // Clamped to one second, not ignored: the poll due in a day comes now.
-    channel.send("CMPI 0\n");
-    agent.wait_for_line("the gateway set the poll interval to 1 s", EVENT_TIMEOUT);
+    set_cmpi(&agent, &mut channel, "0", 1);
     assert_eq!(channel.next_line(), "PING 1\n");
     assert_alive(&agent);
 }
@@ -196,15 +200,21 @@ fn serve_browse(gateway: FakeGateway, answer: String) -> JoinHandle<()> {
     })
 }
 
-/// Runs `ringway control ls` against a fake gateway answering `answer`;
-/// returns its exit code and stderr (stdout must be empty).
-fn control_ls_against(answer: String) -> (Option<i32>, String) {
+/// Runs `ringway control ls` against a fake gateway answering `answer`.
+fn control_ls_against(answer: String) -> Finished {
     let gateway = FakeGateway::new();
     let addr = gateway.addr().to_string();
     let server = serve_browse(gateway, answer);
     let cmd = ringway_client(KEY, &["control", "ls", "--gateway", &addr, "--as", "ops"]);
     let done = run_bounded(cmd, b"", COMMAND_TIMEOUT);
     server.join().expect("the fake gateway's thread");
+    done
+}
+
+/// Runs `ringway control ls` against a fake gateway answering `answer`;
+/// returns its exit code and stderr, having checked it listed nothing.
+fn control_ls_fails_against(answer: String) -> (Option<i32>, String) {
+    let done = control_ls_against(answer);
     assert_eq!(done.stdout, "", "nothing listed");
     (done.code, done.stderr)
 }
@@ -217,7 +227,7 @@ fn a_huge_content_length_does_not_crash_control_ls() {
     for length in [HUGE, "99999999999999999999999999", over.as_str()] {
         let answer = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n[]");
         assert_eq!(
-            control_ls_against(answer),
+            control_ls_fails_against(answer),
             (
                 Some(1),
                 format!(
@@ -233,7 +243,7 @@ fn a_huge_content_length_does_not_crash_control_ls() {
 fn a_huge_content_length_on_a_refusal_shows_the_status_line() {
     let answer = format!("HTTP/1.1 503 Service Unavailable\r\nContent-Length: {HUGE}\r\n\r\nfull");
     assert_eq!(
-        control_ls_against(answer),
+        control_ls_fails_against(answer),
         (
             Some(1),
             "ringway: gateway refused (503): Service Unavailable\n".to_string()
@@ -249,7 +259,7 @@ fn a_refusal_reason_cannot_drive_the_terminal() {
         reason.len()
     );
     assert_eq!(
-        control_ls_against(answer),
+        control_ls_fails_against(answer),
         (Some(1), "ringway: gateway refused (401): no?[2J?\n".to_string())
     );
 }
@@ -263,8 +273,8 @@ fn a_flood_of_opens_is_bounded_by_the_agent() {
     // gateway that never answers a join: every session the agent starts
     // keeps its slot for the length of this test.
     let service = Service::manual();
-    let (agent, mut channel) = registered_agent_exposing(&gateway, "flooded", "86400", service.addr());
-    agent.wait_for_line("as \"flooded\" (poll every 86400 s)", EVENT_TIMEOUT);
+    let max = MAX_CMPI.as_secs();
+    let (agent, mut channel) = registered_agent_exposing(&gateway, "flooded", &max.to_string(), max, service.addr());
     let sid = |i: usize| format!("0.{i}.{i:032x}");
     let flood: String = (0..=MAX_SESSIONS).map(|i| format!("OPEN {}\n", sid(i))).collect();
     channel.send(&flood);
@@ -290,12 +300,7 @@ fn a_hostile_client_list_cannot_drive_the_terminal() {
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{list}",
         list.len()
     );
-    let gateway = FakeGateway::new();
-    let addr = gateway.addr().to_string();
-    let server = serve_browse(gateway, answer);
-    let cmd = ringway_client(KEY, &["control", "ls", "--gateway", &addr, "--as", "ops"]);
-    let done = run_bounded(cmd, b"", COMMAND_TIMEOUT);
-    server.join().expect("the fake gateway's thread");
+    let done = control_ls_against(answer);
     assert!(done.success(), "{done:?}");
     let rows: Vec<&str> = done.stdout.lines().collect();
     // The table's columns (src/cli/control.rs), every field sanitised.

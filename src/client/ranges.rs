@@ -127,33 +127,23 @@ mod tests {
 
     #[test]
     fn body_lengths_over_the_cap_or_malformed_are_refused() {
-        assert_eq!(
-            body_length(&head_with(&["17"]), 16),
-            Err("the gateway's answer has a body of 17 bytes, over the 16-byte limit".into())
-        );
-        assert_eq!(
-            body_length(&head_with(&["18446744073709551615"]), 16),
-            Err("the gateway's answer has a body of 18446744073709551615 bytes, over the 16-byte limit".into())
-        );
-        assert_eq!(
-            body_length(&head_with(&["99999999999999999999999999"]), 16),
-            Err("the gateway's answer has a body of 99999999999999999999999999 bytes, over the 16-byte limit".into())
-        );
-        assert_eq!(
-            body_length(&head_with(&[]), 16),
-            Err("the gateway's answer has no Content-Length".into())
-        );
-        assert_eq!(
-            body_length(&head_with(&["-1"]), 16),
-            Err("the gateway's answer has a Content-Length that is not a number: \"-1\"".into())
-        );
-        assert_eq!(
-            body_length(&head_with(&["+5"]), 16),
-            Err("the gateway's answer has a Content-Length that is not a number: \"+5\"".into())
-        );
-        assert_eq!(
-            body_length(&head_with(&["5", "6"]), 16),
-            Err("the gateway's answer has two different Content-Lengths".into())
-        );
+        let over = |len: &str| format!("the gateway's answer has a body of {len} bytes, over the 16-byte limit");
+        let not_a_number =
+            |len: &str| format!("the gateway's answer has a Content-Length that is not a number: \"{len}\"");
+        let cases: [(&[&str], String); 7] = [
+            (&["17"], over("17")),
+            (&["18446744073709551615"], over("18446744073709551615")),
+            (&["99999999999999999999999999"], over("99999999999999999999999999")),
+            (&[], "the gateway's answer has no Content-Length".into()),
+            (&["-1"], not_a_number("-1")),
+            (&["+5"], not_a_number("+5")),
+            (
+                &["5", "6"],
+                "the gateway's answer has two different Content-Lengths".into(),
+            ),
+        ];
+        for (lengths, why) in cases {
+            assert_eq!(body_length(&head_with(lengths), 16), Err(why), "{lengths:?}");
+        }
     }
 }
