@@ -38,7 +38,7 @@ pub trait AgentHandler {
     fn open(&self, sid: SessionId);
     /// A poll was answered after `rtt`.
     fn pong(&self, _rtt: Duration) {}
-    /// The gateway changed the poll interval; `interval` is its value
+    /// The gateway changed the poll interval; `interval` is its new value
     /// clamped to the protocol's range (see [`clamp_cmpi`]).
     fn cmpi_changed(&self, _interval: Duration) {}
 }
@@ -192,7 +192,9 @@ async fn read_pushes<H: AgentHandler>(
                                 handler.pong(at.elapsed());
                             }
                         }
-                        Some(ToAgent::Cmpi(secs)) => {
+                        // A repeat of the current interval changes nothing
+                        // and is not reported, so repeats cannot spam a log.
+                        Some(ToAgent::Cmpi(secs)) if clamp_cmpi(secs) != polls.cmpi.get() => {
                             let interval = clamp_cmpi(secs);
                             polls.cmpi.set(interval);
                             // Full means a wake-up is already pending.
@@ -200,7 +202,7 @@ async fn read_pushes<H: AgentHandler>(
                             handler.cmpi_changed(interval);
                         }
                         Some(ToAgent::Bye(reason)) => return Ok(ChannelEnd::Bye(reason)),
-                        None => {}
+                        Some(ToAgent::Cmpi(_)) | None => {}
                     }
                 }
                 Err(proto::FrameError::Incomplete) => break,
