@@ -2,7 +2,9 @@
 //! the CMPI the gateway announces, and serves the sessions opened to it by
 //! echoing their bytes, so that controls have something to talk to without
 //! a local service behind every agent. Like a real agent, one whose channel
-//! ends registers again after a jittered, growing pause.
+//! ends registers again after a jittered, growing pause, on the real
+//! agent's ladders ([`ringway::client::backoff`]): two runs that share
+//! names do not storm the gateway either.
 //!
 //! An idle agent is one task holding its channel (socket, read buffer,
 //! outgoing queue), its name and a clone of the endpoint: about 8 KiB of
@@ -14,17 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compio::BufResult;
+use ringway::client::backoff::Backoff;
 use ringway::client::{self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, Endpoint};
 use ringway::proto::SessionId;
 use ringway::relay::Duplex;
 
 use crate::stats::{ErrorKind, Metric, Op, Recorder};
 
-/// First pause before registering again; doubled after each failure. The
-/// real agent's value, so a gateway restart sees the same reconnect storm.
-const BACKOFF_START: Duration = Duration::from_secs(1);
-/// Longest pause between attempts: the real agent's (one default CMPI).
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Echo buffer of a session's data connection: the gateway's default relay
 /// buffer, so that bulk runs are not limited by the echo's reads.
 const ECHO_BUFFER: usize = 64 * 1024;
@@ -85,12 +83,14 @@ async fn agent(ep: Endpoint, index: u64, rec: Recorder) {
         local_ip: String::new(),
         os: AGENT_OS.to_string(),
     };
-    let mut backoff = BACKOFF_START;
+    let mut backoff = Backoff::new();
     let mut attempts = 0u64;
     let mut registered_before = false;
     loop {
         let asked = Instant::now();
-        match AgentChannel::register(&ep, &info).await {
+        attempts += 1;
+        let frac = spread(index, attempts);
+        let pause = match AgentChannel::register(&ep, &info).await {
             Ok(channel) => {
                 let cmpi = channel.cmpi().as_secs();
                 rec.with(|s| {
@@ -101,9 +101,11 @@ async fn agent(ep: Endpoint, index: u64, rec: Recorder) {
                     s.cmpi_secs = Some(cmpi);
                 });
                 registered_before = true;
-                backoff = BACKOFF_START;
+                backoff.registered();
+                let since = Instant::now();
                 let end = channel.run(&Echoer { ep: &ep, rec: &rec }).await;
                 rec.with(|s| s.counters.agents_up -= 1);
+                let replaced = matches!(&end, Ok(end) if end.is_replaced());
                 match end {
                     Ok(ChannelEnd::Bye(reason)) => rec.error(
                         Op::Channel,
@@ -117,26 +119,28 @@ async fn agent(ep: Endpoint, index: u64, rec: Recorder) {
                     ),
                     Err(e) => rec.client_error(Op::Channel, &e),
                 }
+                backoff.after_channel(replaced, since.elapsed(), frac)
             }
-            Err(e) => rec.client_error(Op::Register, &e),
-        }
-        attempts += 1;
-        compio::time::sleep(jitter(backoff, index, attempts)).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+            Err(e) => {
+                rec.client_error(Op::Register, &e);
+                backoff.after_failure(frac)
+            }
+        };
+        compio::time::sleep(pause.duration()).await;
     }
 }
 
-/// A pause between half of `d` and `d`, different for each agent and
-/// attempt, so that agents cut off together do not return together.
-fn jitter(d: Duration, index: u64, attempt: u64) -> Duration {
+/// A fraction between 0 and 1, different for each agent and attempt, to
+/// place a pause in its jitter range, so that agents cut off together do
+/// not return together.
+fn spread(index: u64, attempt: u64) -> f64 {
     // splitmix64: a well-mixed hash of (index, attempt) is all the
     // randomness a spread of reconnects needs.
     let mut z = index.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ attempt.wrapping_add(0x632b_e59b_d9b4_e019);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
-    let frac = (z >> 11) as f64 / (1u64 << 53) as f64;
-    d.mul_f64(0.5 + 0.5 * frac)
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Serves an agent's sessions by echoing.
@@ -207,14 +211,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jitter_stays_in_half_to_full() {
-        let d = Duration::from_secs(8);
+    fn spread_stays_in_zero_to_one_and_differs_per_agent() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..1000 {
-            let j = jitter(d, i, 1);
-            assert!(j >= d / 2 && j <= d, "{j:?}");
-            seen.insert(j.as_micros());
+            let f = spread(i, 1);
+            assert!((0.0..1.0).contains(&f), "{f}");
+            seen.insert(f.to_bits());
         }
-        assert!(seen.len() > 990, "jitter should spread agents: {}", seen.len());
+        assert!(seen.len() > 990, "the spread should differ per agent: {}", seen.len());
     }
 }

@@ -1,24 +1,28 @@
 //! `ringway agent`: publish a local TCP service through a gateway, and
 //! stay registered: reconnect with jittered exponential backoff whenever
-//! the gateway goes away.
+//! the gateway goes away, and back off much longer when the gateway gave
+//! the name to another machine (see [`crate::client::backoff`]).
 
+use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use compio::net::TcpStream;
 use ring::rand::SecureRandom;
 
 use super::ClientArgs;
+use crate::client::backoff::{Backoff, Pause};
 use crate::client::{self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, Endpoint, Outgoing, sysinfo};
 use crate::proto::{FromAgent, SessionId};
 use crate::relay::{Counters, relay};
 
-/// First pause before reconnecting; doubled after each failure.
-const BACKOFF_START: Duration = Duration::from_secs(1);
-/// Longest pause between attempts: a minute, the default CMPI, so an agent
-/// is back within about one poll of the gateway's return.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Most sessions served at once. Each holds two relay buffers (128 KiB)
+/// and a socket to the local service, so this bounds what a flood of
+/// `OPEN`s from the gateway can take (32 MiB); a remote-support machine
+/// has a handful of sessions, never hundreds. Past it the agent answers
+/// `FAIL`, which the control sees as `502`.
+const MAX_SESSIONS: usize = 256;
 /// How long the agent waits for its local service to accept. Shorter than
 /// the gateway's pairing deadline (10 s by default), so a service that
 /// does not answer becomes a quick FAIL (502) rather than a 504.
@@ -49,16 +53,17 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
     let ep = args.client.endpoint(&name)?;
     let expose = Rc::new(args.expose);
     super::client_runtime()?.block_on(async move {
-        let mut backoff = BACKOFF_START;
+        let mut backoff = Backoff::new();
+        let sessions = Rc::new(Cell::new(0usize));
         loop {
             let info = AgentInfo {
                 mac: sysinfo::mac_address(),
                 local_ip: String::new(),
                 os: sysinfo::os_description(),
             };
-            match AgentChannel::register(&ep, &info).await {
+            let pause = match AgentChannel::register(&ep, &info).await {
                 Ok(channel) => {
-                    backoff = BACKOFF_START;
+                    backoff.registered();
                     log::info!(
                         "registered with {} as {:?} (poll every {} s)",
                         ep.gateway,
@@ -69,32 +74,47 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
                         ep: ep.clone(),
                         expose: expose.clone(),
                         outgoing: channel.outgoing(),
+                        running: sessions.clone(),
                     };
-                    match channel.run(&handler).await {
+                    let since = Instant::now();
+                    let end = channel.run(&handler).await;
+                    let replaced = matches!(&end, Ok(end) if end.is_replaced());
+                    match end {
+                        // Said below, with the pause.
+                        Ok(_) if replaced => {}
                         Ok(ChannelEnd::Bye(reason)) => log::warn!("gateway closed the channel: {reason}"),
                         Ok(ChannelEnd::Closed) => log::warn!("gateway closed the channel"),
                         Err(e) => log::warn!("channel lost: {e}"),
                     }
+                    backoff.after_channel(replaced, since.elapsed(), random_fraction())
                 }
-                Err(e) => log::warn!("cannot register with {}: {e}", ep.gateway),
+                Err(e) => {
+                    log::warn!("cannot register with {}: {e}", ep.gateway);
+                    backoff.after_failure(random_fraction())
+                }
+            };
+            match pause {
+                Pause::Retry(d) => log::info!("reconnecting in {:.1} s", d.as_secs_f64()),
+                Pause::NameInUse(d) => log::warn!(
+                    "the name {:?} is in use by another machine: the gateway gave it to a newer registration. \
+                     Trying again in {:.0} s; give each machine its own name with --name",
+                    ep.identity,
+                    d.as_secs_f64()
+                ),
             }
-            let pause = jitter(backoff);
-            log::info!("reconnecting in {:.1} s", pause.as_secs_f64());
-            compio::time::sleep(pause).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            compio::time::sleep(pause.duration()).await;
         }
     })
 }
 
-/// A random pause between half of `d` and `d`, so that agents cut off
-/// together do not all return in the same instant.
-fn jitter(d: Duration) -> Duration {
+/// A random fraction between 0 and 1 to place a pause in its jitter range.
+fn random_fraction() -> f64 {
     let mut b = [0u8; 2];
-    let frac = match ring::rand::SystemRandom::new().fill(&mut b) {
-        Ok(()) => u16::from_le_bytes(b) as f64 / u16::MAX as f64,
+    match ring::rand::SystemRandom::new().fill(&mut b) {
+        Ok(()) => f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX),
+        // No randomness: the whole step, the safe end for a gateway.
         Err(_) => 1.0,
-    };
-    d.mul_f64(0.5 + 0.5 * frac)
+    }
 }
 
 /// Opens each session the gateway asks for: dial the local service, then
@@ -103,12 +123,45 @@ struct Sessions {
     ep: Endpoint,
     expose: Rc<String>,
     outgoing: Outgoing,
+    /// Sessions running, across channels (a session outlives the channel
+    /// that opened it), bounded by [`MAX_SESSIONS`].
+    running: Rc<Cell<usize>>,
+}
+
+/// Counts one running session for as long as it lives.
+struct SessionSlot(Rc<Cell<usize>>);
+
+impl SessionSlot {
+    fn take(running: &Rc<Cell<usize>>) -> Option<SessionSlot> {
+        (running.get() < MAX_SESSIONS).then(|| {
+            running.set(running.get() + 1);
+            SessionSlot(running.clone())
+        })
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl AgentHandler for Sessions {
+    fn cmpi_changed(&self, interval: Duration) {
+        log::info!("the gateway set the poll interval to {} s", interval.as_secs());
+    }
+
     fn open(&self, sid: SessionId) {
+        let Some(slot) = SessionSlot::take(&self.running) else {
+            log::warn!("session {sid}: refused, {MAX_SESSIONS} sessions are already running");
+            // Answered without a task, so a flood of OPENs holds nothing;
+            // if even the queue is full, the control gets a 504 instead.
+            self.outgoing.try_send(FromAgent::Fail(sid));
+            return;
+        };
         let (ep, expose, outgoing) = (self.ep.clone(), self.expose.clone(), self.outgoing.clone());
         compio::runtime::spawn(async move {
+            let _slot = slot;
             let dial = compio::time::timeout(LOCAL_DIAL_TIMEOUT, TcpStream::connect(expose.as_str()));
             let local = match dial.await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
                 Ok(s) => s,

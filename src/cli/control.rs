@@ -72,8 +72,9 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&agents).map_err(|e| e.to_string())?);
             } else {
-                // Agents choose their names and details: control characters
-                // become `?` so none can add rows or drive the terminal.
+                // Agents choose their names and details, and the gateway
+                // the rest: control characters become `?` in every field,
+                // so none can add rows or drive the terminal.
                 println!(
                     "{:<24} {:<22} {:<21} {:<17} {:<15} OS",
                     "NAME", "EXTERNAL", "CONNECTED SINCE", "MAC", "LOCAL IP"
@@ -82,8 +83,8 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
                     println!(
                         "{:<24} {:<22} {:<21} {:<17} {:<15} {}",
                         sanitize(&a.name),
-                        a.external_addr,
-                        a.connected_since,
+                        sanitize(&a.external_addr),
+                        sanitize(&a.connected_since),
                         sanitize(&a.mac),
                         sanitize(&a.local_ip),
                         sanitize(&a.os)

@@ -9,13 +9,17 @@ use crate::relay::Duplex;
 use compio::BufResult;
 use futures_util::future::{Either, select};
 
+use super::ranges::{clamp_cmpi, parse_cmpi, silence_deadline};
 use super::{ClientError, Endpoint, dial, exchange, refused, request_head};
-use crate::config::HEARTBEAT_GRACE;
 use crate::http::pct_encode;
 use crate::proto::{self, FromAgent, SessionId, ToAgent};
 
 /// Frames an agent may queue for its channel before the sender waits.
 const OUTGOING_CAPACITY: usize = 64;
+
+/// The gateway's word in `BYE replaced`: the same name and key registered
+/// again, so this channel is no longer the agent's (docs/PROTOCOL.md).
+const BYE_REPLACED: &str = "replaced";
 
 /// What an agent tells the gateway about itself.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +38,9 @@ pub trait AgentHandler {
     fn open(&self, sid: SessionId);
     /// A poll was answered after `rtt`.
     fn pong(&self, _rtt: Duration) {}
+    /// The gateway changed the poll interval; `interval` is its new value
+    /// clamped to the protocol's range (see [`clamp_cmpi`]).
+    fn cmpi_changed(&self, _interval: Duration) {}
 }
 
 /// How a channel ended without an error.
@@ -45,6 +52,14 @@ pub enum ChannelEnd {
     Closed,
 }
 
+impl ChannelEnd {
+    /// Whether the gateway gave this agent's name to another registration
+    /// (`BYE replaced`): another machine may be using the same name.
+    pub fn is_replaced(&self) -> bool {
+        matches!(self, ChannelEnd::Bye(reason) if reason == BYE_REPLACED)
+    }
+}
+
 /// Sends frames up an agent's channel from outside it (e.g. `FAIL <sid>`).
 #[derive(Clone)]
 pub struct Outgoing(async_channel::Sender<FromAgent>);
@@ -53,6 +68,12 @@ impl Outgoing {
     /// Queues a frame; false if the channel has ended.
     pub async fn send(&self, frame: FromAgent) -> bool {
         self.0.send(frame).await.is_ok()
+    }
+
+    /// Queues a frame if there is room now; false if the queue is full or
+    /// the channel has ended. For answers that must not pile up tasks.
+    pub fn try_send(&self, frame: FromAgent) -> bool {
+        self.0.try_send(frame).is_ok()
     }
 }
 
@@ -89,20 +110,20 @@ impl AgentChannel {
         }
         let cmpi = head
             .header(proto::H_CMPI)
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|&s| s > 0)
+            .and_then(parse_cmpi)
             .ok_or_else(|| ClientError::Protocol("registration answer without a valid Ringway-Cmpi".into()))?;
         let (outgoing_tx, outgoing_rx) = async_channel::bounded(OUTGOING_CAPACITY);
         Ok(AgentChannel {
             stream,
             buf: early,
-            cmpi: Cell::new(Duration::from_secs(cmpi)),
+            cmpi: Cell::new(cmpi),
             outgoing_tx,
             outgoing_rx,
         })
     }
 
-    /// The poll interval the gateway asked for.
+    /// The poll interval the gateway asked for, clamped to the protocol's
+    /// range (see [`clamp_cmpi`]).
     pub fn cmpi(&self) -> Duration {
         self.cmpi.get()
     }
@@ -125,8 +146,15 @@ impl AgentChannel {
         } = self;
         drop(outgoing_tx);
         let last_ping = Cell::new((0u64, Instant::now()));
-        let reader = pin!(read_pushes(&stream, buf, &cmpi, &last_ping, handler));
-        let writer = pin!(write_polls(&stream, &cmpi, &last_ping, outgoing_rx));
+        // One pending wake-up is enough: the writer reads the interval
+        // itself when it wakes.
+        let (changed_tx, changed_rx) = async_channel::bounded(1);
+        let polls = Polls {
+            cmpi: &cmpi,
+            last_ping: &last_ping,
+        };
+        let reader = pin!(read_pushes(&stream, buf, polls, changed_tx, handler));
+        let writer = pin!(write_polls(&stream, polls, changed_rx, outgoing_rx));
         match select(reader, writer).await {
             Either::Left((end, _)) => end,
             Either::Right((err, _)) => Err(err),
@@ -134,11 +162,20 @@ impl AgentChannel {
     }
 }
 
+/// What the reader and the writer of a channel share about its polls.
+#[derive(Clone, Copy)]
+struct Polls<'a> {
+    /// The poll interval, clamped; the reader sets it from `CMPI` frames.
+    cmpi: &'a Cell<Duration>,
+    /// The last `PING` sent and when, to time its `PONG`.
+    last_ping: &'a Cell<(u64, Instant)>,
+}
+
 async fn read_pushes<H: AgentHandler>(
     stream: &Conn,
     mut buf: Vec<u8>,
-    cmpi: &Cell<Duration>,
-    last_ping: &Cell<(u64, Instant)>,
+    polls: Polls<'_>,
+    cmpi_changed: async_channel::Sender<()>,
     handler: &H,
 ) -> Result<ChannelEnd, ClientError> {
     buf.reserve(proto::MAX_FRAME_LINE);
@@ -150,12 +187,20 @@ async fn read_pushes<H: AgentHandler>(
                     match frame {
                         Some(ToAgent::Open(sid)) => handler.open(sid),
                         Some(ToAgent::Pong(seq)) => {
-                            let (sent_seq, at) = last_ping.get();
+                            let (sent_seq, at) = polls.last_ping.get();
                             if seq == sent_seq {
                                 handler.pong(at.elapsed());
                             }
                         }
-                        Some(ToAgent::Cmpi(secs)) if secs > 0 => cmpi.set(Duration::from_secs(secs)),
+                        // A repeat of the current interval changes nothing
+                        // and is not reported, so repeats cannot spam a log.
+                        Some(ToAgent::Cmpi(secs)) if clamp_cmpi(secs) != polls.cmpi.get() => {
+                            let interval = clamp_cmpi(secs);
+                            polls.cmpi.set(interval);
+                            // Full means a wake-up is already pending.
+                            let _ = cmpi_changed.try_send(());
+                            handler.cmpi_changed(interval);
+                        }
                         Some(ToAgent::Bye(reason)) => return Ok(ChannelEnd::Bye(reason)),
                         Some(ToAgent::Cmpi(_)) | None => {}
                     }
@@ -169,7 +214,7 @@ async fn read_pushes<H: AgentHandler>(
         if buf.len() == buf.capacity() {
             buf.reserve(proto::MAX_FRAME_LINE);
         }
-        let deadline = cmpi.get() * 2 + HEARTBEAT_GRACE;
+        let deadline = silence_deadline(polls.cmpi.get());
         match compio::time::timeout(deadline, stream.read_into(buf)).await {
             Err(_) => return Err(ClientError::Timeout("the gateway stopped answering polls")),
             Ok(BufResult(Ok(0), _)) => return Ok(ChannelEnd::Closed),
@@ -179,34 +224,68 @@ async fn read_pushes<H: AgentHandler>(
     }
 }
 
-/// Sends `PING` every CMPI and any queued frame as it comes.
+/// What woke the writer.
+enum Wake {
+    /// The next poll is due.
+    Tick,
+    /// A frame was queued (`None`: no one can queue frames any more).
+    Queued(Option<FromAgent>),
+    /// The gateway changed the poll interval.
+    CmpiChanged,
+}
+
+/// Sends `PING` every CMPI and any queued frame as it comes. A new CMPI
+/// applies at once: a shorter one brings the next poll forward, so an
+/// agent never polls later than the gateway now expects.
 async fn write_polls(
     stream: &Conn,
-    cmpi: &Cell<Duration>,
-    last_ping: &Cell<(u64, Instant)>,
+    polls: Polls<'_>,
+    cmpi_changed: async_channel::Receiver<()>,
     outgoing: async_channel::Receiver<FromAgent>,
 ) -> ClientError {
     let mut seq = 0u64;
-    let mut next_ping = Instant::now() + cmpi.get();
+    // The interval is clamped to at most a day (`clamp_cmpi`), so adding
+    // it to a clock reading cannot overflow.
+    let mut next_ping = Instant::now() + polls.cmpi.get();
+    let mut queue_open = true;
     loop {
-        // Both futures here are cancel-safe (a timer, a channel receive),
-        // unlike a socket read, so select may drop the loser.
-        let frame = {
+        // Every future here is cancel-safe (a timer, channel receives),
+        // unlike a socket read, so select may drop the losers.
+        let wake = {
             let tick = pin!(compio::time::sleep_until(next_ping));
-            let queued = pin!(outgoing.recv());
-            match select(tick, queued).await {
-                Either::Left(((), _)) => {
-                    seq += 1;
-                    last_ping.set((seq, Instant::now()));
-                    next_ping = Instant::now() + cmpi.get();
-                    FromAgent::Ping(seq)
+            let changed = pin!(cmpi_changed.recv());
+            let queued = pin!(async {
+                if queue_open {
+                    Wake::Queued(outgoing.recv().await.ok())
+                } else {
+                    std::future::pending().await
                 }
-                Either::Right((Ok(frame), _)) => frame,
-                Either::Right((Err(_), _)) => {
-                    // No one can queue frames any more; only polls remain.
-                    compio::time::sleep_until(next_ping).await;
-                    continue;
-                }
+            });
+            match select(tick, select(changed, queued)).await {
+                Either::Left(((), _)) => Wake::Tick,
+                Either::Right((Either::Left((Ok(()), _)), _)) => Wake::CmpiChanged,
+                // The reader is gone, so the channel is ending.
+                Either::Right((Either::Left((Err(_), _)), _)) => std::future::pending().await,
+                Either::Right((Either::Right((queued, _)), _)) => queued,
+            }
+        };
+        let frame = match wake {
+            Wake::Tick => {
+                seq += 1;
+                polls.last_ping.set((seq, Instant::now()));
+                next_ping = Instant::now() + polls.cmpi.get();
+                FromAgent::Ping(seq)
+            }
+            Wake::CmpiChanged => {
+                let (_, last_sent) = polls.last_ping.get();
+                next_ping = next_ping.min(last_sent + polls.cmpi.get());
+                continue;
+            }
+            Wake::Queued(Some(frame)) => frame,
+            Wake::Queued(None) => {
+                // No one can queue frames any more; only polls remain.
+                queue_open = false;
+                continue;
             }
         };
         let BufResult(res, _) = stream.write_all_from(frame.to_string().into_bytes()).await;

@@ -3,6 +3,8 @@
 //! and poll/kqueue elsewhere; io_uring on Linux).
 
 mod agent;
+pub mod backoff;
+pub mod ranges;
 pub mod sysinfo;
 
 use std::fmt;
@@ -34,8 +36,13 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest response body read (a client list). 16 MiB holds ~50,000
-/// agents' summaries.
+/// agents' summaries. A longer answer is refused unread.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Largest error body read for its reason. The gateway's reasons are one
+/// line; a longer body is not a reason, and the status line's phrase is
+/// shown instead.
+pub const MAX_REASON_BYTES: usize = 4 << 10;
 
 /// Where and as whom a client talks to a gateway.
 #[derive(Clone)]
@@ -244,17 +251,16 @@ async fn read_response(stream: &Conn) -> Result<(ResponseHead, Vec<u8>), ClientE
     }
 }
 
-/// Reads a `Content-Length` body, given the bytes already read.
-async fn read_body(stream: &Conn, head: &ResponseHead, mut body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-    let len: usize = head
-        .header("content-length")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| ClientError::Protocol("response without Content-Length".into()))?;
-    if len > MAX_BODY_BYTES {
-        return Err(ClientError::Protocol(format!(
-            "response body of {len} bytes is too large"
-        )));
-    }
+/// Reads a `Content-Length` body of at most `cap` bytes, given the bytes
+/// already read, within [`RESPONSE_TIMEOUT`].
+async fn read_body(stream: &Conn, head: &ResponseHead, body: Vec<u8>, cap: usize) -> Result<Vec<u8>, ClientError> {
+    let len = ranges::body_length(head, cap).map_err(ClientError::Protocol)?;
+    compio::time::timeout(RESPONSE_TIMEOUT, read_exactly(stream, body, len))
+        .await
+        .map_err(|_| ClientError::Timeout("the gateway's answer did not arrive in time"))?
+}
+
+async fn read_exactly(stream: &Conn, mut body: Vec<u8>, len: usize) -> Result<Vec<u8>, ClientError> {
     while body.len() < len {
         body.reserve(len - body.len());
         let BufResult(res, b) = stream.read_into(body).await;
@@ -267,15 +273,17 @@ async fn read_body(stream: &Conn, head: &ResponseHead, mut body: Vec<u8>) -> Res
     Ok(body)
 }
 
-/// Turns an error status into [`ClientError::Refused`] with the body's reason.
+/// Turns an error status into [`ClientError::Refused`] with the body's
+/// reason, or the status line's phrase if the body is not a short reason.
+/// Control characters become `?`: the reason is printed on a terminal.
 async fn refused(stream: &Conn, head: &ResponseHead, rest: Vec<u8>) -> ClientError {
-    let reason = match read_body(stream, head, rest).await {
+    let reason = match read_body(stream, head, rest, MAX_REASON_BYTES).await {
         Ok(body) => String::from_utf8_lossy(&body).trim().to_string(),
         Err(_) => head.reason.clone(),
     };
     ClientError::Refused {
         status: head.status,
-        reason,
+        reason: reason.chars().map(|c| if c.is_control() { '?' } else { c }).collect(),
     }
 }
 
@@ -286,7 +294,7 @@ pub async fn list_agents(ep: &Endpoint) -> Result<Vec<AgentSummary>, ClientError
     if head.status != 200 {
         return Err(refused(&stream, &head, rest).await);
     }
-    let body = read_body(&stream, &head, rest).await?;
+    let body = read_body(&stream, &head, rest, MAX_BODY_BYTES).await?;
     serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("bad client list: {e}")))
 }
 

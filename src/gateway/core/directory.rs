@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use slab::Slab;
 
+use super::flaps::Flaps;
 use super::outbox::Outbox;
 use super::permit::{Counter, Permit};
 use crate::auth::KeyId;
@@ -44,6 +45,9 @@ pub(crate) struct AgentRecord {
     /// Its share of the licence (`max_clients`), set by
     /// [`Directory::admit`]; a replacement inherits its predecessor's.
     pub licence: Option<Permit>,
+    /// How this name's replacements are logged; the flow hands it from a
+    /// replaced record to its successor.
+    pub flaps: Flaps,
 }
 
 /// Why a registration was not admitted.

@@ -8,6 +8,7 @@
 //! `worker` → `frontdoor` → `flows` → `shard` → `core`.
 
 pub(crate) mod directory;
+pub(crate) mod flaps;
 pub(crate) mod handoff;
 pub(crate) mod outbox;
 pub(crate) mod pairing;

@@ -18,6 +18,7 @@ use super::handover::{attach, detach};
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
 use crate::gateway::core::directory::{AdmitError, AgentRecord, owner_of};
+use crate::gateway::core::flaps::Flaps;
 use crate::gateway::core::handoff::{Registration, ShardMsg};
 use crate::gateway::core::outbox::{Inbox, outbox};
 use crate::gateway::core::permit::Permit;
@@ -159,6 +160,16 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
     let (outbox, outbox_rx) = outbox(OUTBOX_CAPACITY);
     let id = shard.next_id();
     let now = SystemTime::now();
+    // Whether a replacement is logged is decided with the predecessor's
+    // count, which the new record carries on (no await until admit).
+    let mut flaps = Flaps::default();
+    let log_replaced = match shard.directory.borrow().find(kid, &name) {
+        Some(old) => {
+            flaps = old.flaps;
+            flaps.replaced(Instant::now())
+        }
+        None => None,
+    };
     let admitted = shard.directory.borrow_mut().admit(
         AgentRecord {
             id,
@@ -173,6 +184,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
             last_seen: Instant::now(),
             outbox,
             licence: None,
+            flaps,
         },
         &shard.shared.licence,
         config.max_clients,
@@ -180,10 +192,18 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
     let slot = match admitted {
         Ok((slot, None)) => slot,
         Ok((slot, Some(old))) => {
-            shard.event(format!(
-                "Client {shown} replaced: a new connection came from {} (old one from {} closed)",
-                peer, old.external
-            ));
+            match log_replaced {
+                Some(0) => shard.event(format!(
+                    "Client {shown} replaced: a new connection came from {} (old one from {} closed)",
+                    peer, old.external
+                )),
+                Some(unlogged) => shard.event(format!(
+                    "Client {shown} replaced: a new connection came from {} (old one from {} closed); \
+                     replaced {unlogged} more times since the last such line",
+                    peer, old.external
+                )),
+                None => {}
+            }
             let _ = old.outbox.try_send(ToAgent::Bye("replaced".into()));
             slot
         }

@@ -26,6 +26,7 @@ fn record(id: u64, k: u8, name: &str, last_seen: Instant) -> AgentRecord {
         last_seen,
         outbox,
         licence: None,
+        flaps: Flaps::default(),
     }
 }
 
