@@ -19,31 +19,18 @@ pub const FDS_PER_AGENT: u64 = 1;
 
 /// Raises the soft open-file limit to the hard one and returns it.
 pub fn raise_nofile() -> Result<u64, String> {
-    // SAFETY: getrlimit/setrlimit read and write one plain struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return Err(format!(
-                "cannot read the open-file limit: {}",
-                std::io::Error::last_os_error()
-            ));
+    use rlimit::Resource;
+    let (soft, hard) =
+        rlimit::getrlimit(Resource::NOFILE).map_err(|e| format!("cannot read the open-file limit: {e}"))?;
+    if soft >= hard {
+        return Ok(soft);
+    }
+    match rlimit::setrlimit(Resource::NOFILE, hard, hard) {
+        Ok(()) => Ok(hard),
+        Err(e) => {
+            log::warn!("cannot raise the open-file limit to {hard}: {e}");
+            Ok(soft)
         }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            } else {
-                log::warn!(
-                    "cannot raise the open-file limit to {}: {}",
-                    lim.rlim_max,
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
-        Ok(lim.rlim_cur as u64)
     }
 }
 
