@@ -6,7 +6,7 @@
 #               and loadgen bulk through the gateway alone (one hop)
 #   W2 latency  64 B sequential round trips (bench/pingpong.py) through each;
 #               loadgen pingpong through the gateway alone
-#   W3 idle     15,000 loadgen agents at CMPI 60 and 5
+#   W3 idle     15,000 loadgen agents: plain at CMPI 60 and 5, TLS at CMPI 60
 #   W4 setup    sessions/s with 1,000 agents; connect+first echo via peers
 #   W5 TLS      W1 and W2 with TLS on both ringway legs vs a haproxy chain
 #               with two TLS links
@@ -359,12 +359,16 @@ fi
 
 # ---------------------------------------------------------------- W3 idle
 if [[ $ONLY == *W3* ]]; then
-    for cmpi in 60 5; do
+    # Plain at CMPI 60 and 5, and TLS (how production runs) at CMPI 60.
+    for variant in plain-60 plain-5 tls-60; do
+        tls=0; [[ $variant == tls-* ]] && tls=1
+        cmpi=${variant#*-}
+        label=ringway-cmpi$cmpi; [ $tls = 1 ] && label=ringway-tls-cmpi$cmpi
         for r in $(seq 1 $RUNS); do
-            log "== W3 $W3_AGENTS idle agents, CMPI $cmpi, run $r"
-            start_gateway 0 $cmpi
-            out=$raw/agents-$W3_AGENTS-cmpi$cmpi-$r.json
-            "$lg" agents --gateway "$gw_addr" --key-file "$work/key" --count $W3_AGENTS \
+            log "== W3 $W3_AGENTS idle agents, $variant, run $r"
+            start_gateway $tls $cmpi
+            out=$raw/agents-$W3_AGENTS-$variant-$r.json
+            "$lg" agents --gateway "$gw_url" "${tls_args[@]}" --key-file "$work/key" --count $W3_AGENTS \
                 --source 127.0.0.2-127.0.0.40 --ramp 3000 --cmpi $cmpi --duration 20 \
                 --gateway-pid $gw_pid --json "$out" >/dev/null 2>"$work/lg-w3.err" &
             ap=$!; started+=($ap)
@@ -374,9 +378,9 @@ if [[ $ONLY == *W3* ]]; then
             v=$(jget "$out" '"%s %s %s %s" % (d["gateway_process"]["rss_bytes_per_agent"], d["agents"]["up_at_end"], d["latency_us"]["poll_rtt"]["p99"], d["errors"]["total"])')
             set -- $v
             cps=$(awk -v a=$c0 -v b=$c1 'BEGIN{printf "%.4f", (b-a)/8}')
-            rec workload=W3 case=ringway-cmpi$cmpi run=$r rss_bytes_per_agent=$1 agents_up=$2 \
+            rec workload=W3 case=$label run=$r rss_bytes_per_agent=$1 agents_up=$2 \
                 poll_rtt_p99_us=$3 errors=$4 gateway_cpu_secs_per_sec=$cps
-            log "W3 cmpi $cmpi run $r: $1 B/agent, $2 up, poll p99 $3 us, $cps CPU-s/s"
+            log "W3 $variant run $r: $1 B/agent, $2 up, poll p99 $3 us, $cps CPU-s/s"
             stop_pid $gw_pid
         done
     done
