@@ -374,25 +374,32 @@ async fn write_pushes<D: Duplex>(stream: &D, outbox: Inbox, write_timeout: Durat
         if !outbox.recv_batch(&mut frames).await {
             return Ended::Removed;
         }
-        // Boxed for the same reason as the poll read: pushes are rare.
-        let mut write = Box::pin(stream.write_all_from(frames));
-        let stalled = pin!(compio::time::sleep(write_timeout));
-        let removed = pin!(outbox.closed());
-        let first = select(write.as_mut(), select(stalled, removed)).await;
-        let res = match first {
-            Either::Left((BufResult(res, _), _)) => res,
-            Either::Right((Either::Left(_), _)) => return Ended::Stalled,
-            Either::Right((Either::Right(_), _)) => {
-                match compio::time::timeout(BYE_GRACE.min(write_timeout), write).await {
-                    Ok(BufResult(res, _)) => res,
-                    Err(_) => return Ended::Removed,
-                }
-            }
-        };
-        if res.is_err() {
-            return Ended::Closed;
+        // Boxed: the write, its deadline timer and the removal watch exist
+        // only while a push is being written, so an idle agent's task holds
+        // none of them, only this loop's wait for the next frame.
+        if let Some(ended) = Box::pin(write_batch(stream, &outbox, frames, write_timeout)).await {
+            return ended;
         }
     }
+}
+
+/// Writes one batch of frames within `write_timeout`, or within
+/// [`BYE_GRACE`] once the record is removed; `Some` when the channel ends.
+async fn write_batch<D: Duplex>(stream: &D, outbox: &Inbox, frames: Vec<u8>, write_timeout: Duration) -> Option<Ended> {
+    let mut write = pin!(stream.write_all_from(frames));
+    let stalled = pin!(compio::time::sleep(write_timeout));
+    let removed = pin!(outbox.closed());
+    let res = match select(write.as_mut(), select(stalled, removed)).await {
+        Either::Left((BufResult(res, _), _)) => res,
+        Either::Right((Either::Left(_), _)) => return Some(Ended::Stalled),
+        Either::Right((Either::Right(_), _)) => {
+            match compio::time::timeout(BYE_GRACE.min(write_timeout), write).await {
+                Ok(BufResult(res, _)) => res,
+                Err(_) => return Some(Ended::Removed),
+            }
+        }
+    };
+    res.is_err().then_some(Ended::Closed)
 }
 
 #[cfg(test)]
