@@ -169,7 +169,10 @@ impl TlsConn {
             }
             let mut w = &self.tcp;
             let BufResult(res, buf) = w.write_all(std::mem::take(&mut *out)).await;
-            *out = buf;
+            // Keep a record-sized buffer while traffic is heavy; after a
+            // small write (a pong, an answer) give it up, so an idle
+            // connection does not keep the handshake flight's buffer.
+            *out = if buf.len() < CIPHERTEXT_IDLE_READ { Vec::new() } else { buf };
             res?;
         }
     }
