@@ -37,7 +37,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use self::core::handoff::ShardMsg;
-use self::core::permit::Counter;
+use self::core::permit::{Counter, Licence};
 use self::listeners::{allowed_cpus, bind_all};
 use self::shard::Shared;
 use crate::auth::NonceCache;
@@ -112,7 +112,7 @@ impl Gateway {
             (0..workers).map(|_| async_channel::bounded(INBOX_CAPACITY)).unzip();
         let shared = Arc::new(Shared {
             inboxes: senders,
-            licence: Counter::default(),
+            licence: Licence::default(),
             connections: Counter::default(),
             max_connections: AtomicUsize::new(connection_cap(config.limits.max_connections)),
             nonces: NonceCache::default(),

@@ -18,7 +18,7 @@ use futures_channel::oneshot;
 use super::core::directory::{AgentRecord, Directory};
 use super::core::handoff::{Joined, OpenResult, ShardMsg};
 use super::core::pairing::{Pairing, PairingLimits};
-use super::core::permit::{Counter, Permit};
+use super::core::permit::{Counter, Licence, Permit};
 use super::core::sessions::Sessions;
 use super::core::stats::Stats;
 use crate::auth::{KeyId, KeyRing, NonceCache};
@@ -46,8 +46,9 @@ pub(crate) enum AskError {
 pub(crate) struct Shared {
     /// Each worker's inbox, by worker index.
     pub inboxes: Vec<async_channel::Sender<ShardMsg>>,
-    /// Licence shares: one per connected agent, across all workers.
-    pub licence: Counter,
+    /// Licence shares: one per connected agent, across all workers, and
+    /// one per agent of each key.
+    pub licence: Licence,
     /// Shares of the connection cap: one per open connection.
     pub connections: Counter,
     /// The connection cap now (reload may change it).
