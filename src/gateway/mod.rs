@@ -16,7 +16,7 @@
 //!   connect, the agent's join;
 //! - `shard`: the state those flows run against;
 //! - `core`, with no I/O: directory, pairing, sessions, hand-off
-//!   messages, replies, permits, counters.
+//!   messages, replies, permits and quotas, per-source limits, counters.
 
 mod core;
 mod flows;
@@ -38,8 +38,9 @@ use std::time::Duration;
 
 use self::core::handoff::ShardMsg;
 use self::core::permit::{Counter, Licence};
+use self::core::sources::Sources;
 use self::listeners::{allowed_cpus, bind_all};
-use self::shard::Shared;
+use self::shard::{Shared, source_limits};
 use crate::auth::NonceCache;
 use crate::config::Config;
 use crate::eventlog::EventLog;
@@ -110,11 +111,13 @@ impl Gateway {
 
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..workers).map(|_| async_channel::bounded(INBOX_CAPACITY)).unzip();
+        let cap = connection_cap(config.limits.max_connections);
         let shared = Arc::new(Shared {
             inboxes: senders,
             licence: Licence::default(),
             connections: Counter::default(),
-            max_connections: AtomicUsize::new(connection_cap(config.limits.max_connections)),
+            max_connections: AtomicUsize::new(cap),
+            sources: Arc::new(Sources::new(source_limits(&config.limits, cap))),
             nonces: NonceCache::default(),
             events,
         });
@@ -269,9 +272,9 @@ impl Gateway {
             }
         }
 
-        self.shared
-            .max_connections
-            .store(connection_cap(new.limits.max_connections), Ordering::Release);
+        let cap = connection_cap(new.limits.max_connections);
+        self.shared.max_connections.store(cap, Ordering::Release);
+        self.shared.sources.set_limits(source_limits(&new.limits, cap));
         let new = Arc::new(new);
         for inbox in &self.shared.inboxes {
             let _ = inbox.send_blocking(ShardMsg::Reload(new.clone()));

@@ -6,8 +6,9 @@
 //! through its inbox (`ShardMsg`), served by `worker`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -20,9 +21,11 @@ use super::core::handoff::{Joined, OpenResult, ShardMsg};
 use super::core::pairing::{Pairing, PairingLimits};
 use super::core::permit::{Counter, Licence, Permit};
 use super::core::sessions::Sessions;
+use super::core::sources::{IDLE_SOURCES, SourceLimits, Sources, Unauthenticated};
 use super::core::stats::Stats;
 use crate::auth::{KeyId, KeyRing, NonceCache};
-use crate::config::Config;
+use crate::config::{Config, Limits};
+use crate::conn::Conn;
 use crate::eventlog::{EventLog, sanitize};
 use crate::proto::{SessionId, ToAgent};
 
@@ -53,6 +56,8 @@ pub(crate) struct Shared {
     pub connections: Counter,
     /// The connection cap now (reload may change it).
     pub max_connections: AtomicUsize,
+    /// Unauthenticated connections and new-connection buckets by source.
+    pub sources: Arc<Sources>,
     /// Proof nonces seen, for replay protection.
     pub nonces: NonceCache,
     /// The administrator's event log.
@@ -94,10 +99,27 @@ pub(crate) struct Shard {
     pub sessions: RefCell<Sessions>,
     /// Agent channel tasks still running (shutdown waits for them).
     pub live_agents: Cell<usize>,
+    /// This worker's connections that have not proven a key, by socket,
+    /// so that `verify`, which sees only the connection, can release the
+    /// one it proved. An entry goes before its socket closes (see
+    /// [`Unproven`]), so a descriptor names one connection here.
+    pub unproven: RefCell<HashMap<RawFd, Unauthenticated>>,
     /// Counters for the console and /metrics.
     pub stats: Stats,
     /// Source of registration ids, unique on this worker.
     next_id: Cell<u64>,
+}
+
+/// The per-source limits a configuration asks for, given the connection
+/// cap: the table remembers every source the cap lets hold a connection,
+/// plus [`IDLE_SOURCES`] more.
+pub(crate) fn source_limits(limits: &Limits, connection_cap: usize) -> SourceLimits {
+    SourceLimits {
+        unauthenticated: limits.unauthenticated_per_source(connection_cap),
+        per_sec: limits.new_connections_per_source_per_sec,
+        burst: limits.new_connections_burst_per_source,
+        tracked: connection_cap.saturating_add(IDLE_SOURCES),
+    }
 }
 
 /// The pairing shares a configuration asks for.
@@ -121,6 +143,7 @@ impl Shard {
             directory: RefCell::new(Directory::default()),
             sessions: RefCell::new(Sessions::default()),
             live_agents: Cell::new(0),
+            unproven: RefCell::default(),
             stats: Stats::default(),
             next_id: Cell::new(1),
         }
@@ -217,6 +240,15 @@ impl Shard {
         }
     }
 
+    /// The connection proved a key: it leaves its source's count of
+    /// unauthenticated connections and gives its token back.
+    pub fn proven(&self, conn: &Conn) {
+        let ticket = self.unproven.borrow_mut().remove(&conn.tcp().as_raw_fd());
+        if let Some(ticket) = ticket {
+            ticket.proven();
+        }
+    }
+
     /// Tells an agent this worker owns to open a session.
     pub fn open_local(&self, kid: KeyId, name: &str, sid: SessionId) -> OpenResult {
         match self.directory.borrow().find(kid, name) {
@@ -234,5 +266,35 @@ impl Shard {
         self.pending
             .borrow_mut()
             .take_waiter(sid.slot as usize, &sid.token, kid, agent)
+    }
+}
+
+/// A connection's entry in [`Shard::unproven`], removed when this is
+/// dropped. The front door holds it for the connection's whole life and
+/// declares it first, so it goes after the connection has been dropped,
+/// in the same poll: no other connection can have reused the descriptor
+/// by then.
+pub(crate) struct Unproven {
+    shard: Rc<Shard>,
+    fd: RawFd,
+}
+
+impl Unproven {
+    /// Enters the connection on `fd` with its place in its source's count.
+    pub fn hold(shard: &Rc<Shard>, fd: RawFd, ticket: Unauthenticated) -> Unproven {
+        shard.unproven.borrow_mut().insert(fd, ticket);
+        Unproven {
+            shard: Rc::clone(shard),
+            fd,
+        }
+    }
+}
+
+impl Drop for Unproven {
+    fn drop(&mut self) {
+        // Taken out before it is dropped, so the ticket's own drop runs
+        // with the table free.
+        let ticket = self.shard.unproven.borrow_mut().remove(&self.fd);
+        drop(ticket);
     }
 }

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use compio::net::TcpListener;
 
 use super::core::handoff::ShardMsg;
+use super::core::reply::Refusal;
 use super::core::stats::{AgentRow, SessionRow, Stats, StatsSnapshot, WorkerSnapshot};
 use super::flows::{agent, join};
+use super::frontdoor::refuse_unread;
 use super::shard::{Shard, Shared, pairing_limits};
 use crate::auth::KeyRing;
 use crate::config::Config;
@@ -24,10 +26,11 @@ use crate::timefmt::rfc3339;
 /// again: retrying at once would spin a core while nothing can change.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// How often a worker looks for agents past their heartbeat deadline and
-/// reclaims pending slots past theirs. One sweep a second over the slabs
-/// replaces a timer per agent; an agent is dropped at most this long
-/// after its deadline.
+/// How often a worker looks for agents past their heartbeat deadline,
+/// reclaims pending slots past theirs and closes its share of the
+/// per-source log windows. One sweep a second over the slabs replaces a
+/// timer per agent; an agent is dropped at most this long after its
+/// deadline.
 const HEARTBEAT_SWEEP: Duration = Duration::from_secs(1);
 
 /// How long a stopping worker waits for its agents to be told goodbye.
@@ -48,17 +51,7 @@ pub(crate) async fn run(
     let shard = Rc::new(Shard::new(index, shared, config));
     let acceptors = Acceptors::default();
     add_listeners(&shard, &acceptors, listeners);
-    let sweeper = compio::runtime::spawn({
-        let shard = shard.clone();
-        async move {
-            loop {
-                compio::time::sleep(HEARTBEAT_SWEEP).await;
-                let now = Instant::now();
-                shard.expire_silent(now);
-                shard.pending.borrow_mut().expire(now);
-            }
-        }
-    });
+    let sweeper = compio::runtime::spawn(sweep(shard.clone()));
 
     while let Ok(msg) = inbox.recv().await {
         match msg {
@@ -74,6 +67,20 @@ pub(crate) async fn run(
     let give_up = Instant::now() + SHUTDOWN_GRACE;
     while shard.live_agents.get() > 0 && Instant::now() < give_up {
         compio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Once a second: agents past their heartbeat deadline, pending slots
+/// past theirs, and this worker's share of the per-source log windows.
+async fn sweep(shard: Rc<Shard>) {
+    loop {
+        compio::time::sleep(HEARTBEAT_SWEEP).await;
+        let now = Instant::now();
+        shard.expire_silent(now);
+        shard.pending.borrow_mut().expire(now);
+        for summary in shard.shared.sources.sweep(now, shard.index, shard.workers()) {
+            shard.event(summary.event_text());
+        }
     }
 }
 
@@ -179,6 +186,13 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         rejected: st.rejected.borrow().clone(),
+        source_refusals: st
+            .source_refusals
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        key_quota_refusals: st.key_quota_refusals.get(),
     };
     let sessions: Vec<SessionRow> = shard
         .sessions
@@ -218,15 +232,29 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 let Some(permit) = shard.shared.connection_permit() else {
                     Stats::bump(&shard.stats.rejected, 503);
-                    compio::runtime::spawn(super::frontdoor::refuse_full(stream)).detach();
+                    compio::runtime::spawn(refuse_unread(stream, Refusal::AtConnectionLimit)).detach();
                     continue;
+                };
+                let unproven = match shard.shared.sources.admit(peer.ip(), Instant::now()) {
+                    Ok(ticket) => ticket,
+                    Err(refused) => {
+                        let why = Refusal::Source(refused.why);
+                        Stats::bump(&shard.stats.source_refusals, refused.why.label());
+                        Stats::bump(&shard.stats.rejected, why.status());
+                        if refused.log {
+                            shard.event(refused.event_text());
+                        }
+                        compio::runtime::spawn(refuse_unread(stream, why)).detach();
+                        continue;
+                    }
                 };
                 // Relayed interactive traffic (ssh keystrokes, 64-byte
                 // pings) must not wait for Nagle; keepalive finds peers
                 // that vanished without a FIN.
                 let _ = stream.set_nodelay(true);
                 let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-                compio::runtime::spawn(super::frontdoor::handle(shard.clone(), stream, peer, permit)).detach();
+                let served = super::frontdoor::handle(shard.clone(), stream, peer, permit, unproven);
+                compio::runtime::spawn(served).detach();
             }
             Err(e) => {
                 log::warn!("worker {}: accept failed: {e}", shard.index);

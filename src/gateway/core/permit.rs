@@ -62,6 +62,7 @@ impl KeyShares {
     }
 
     /// Shares of `kid` in use now.
+    #[cfg(test)]
     pub fn used(&self, kid: KeyId) -> usize {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&kid).map_or(0, Counter::used)

@@ -141,11 +141,20 @@ impl SourceRefusal {
 /// its source's window) or only count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refused {
+    /// Whose connection.
+    pub source: Source,
     /// Why.
     pub why: SourceRefusal,
     /// Log this one; later ones in the window are summed by
     /// [`Sources::sweep`].
     pub log: bool,
+}
+
+impl Refused {
+    /// The event line for a logged refusal.
+    pub fn event_text(&self) -> String {
+        format!("Connection refused from {}: {}", self.source, self.why.describe())
+    }
 }
 
 /// Refusals counted in a window that has closed, for one log line.
@@ -155,6 +164,17 @@ pub(crate) struct RefusalSummary {
     pub source: Option<Source>,
     /// Refusals not yet logged.
     pub refused: u64,
+}
+
+impl RefusalSummary {
+    /// The event line.
+    pub fn event_text(&self) -> String {
+        let secs = LOG_WINDOW.as_secs();
+        match self.source {
+            Some(s) => format!("Connections refused from {s}: {} more in the last {secs} s", self.refused),
+            None => format!("Connections refused from other sources: {} in the last {secs} s", self.refused),
+        }
+    }
 }
 
 /// One source's state.
@@ -251,7 +271,7 @@ impl Part {
     /// Counts a refusal of `source` and says whether to log it: the
     /// first in its window is, if the part may still name a source.
     fn refuse(&mut self, source: Source, why: SourceRefusal, now: Instant) -> Refused {
-        let quiet = Refused { why, log: false };
+        let quiet = Refused { source, why, log: false };
         if let Some(e) = self.map.get_mut(&source).filter(|e| e.window.is_some()) {
             e.refused += 1;
             return quiet;
@@ -263,7 +283,7 @@ impl Part {
         if let Some(e) = self.map.get_mut(&source) {
             e.window = Some(now);
         }
-        Refused { why, log: true }
+        Refused { source, why, log: true }
     }
 
     /// Whether one more source may be named in this part's window.
@@ -330,6 +350,7 @@ impl Sources {
                 part.unnamed += 1;
             }
             return Err(Refused {
+                source,
                 why: SourceRefusal::TableFull,
                 log,
             });

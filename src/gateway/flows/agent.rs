@@ -217,6 +217,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
             return;
         }
         Err(AdmitError::KeyQuota) => {
+            Stats::inc(&shard.stats.key_quota_refusals);
             let max = config.limits.max_agents_per_key;
             shard.event(format!(
                 "Key quota reached. Rejecting connection from Client {shown} ({local_ip}, {}): key {kid} has {max} clients connected",

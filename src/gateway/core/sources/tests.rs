@@ -36,12 +36,18 @@ fn a_source_is_refused_past_its_unauthenticated_limit_until_one_closes_or_proves
     let now = Instant::now();
     let a = t.admit(v4(1), now).expect("first");
     let b = t.admit(v4(1), now).expect("second");
+    let refused = why(t.admit(v4(1), now));
     assert_eq!(
-        why(t.admit(v4(1), now)),
+        refused,
         Refused {
+            source: Source::of(v4(1)),
             why: SourceRefusal::Unauthenticated(2),
             log: true
         }
+    );
+    assert_eq!(
+        refused.event_text(),
+        "Connection refused from 192.0.2.1: it has 2 connections open that have not proven a key"
     );
     assert!(!why(t.admit(v4(1), now)).log, "the second refusal in the window is only counted");
     let other = t.admit(v4(2), now).expect("another source has its own count");
@@ -151,6 +157,14 @@ fn refusals_are_logged_once_per_window_and_summed_when_it_closes() {
             refused: 4
         }]
     );
+    assert_eq!(
+        RefusalSummary {
+            source: Some(Source::of(v4(1))),
+            refused: 4
+        }
+        .event_text(),
+        "Connections refused from 192.0.2.1: 4 more in the last 10 s"
+    );
     assert_eq!(t.sweep(later, 0, 1), vec![], "each refusal is summed once");
     assert!(why(t.admit(v4(1), later)).log, "a new window logs its first refusal");
 }
@@ -183,6 +197,10 @@ fn sources_past_the_naming_budget_are_summed_as_other_sources() {
             refused: (SOURCES as usize - logged) as u64
         }],
         "named sources had one refusal each, logged; the rest are one count"
+    );
+    assert_eq!(
+        summaries[0].event_text(),
+        format!("Connections refused from other sources: {} in the last 10 s", SOURCES as usize - logged)
     );
     drop(held);
 }
