@@ -1,16 +1,19 @@
 //! The front door of every connection: tell TLS from plain by the first
 //! byte, finish the handshake, read the request head within its deadline
 //! and size limits, then route it to its flow. Bad heads get 400/408/431
-//! and a close.
+//! and a close. A drain closes connections not yet routed and refuses
+//! the rest with 503.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::Instant;
 
 use compio::BufResult;
 use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::TcpStream;
+use futures_util::future::{Either, select};
 
 use super::core::permit::Permit;
 use super::core::reply::Refusal;
@@ -39,11 +42,25 @@ pub(crate) async fn handle(
     permit: Permit,
     unproven: Unauthenticated,
 ) {
-    // Declared first, so it goes after the connection itself.
+    // Declared first, so they go after the connection itself.
     let _unproven = Unproven::hold(&shard, stream.as_raw_fd(), unproven);
-    let Some((conn, head, early)) = prepare(&shard, stream, peer).await else {
+    let _served = shard.connections.enter();
+    let prepared = {
+        let prepare = pin!(prepare(&shard, stream, peer));
+        let drain = pin!(shard.draining.started());
+        match select(prepare, drain).await {
+            Either::Left((prepared, _)) => prepared,
+            // Nothing was asked yet, so there is nothing to answer.
+            Either::Right(_) => return,
+        }
+    };
+    let Some((conn, head, early)) = prepared else {
         return;
     };
+    if shard.draining.is_started() {
+        reject(&shard, &conn, Refusal::ShuttingDown).await;
+        return;
+    }
     route(shard, conn, peer, head, early, permit).await;
 }
 

@@ -9,14 +9,17 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
+use futures_util::future::{FutureExt, Shared as SharedFuture, select};
 
 use super::core::directory::{AgentRecord, Directory};
+use super::core::gauge::Gauge;
 use super::core::handoff::{Joined, OpenResult, ShardMsg};
 use super::core::pairing::{Pairing, PairingLimits};
 use super::core::permit::{Counter, Licence, Permit};
@@ -97,13 +100,18 @@ pub(crate) struct Shard {
     pub pending: RefCell<PendingTable>,
     /// Sessions relaying on this worker.
     pub sessions: RefCell<Sessions>,
-    /// Agent channel tasks still running (shutdown waits for them).
-    pub live_agents: Cell<usize>,
+    /// Agent channel tasks still running (a drain waits for them).
+    pub live_agents: Gauge,
+    /// Connections this worker's front door is serving, sessions
+    /// included (a drain waits for them).
+    pub connections: Rc<Gauge>,
     /// This worker's connections that have not proven a key, by socket,
     /// so that `verify`, which sees only the connection, can release the
     /// one it proved. An entry goes before its socket closes (see
     /// [`Unproven`]), so a descriptor names one connection here.
     pub unproven: RefCell<HashMap<RawFd, Unauthenticated>>,
+    /// Whether a shutdown is draining this worker.
+    pub draining: Draining,
     /// Counters for the console and /metrics.
     pub stats: Stats,
     /// Source of registration ids, unique on this worker.
@@ -142,8 +150,10 @@ impl Shard {
             config: RefCell::new(config),
             directory: RefCell::new(Directory::default()),
             sessions: RefCell::new(Sessions::default()),
-            live_agents: Cell::new(0),
+            live_agents: Gauge::default(),
+            connections: Rc::default(),
             unproven: RefCell::default(),
+            draining: Draining::default(),
             stats: Stats::default(),
             next_id: Cell::new(1),
         }
@@ -249,6 +259,15 @@ impl Shard {
         }
     }
 
+    /// Resolves once no connection is being served and no agent channel
+    /// runs on this worker: what a drain waits for.
+    pub async fn idle(&self) {
+        while self.connections.get() > 0 || self.live_agents.get() > 0 {
+            let (a, b) = (pin!(self.connections.changed()), pin!(self.live_agents.changed()));
+            select(a, b).await;
+        }
+    }
+
     /// Tells an agent this worker owns to open a session.
     pub fn open_local(&self, kid: KeyId, name: &str, sid: SessionId) -> OpenResult {
         match self.directory.borrow().find(kid, name) {
@@ -296,5 +315,44 @@ impl Drop for Unproven {
         // with the table free.
         let ticket = self.shard.unproven.borrow_mut().remove(&self.fd);
         drop(ticket);
+    }
+}
+
+/// Whether this worker is draining, and a signal for the connections
+/// that must stop waiting when it starts (those not yet routed).
+pub(crate) struct Draining {
+    started: Cell<bool>,
+    /// Dropped when the drain starts, which completes every clone of
+    /// `signal`.
+    trigger: RefCell<Option<oneshot::Sender<()>>>,
+    signal: SharedFuture<oneshot::Receiver<()>>,
+}
+
+impl Default for Draining {
+    fn default() -> Self {
+        let (trigger, signal) = oneshot::channel();
+        Self {
+            started: Cell::new(false),
+            trigger: RefCell::new(Some(trigger)),
+            signal: signal.shared(),
+        }
+    }
+}
+
+impl Draining {
+    /// Starts the drain: every [`Draining::started`] future completes.
+    pub fn start(&self) {
+        self.started.set(true);
+        self.trigger.borrow_mut().take();
+    }
+
+    /// Whether the drain has started.
+    pub fn is_started(&self) -> bool {
+        self.started.get()
+    }
+
+    /// Completes when the drain starts (at once if it has).
+    pub fn started(&self) -> impl Future<Output = ()> + use<> {
+        self.signal.clone().map(|_| ())
     }
 }

@@ -8,6 +8,7 @@
 //! `worker` → `frontdoor` → `flows` → `shard` → `core`.
 
 pub(crate) mod directory;
+pub(crate) mod drain;
 pub(crate) mod flaps;
 pub(crate) mod gauge;
 pub(crate) mod handoff;
