@@ -32,8 +32,8 @@ use crate::timefmt::rfc3339;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// How often a worker looks for agents past their heartbeat deadline,
-/// reclaims pending slots past theirs and closes its share of the
-/// per-source log windows. One sweep a second over the slabs replaces a
+/// reclaims pending slots past theirs and drops its share of the source
+/// table's idle entries. One sweep a second over the slabs replaces a
 /// timer per agent; an agent is dropped at most this long after its
 /// deadline.
 const HEARTBEAT_SWEEP: Duration = Duration::from_secs(1);
@@ -134,16 +134,15 @@ pub(crate) async fn run(
 }
 
 /// Once a second: agents past their heartbeat deadline, pending slots
-/// past theirs, and this worker's share of the per-source log windows.
+/// past theirs, and this worker's share of the source table's idle
+/// entries.
 async fn sweep(shard: Rc<Shard>) {
     loop {
         compio::time::sleep(HEARTBEAT_SWEEP).await;
         let now = Instant::now();
         shard.expire_silent(now);
         shard.pending.borrow_mut().expire(now);
-        for summary in shard.shared.sources.sweep(now, shard.index, shard.workers()) {
-            shard.event(summary.event_text());
-        }
+        shard.shared.sources.sweep(now, shard.index, shard.workers());
     }
 }
 
@@ -355,9 +354,8 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                         let why = Refusal::Source(refused.why);
                         Stats::bump(&shard.stats.source_refusals, refused.why.label());
                         Stats::bump(&shard.stats.rejected, why.status());
-                        if refused.log {
-                            shard.event(refused.event_text());
-                        }
+                        // A flood of these is summarised per source.
+                        shard.event_from(peer.ip(), refused.event_text());
                         compio::runtime::spawn(refuse_unread(stream, why)).detach();
                         continue;
                     }

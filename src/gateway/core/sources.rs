@@ -23,10 +23,8 @@
 //! kept only until their bucket is full again and their refusals are
 //! logged). A table at its bound first drops what it no longer needs,
 //! then forgets idle sources' buckets, so a flood of spoofed or hopping
-//! sources cannot grow it. Each source's refusals are logged once per
-//! [`LOG_WINDOW`] and summed when the window closes; at most
-//! [`LOGGED_PER_PART`] sources per part are named per window, the rest
-//! are summed as "other sources", so no flood of sources floods the log.
+//! sources cannot grow it. Refusals are for the caller to log, through
+//! the event log's per-source summaries (`EventLog::event_from`).
 //!
 //! No I/O: time is an argument.
 
@@ -36,7 +34,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Parts the table is split into, each behind its own lock: 16 keeps
 /// workers from queueing on one lock however many there are, and each
@@ -45,19 +43,9 @@ const PARTS: usize = 16;
 
 /// Sources remembered after their last unauthenticated connection
 /// closed, beyond those the connection cap allows open: 16,384 at about
-/// 100 bytes each is under 2 MiB, and covers a refill period's worth of
+/// 80 bytes each is under 1.5 MiB, and covers a refill period's worth of
 /// new sources at thousands of connections a second.
 pub(crate) const IDLE_SOURCES: usize = 16_384;
-
-/// A source's refusals are logged once per window: the first at once,
-/// the rest as one count when the window closes. 10 s keeps a flood to a
-/// few lines a minute per source and still tells an operator within
-/// seconds.
-pub(crate) const LOG_WINDOW: Duration = Duration::from_secs(10);
-
-/// Sources named in the log per part per window (16 parts: 64 lines per
-/// window at most); refusals from the rest are summed as "other sources".
-pub(crate) const LOGGED_PER_PART: usize = 4;
 
 /// A token in the bucket's units: nanotokens, so that refilling by
 /// `elapsed nanoseconds x rate` is exact however often it runs.
@@ -137,43 +125,19 @@ impl SourceRefusal {
     }
 }
 
-/// A refused connection: why, and whether to log it now (the first of
-/// its source's window) or only count it.
+/// A refused connection: whose, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refused {
     /// Whose connection.
     pub source: Source,
     /// Why.
     pub why: SourceRefusal,
-    /// Log this one; later ones in the window are summed by
-    /// [`Sources::sweep`].
-    pub log: bool,
 }
 
 impl Refused {
-    /// The event line for a logged refusal.
-    pub fn event_text(&self) -> String {
-        format!("Connection refused from {}: {}", self.source, self.why.describe())
-    }
-}
-
-/// Refusals counted in a window that has closed, for one log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RefusalSummary {
-    /// The source; `None` for the sources not named in their window.
-    pub source: Option<Source>,
-    /// Refusals not yet logged.
-    pub refused: u64,
-}
-
-impl RefusalSummary {
     /// The event line.
     pub fn event_text(&self) -> String {
-        let secs = LOG_WINDOW.as_secs();
-        match self.source {
-            Some(s) => format!("Connections refused from {s}: {} more in the last {secs} s", self.refused),
-            None => format!("Connections refused from other sources: {} in the last {secs} s", self.refused),
-        }
+        format!("Connection refused from {}: {}", self.source, self.why.describe())
     }
 }
 
@@ -186,10 +150,6 @@ struct Entry {
     tokens: u128,
     /// When `tokens` was last brought up to date.
     refilled: Instant,
-    /// When its current log window opened, if one is open.
-    window: Option<Instant>,
-    /// Refusals in that window after the first (which was logged).
-    refused: u64,
 }
 
 impl Entry {
@@ -198,8 +158,6 @@ impl Entry {
             open: 0,
             tokens: capacity(limits),
             refilled: now,
-            window: None,
-            refused: 0,
         }
     }
 
@@ -214,10 +172,10 @@ impl Entry {
         self.refilled = now;
     }
 
-    /// Nothing left to remember: no connection open, no refusal to log,
-    /// a full bucket (a new entry would start the same).
+    /// Nothing left to remember: no connection open and a full bucket (a
+    /// new entry would start the same).
     fn idle(&self, now: Instant, limits: &SourceLimits) -> bool {
-        self.open == 0 && self.window.is_none() && self.tokens_at(now, limits) >= capacity(limits)
+        self.open == 0 && self.tokens_at(now, limits) >= capacity(limits)
     }
 }
 
@@ -229,12 +187,6 @@ fn capacity(limits: &SourceLimits) -> u128 {
 struct Part {
     map: HashMap<Source, Entry>,
     limits: SourceLimits,
-    /// When this part's log window opened, and how many sources it has
-    /// named in it.
-    log_window: Option<(Instant, usize)>,
-    /// Refusals from sources not named (past [`LOGGED_PER_PART`], or
-    /// forgotten with their count), for the "other sources" line.
-    unnamed: u64,
 }
 
 impl Part {
@@ -246,55 +198,17 @@ impl Part {
 
     /// Makes room for one more entry: drops idle entries and, if that
     /// freed less than an eighth, every entry without an open connection
-    /// (their buckets start full again, their counts go to "other
-    /// sources"). Each pass leaves an eighth free, so passes are at least
-    /// bound/8 insertions apart: O(1) per connection on average. False if
-    /// every entry has a connection open.
+    /// (their buckets start full again). Each pass leaves an eighth free,
+    /// so passes are at least bound/8 insertions apart: O(1) per
+    /// connection on average. False if every entry has a connection open.
     fn make_room(&mut self, now: Instant) -> bool {
         let bound = self.bound();
         let limits = self.limits;
         self.map.retain(|_, e| !e.idle(now, &limits));
         if self.map.len() > bound - bound / 8 {
-            let mut forgotten = 0;
-            self.map.retain(|_, e| {
-                let keep = e.open > 0;
-                if !keep {
-                    forgotten += e.refused;
-                }
-                keep
-            });
-            self.unnamed += forgotten;
+            self.map.retain(|_, e| e.open > 0);
         }
         self.map.len() < bound
-    }
-
-    /// Counts a refusal of `source` and says whether to log it: the
-    /// first in its window is, if the part may still name a source.
-    fn refuse(&mut self, source: Source, why: SourceRefusal, now: Instant) -> Refused {
-        let quiet = Refused { source, why, log: false };
-        if let Some(e) = self.map.get_mut(&source).filter(|e| e.window.is_some()) {
-            e.refused += 1;
-            return quiet;
-        }
-        if !self.name_in_window(now) {
-            self.unnamed += 1;
-            return quiet;
-        }
-        if let Some(e) = self.map.get_mut(&source) {
-            e.window = Some(now);
-        }
-        Refused { source, why, log: true }
-    }
-
-    /// Whether one more source may be named in this part's window.
-    fn name_in_window(&mut self, now: Instant) -> bool {
-        let (opened, named) = match self.log_window {
-            Some((opened, named)) if now.saturating_duration_since(opened) < LOG_WINDOW => (opened, named),
-            _ => (now, 0),
-        };
-        let room = named < LOGGED_PER_PART;
-        self.log_window = Some((opened, named + usize::from(room)));
-        room
     }
 }
 
@@ -313,8 +227,6 @@ impl Sources {
                 Mutex::new(Part {
                     map: HashMap::new(),
                     limits,
-                    log_window: None,
-                    unnamed: 0,
                 })
             })
             .collect();
@@ -345,28 +257,25 @@ impl Sources {
         let source = Source::of(ip);
         let mut part = self.part(source);
         if !part.map.contains_key(&source) && part.map.len() >= part.bound() && !part.make_room(now) {
-            let log = part.name_in_window(now);
-            if !log {
-                part.unnamed += 1;
-            }
             return Err(Refused {
                 source,
                 why: SourceRefusal::TableFull,
-                log,
             });
         }
         let limits = part.limits;
         let entry = part.map.entry(source).or_insert_with(|| Entry::new(now, &limits));
         entry.refill(now, &limits);
-        let refusal = if entry.open >= limits.unauthenticated {
-            Some(SourceRefusal::Unauthenticated(entry.open))
-        } else if limits.per_sec > 0 && entry.tokens < TOKEN {
-            Some(SourceRefusal::Rate(limits.per_sec))
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
-            return Err(part.refuse(source, why, now));
+        if entry.open >= limits.unauthenticated {
+            return Err(Refused {
+                source,
+                why: SourceRefusal::Unauthenticated(entry.open),
+            });
+        }
+        if limits.per_sec > 0 && entry.tokens < TOKEN {
+            return Err(Refused {
+                source,
+                why: SourceRefusal::Rate(limits.per_sec),
+            });
         }
         if limits.per_sec > 0 {
             entry.tokens -= TOKEN;
@@ -391,47 +300,15 @@ impl Sources {
         }
     }
 
-    /// Closes the log windows that are over, returning one summary per
-    /// source refused in them after its first refusal (and one for the
-    /// sources not named), and drops what no longer needs remembering.
-    /// Sweeps parts `which` of `of` (each worker sweeps its own share).
-    pub fn sweep(&self, now: Instant, which: usize, of: usize) -> Vec<RefusalSummary> {
-        let mut out = Vec::new();
+    /// Drops the entries with nothing left to remember, in parts `which`
+    /// of `of` (each worker sweeps its own share, once a second), so the
+    /// table shrinks back after a flood without waiting to be full.
+    pub fn sweep(&self, now: Instant, which: usize, of: usize) {
         for part in self.parts.iter().skip(which).step_by(of.max(1)) {
             let mut part = lock(part);
             let limits = part.limits;
-            let window_over = |opened: Instant| now.saturating_duration_since(opened) >= LOG_WINDOW;
-            part.map.retain(|&source, e| {
-                if e.window.is_some_and(window_over) {
-                    if e.refused > 0 {
-                        out.push(RefusalSummary {
-                            source: Some(source),
-                            refused: e.refused,
-                        });
-                    }
-                    e.window = None;
-                    e.refused = 0;
-                }
-                !e.idle(now, &limits)
-            });
-            if part.log_window.is_none_or(|(opened, _)| window_over(opened)) && part.unnamed > 0 {
-                out.push(RefusalSummary {
-                    source: None,
-                    refused: std::mem::take(&mut part.unnamed),
-                });
-                part.log_window = None;
-            }
+            part.map.retain(|_, e| !e.idle(now, &limits));
         }
-        // Summaries of "other sources" from several parts make one line.
-        let unnamed: u64 = out.iter().filter(|s| s.source.is_none()).map(|s| s.refused).sum();
-        out.retain(|s| s.source.is_some());
-        if unnamed > 0 {
-            out.push(RefusalSummary {
-                source: None,
-                refused: unnamed,
-            });
-        }
-        out
     }
 
     /// Unauthenticated connections open from `ip`'s source.
