@@ -22,8 +22,7 @@ use socket2::{Domain, Socket, Type};
 use common::{
     AgentThread, Behaviour, EVENT_TIMEOUT, Gateway, GatewayConfig, IO_TIMEOUT, LogConfig, Prng, STAMP_LEN, Service,
     TestDir, assert_stamped_within, file_names, log_lines, log_raw_lines, log_texts, quiet_stop_lines,
-    spawn_agent_binary,
-    spawn_control_binary, split_stamp, strings, unix_now,
+    spawn_agent_binary, spawn_control_binary, split_stamp, strings, unix_now,
 };
 
 /// The gateway key every test uses.

@@ -10,8 +10,8 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{
-    AgentThread, Behaviour, EVENT_TIMEOUT, Gateway, GatewayConfig, Prng, Service, StdSession, connect_std,
-    poll_until, refusal,
+    AgentThread, Behaviour, EVENT_TIMEOUT, Gateway, GatewayConfig, Prng, Service, StdSession, connect_std, poll_until,
+    refusal,
 };
 use ringway::client::ChannelEnd;
 
@@ -126,15 +126,25 @@ fn shutdown_grace_is_bounded() {
     let (got, cut) = read_until_closed(&mut stream);
     assert_eq!(got, b"", "nothing was sent, so nothing comes back");
     let after = cut - signalled;
-    assert!(after >= Duration::from_millis(900), "cut {after:?} after SIGTERM, before the grace");
+    assert!(
+        after >= Duration::from_millis(900),
+        "cut {after:?} after SIGTERM, before the grace"
+    );
     assert!(after < Duration::from_secs(5), "cut only {after:?} after SIGTERM");
     gw.wait_for_event("Control ops disconnected from Client pc1", EVENT_TIMEOUT);
     gw.wait_for_event(
         "Shutdown drain over: 0 sessions finished, 1 cut after the 1 s grace",
         EVENT_TIMEOUT,
     );
-    assert!(gw.wait_exited(Duration::from_secs(5)), "the gateway did not exit after its grace");
-    assert!(signalled.elapsed() < Duration::from_secs(8), "exited {:?} after SIGTERM", signalled.elapsed());
+    assert!(
+        gw.wait_exited(Duration::from_secs(5)),
+        "the gateway did not exit after its grace"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(8),
+        "exited {:?} after SIGTERM",
+        signalled.elapsed()
+    );
 }
 
 #[test]
@@ -147,13 +157,21 @@ fn a_second_signal_ends_the_drain_at_once() {
     let second = Instant::now();
     gw.signal(libc::SIGINT);
     let (_, cut) = read_until_closed(&mut stream);
-    assert!(cut - second < Duration::from_secs(5), "cut {:?} after the second signal", cut - second);
+    assert!(
+        cut - second < Duration::from_secs(5),
+        "cut {:?} after the second signal",
+        cut - second
+    );
     gw.wait_for_event(
         "Shutdown drain over: 0 sessions finished, 1 cut by a second signal",
         EVENT_TIMEOUT,
     );
     assert!(gw.wait_exited(EVENT_TIMEOUT), "the gateway did not exit");
-    assert!(second.elapsed() < Duration::from_secs(10), "exited {:?} after the second signal", second.elapsed());
+    assert!(
+        second.elapsed() < Duration::from_secs(10),
+        "exited {:?} after the second signal",
+        second.elapsed()
+    );
 }
 
 #[test]
@@ -170,8 +188,15 @@ fn a_waiting_session_gets_503_at_shutdown() {
     let signalled = Instant::now();
     gw.signal(libc::SIGTERM);
     let (status, reason) = waiting.join().expect("the control's thread");
-    assert_eq!((status, reason.as_str()), (503, "the gateway is shutting down; try again later"));
-    assert!(signalled.elapsed() < Duration::from_secs(10), "answered after {:?}", signalled.elapsed());
+    assert_eq!(
+        (status, reason.as_str()),
+        (503, "the gateway is shutting down; try again later")
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        signalled.elapsed()
+    );
     gw.wait_for_event(
         "Shutting down: stopped accepting connections; 1 client told to go, 1 waiting session refused, 0 sessions running (grace 30 s)",
         EVENT_TIMEOUT,

@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Instant;
 
 use common::{
-    AgentThread, Behaviour, EVENT_TIMEOUT, Gateway, GatewayConfig, IO_TIMEOUT, Service, echo_round_trip, list,
-    refusal, wait_readable_many,
+    AgentThread, Behaviour, EVENT_TIMEOUT, Gateway, GatewayConfig, IO_TIMEOUT, Service, echo_round_trip, list, refusal,
+    wait_readable_many,
 };
 use ringway::auth::KeyId;
 use ringway::client::Endpoint;
@@ -113,7 +113,10 @@ fn one_source_cannot_fill_the_connection_cap() {
     echo_round_trip(&control, "pc1", b"through a gateway under a one-source flood");
 
     let still_quiet = wait_readable_many(&flood, 0, EVENT_TIMEOUT);
-    assert_eq!(still_quiet, refused, "the {HELD} held connections are still open, unanswered");
+    assert_eq!(
+        still_quiet, refused,
+        "the {HELD} held connections are still open, unanswered"
+    );
     assert_eq!(
         gw.metric("ringway_source_refusals_total"),
         (FLOOD - HELD) as u64,
@@ -123,7 +126,10 @@ fn one_source_cannot_fill_the_connection_cap() {
     assert_eq!(gw.count_events(first), 1, "logged once for the whole flood");
     // The rest are summed when the source's window closes.
     gw.wait_for_event(
-        &format!("{first} … and {} more from 127.0.0.2 in the last 10 s", FLOOD - HELD - 1),
+        &format!(
+            "{first} … and {} more from 127.0.0.2 in the last 10 s",
+            FLOOD - HELD - 1
+        ),
         REPEAT_WINDOW + EVENT_TIMEOUT,
     );
     assert_eq!(gw.count_events(first), 1);
@@ -137,7 +143,9 @@ fn many_agents_behind_one_address_all_get_in() {
     const AGENTS: usize = 300;
     const PER_SOURCE: u64 = 16;
     let mut config = GatewayConfig::new(&[KEY]);
-    config.limits_extra.push(format!("max_unauthenticated_per_source = {PER_SOURCE}"));
+    config
+        .limits_extra
+        .push(format!("max_unauthenticated_per_source = {PER_SOURCE}"));
     let gw = Gateway::start(&config);
     let site = loopback(4);
     let names: Vec<String> = (0..AGENTS).map(|i| format!("site-{i:03}")).collect();
@@ -239,7 +247,11 @@ fn one_source_cannot_open_connections_faster_than_its_rate() {
     assert_eq!(refused.len(), refusals);
     let expected = refusal_bytes("429 Too Many Requests", TOO_FAST);
     for answer in answers(&tries, &refused) {
-        assert!(answer == expected, "refused with {:?}", String::from_utf8_lossy(&answer));
+        assert!(
+            answer == expected,
+            "refused with {:?}",
+            String::from_utf8_lossy(&answer)
+        );
     }
     let first = "Connection refused from 127.0.0.5: it opens new connections faster than 1 a second";
     assert_eq!(gw.count_events(first), 1);
@@ -247,7 +259,11 @@ fn one_source_cannot_open_connections_faster_than_its_rate() {
         &format!("{first} … and {} more from 127.0.0.5 in the last 10 s", refusals - 1),
         REPEAT_WINDOW + EVENT_TIMEOUT,
     );
-    assert_eq!(wait_readable_many(&tries, 0, EVENT_TIMEOUT), refused, "the admitted wait, unanswered");
+    assert_eq!(
+        wait_readable_many(&tries, 0, EVENT_TIMEOUT),
+        refused,
+        "the admitted wait, unanswered"
+    );
 }
 
 #[test]
@@ -263,6 +279,9 @@ fn connections_that_prove_a_key_are_not_slowed_by_the_rate_limit() {
     // Connections that prove nothing still drain the bucket.
     let idle: Vec<TcpStream> = (0..10).map(|_| connect_from(loopback(6), gw.addr())).collect();
     gw.wait_metric("ringway_connections_accepted_total", 40);
-    assert!(gw.metric("ringway_source_refusals_total") >= 4, "idle connections are refused past the burst");
+    assert!(
+        gw.metric("ringway_source_refusals_total") >= 4,
+        "idle connections are refused past the burst"
+    );
     drop(idle);
 }

@@ -69,7 +69,10 @@ impl Gateway {
     pub fn stop(mut self) {
         self.signal(libc::SIGTERM);
         self.wait_for_event("Gateway stopped", EVENT_TIMEOUT);
-        assert!(self.wait_exited(EVENT_TIMEOUT), "the gateway did not exit after SIGTERM");
+        assert!(
+            self.wait_exited(EVENT_TIMEOUT),
+            "the gateway did not exit after SIGTERM"
+        );
         self.kill();
     }
 

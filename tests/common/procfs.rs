@@ -125,7 +125,11 @@ pub fn wait_readable_many(fds: &[impl AsRawFd], want: usize, timeout: Duration) 
             })
             .collect();
         let left = deadline.saturating_duration_since(Instant::now());
-        let ms = if want == 0 { 0 } else { left.as_millis().min(i32::MAX as u128) as i32 };
+        let ms = if want == 0 {
+            0
+        } else {
+            left.as_millis().min(i32::MAX as u128) as i32
+        };
         // SAFETY: a valid array of pollfds for the duration of the call.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
         if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {

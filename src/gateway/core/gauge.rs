@@ -112,14 +112,22 @@ mod tests {
 
         let mut changed = Box::pin(gauge.changed());
         assert_eq!(changed.as_mut().poll(&mut cx), Poll::Pending);
-        assert_eq!(changed.as_mut().poll(&mut cx), Poll::Pending, "polled twice, registered once");
+        assert_eq!(
+            changed.as_mut().poll(&mut cx),
+            Poll::Pending,
+            "polled twice, registered once"
+        );
         let guard = gauge.enter();
         assert_eq!(gauge.get(), 1);
         assert_eq!(counting.0.load(Ordering::SeqCst), 1, "one wake for one waiter");
         assert_eq!(changed.as_mut().poll(&mut cx), Poll::Ready(()));
 
         let mut next = Box::pin(gauge.changed());
-        assert_eq!(next.as_mut().poll(&mut cx), Poll::Pending, "a new wait needs a new change");
+        assert_eq!(
+            next.as_mut().poll(&mut cx),
+            Poll::Pending,
+            "a new wait needs a new change"
+        );
         drop(guard);
         assert_eq!(gauge.get(), 0, "the guard counts itself out");
         assert_eq!(next.as_mut().poll(&mut cx), Poll::Ready(()));

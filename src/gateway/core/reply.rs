@@ -183,7 +183,11 @@ mod tests {
                 503,
                 "too many addresses are connecting at once; try again later",
             ),
-            (Refusal::ShuttingDown, 503, "the gateway is shutting down; try again later"),
+            (
+                Refusal::ShuttingDown,
+                503,
+                "the gateway is shutting down; try again later",
+            ),
             (
                 Refusal::TooManyWaiting(PairError::KeyFull),
                 503,

@@ -67,14 +67,16 @@ fn a_key_at_its_quota_is_refused_while_other_keys_and_replacements_get_in() {
         Err(AdmitError::KeyQuota)
     );
     assert_eq!(licence.used(), 2, "a refused agent holds no licence share");
-    d.admit(record(4, 2, "b1", now), &licence, 0, 2).expect("key 2 has its own quota");
+    d.admit(record(4, 2, "b1", now), &licence, 0, 2)
+        .expect("key 2 has its own quota");
     let (slot, old) = d
         .admit(record(5, 1, "a1", now), &licence, 0, 2)
         .expect("a1 reconnecting keeps its share");
     assert_eq!(old.map(|o| o.id), Some(1));
     assert_eq!(licence.per_key.used(kid(1)), 2);
     assert!(d.remove_if(slot, 5).is_some());
-    d.admit(record(6, 1, "a3", now), &licence, 0, 2).expect("room after a1 left");
+    d.admit(record(6, 1, "a3", now), &licence, 0, 2)
+        .expect("room after a1 left");
 }
 
 #[test]

@@ -75,8 +75,15 @@ fn addresses_in_one_ipv6_64_are_one_source_and_mapped_ipv4_is_ipv4() {
     let t = table(limits(1, 0, 1));
     let _held = t.admit(one.into(), Instant::now()).expect("first in the /64");
     let refused = why(t.admit(same.into(), Instant::now()));
-    assert_eq!(refused.why, SourceRefusal::Unauthenticated(1), "another address of the /64");
-    assert!(t.admit(next.into(), Instant::now()).is_ok(), "the next /64 is another source");
+    assert_eq!(
+        refused.why,
+        SourceRefusal::Unauthenticated(1),
+        "another address of the /64"
+    );
+    assert!(
+        t.admit(next.into(), Instant::now()).is_ok(),
+        "the next /64 is another source"
+    );
 }
 
 #[test]
