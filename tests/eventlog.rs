@@ -260,7 +260,13 @@ fn a_flood_of_bad_proofs_cannot_rotate_out_real_events() {
     let dir = TestDir::new("flood");
     // Ten or so lines in all: a line per failure would rotate everything
     // else out 150 times over.
-    let conf = two_small_files();
+    let mut conf = two_small_files();
+    // Every bad proof must reach the proof check: the per-source limits
+    // (tests/sources.rs) would refuse most of this flood before it.
+    conf.limits_extra.extend([
+        "new_connections_per_source_per_sec = 0".into(),
+        "max_unauthenticated_per_source = 65536".into(),
+    ]);
     let gw = Gateway::start_in(&dir, &conf);
     let echo = Service::echo();
     let agent = gw.serving_agent(KEY, "pc1", echo.addr());
