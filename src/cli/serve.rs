@@ -177,14 +177,19 @@ pub fn serve(path: &Path) -> Result<(), String> {
     ctl.gateway.begin_shutdown();
     // During the drain a second SIGTERM or SIGINT ends it at once (an
     // operator who will not wait); SIGHUP no longer reloads.
-    let hurry = Arc::clone(&ctl);
+    // Weak: the thread stays blocked in sigwait until the process exits,
+    // and must not keep the gateway (and so the event log, whose last
+    // clone going is what writes the summaries of open windows) alive.
+    let hurry = Arc::downgrade(&ctl);
     let second = std::thread::Builder::new()
         .name("ringway-signals".into())
         .spawn(move || {
             while let Ok(Signal::SIGHUP) = signals.wait() {
                 log::info!("SIGHUP during shutdown: ignored");
             }
-            hurry.gateway.cut_short();
+            if let Some(ctl) = hurry.upgrade() {
+                ctl.gateway.cut_short();
+            }
         });
     if let Err(e) = second {
         log::warn!("cannot wait for a second signal ({e}); the drain runs its course");
