@@ -184,6 +184,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         409 => "Conflict",
         410 => "Gone",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         502 => "Bad Gateway",

@@ -176,6 +176,18 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
         "Requests answered with an error status, by status.",
         summed(snaps, "status", |s| &s.stats.rejected),
     );
+    family(
+        "ringway_source_refusals_total",
+        "counter",
+        "Connections refused for their source: too many unauthenticated, too fast, or too many sources.",
+        summed(snaps, "reason", |s| &s.stats.source_refusals),
+    );
+    family(
+        "ringway_key_quota_refusals_total",
+        "counter",
+        "Agent registrations refused by max_agents_per_key.",
+        per_worker(&|s| s.stats.key_quota_refusals),
+    );
     out
 }
 
@@ -388,6 +400,8 @@ pub(crate) mod tests {
             sessions: vec![],
             stats: StatsSnapshot {
                 sessions_total: 3,
+                source_refusals: [("unauthenticated".to_string(), 7)].into(),
+                key_quota_refusals: 2,
                 ..Default::default()
             },
         };
@@ -408,6 +422,8 @@ pub(crate) mod tests {
         assert!(text.contains("ringway_connections_max 100\n"));
         assert!(text.contains("ringway_agents_connected{worker=\"0\"} 1\n"));
         assert!(text.contains("ringway_sessions_total{worker=\"0\"} 3\n"));
+        assert!(text.contains("ringway_source_refusals_total{reason=\"unauthenticated\"} 7\n"));
+        assert!(text.contains("ringway_key_quota_refusals_total{worker=\"0\"} 2\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("sample has a value");
             assert!(value.parse::<f64>().is_ok(), "{line}");

@@ -1,5 +1,6 @@
-//! `ringway serve`: run the gateway until SIGINT or SIGTERM; SIGHUP (or
-//! `ringway reload`) re-reads the config file and applies it live.
+//! `ringway serve`: run the gateway until SIGINT or SIGTERM, then drain
+//! it (a second one ends the drain at once); SIGHUP (or `ringway
+//! reload`) re-reads the config file and applies it live.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -173,7 +174,27 @@ pub fn serve(path: &Path) -> Result<(), String> {
             }
         }
     }
-    ctl.gateway.shutdown();
+    ctl.gateway.begin_shutdown();
+    // During the drain a second SIGTERM or SIGINT ends it at once (an
+    // operator who will not wait); SIGHUP no longer reloads.
+    // Weak: the thread stays blocked in sigwait until the process exits,
+    // and must not keep the gateway (and so the event log, whose last
+    // clone going is what writes the summaries of open windows) alive.
+    let hurry = Arc::downgrade(&ctl);
+    let second = std::thread::Builder::new()
+        .name("ringway-signals".into())
+        .spawn(move || {
+            while let Ok(Signal::SIGHUP) = signals.wait() {
+                log::info!("SIGHUP during shutdown: ignored");
+            }
+            if let Some(ctl) = hurry.upgrade() {
+                ctl.gateway.cut_short();
+            }
+        });
+    if let Err(e) = second {
+        log::warn!("cannot wait for a second signal ({e}); the drain runs its course");
+    }
+    ctl.gateway.wait_stopped();
     events.event("Gateway stopped");
     events.flush();
     Ok(())

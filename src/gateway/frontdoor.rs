@@ -1,22 +1,27 @@
 //! The front door of every connection: tell TLS from plain by the first
 //! byte, finish the handshake, read the request head within its deadline
 //! and size limits, then route it to its flow. Bad heads get 400/408/431
-//! and a close.
+//! and a close. A drain closes connections not yet routed and refuses
+//! the rest with 503.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::Instant;
 
 use compio::BufResult;
 use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::TcpStream;
+use futures_util::future::{Either, select};
 
 use super::core::permit::Permit;
 use super::core::reply::Refusal;
+use super::core::sources::Unauthenticated;
 use super::core::stats::Stats;
 use super::flows::answer::reject;
 use super::flows::{agent, control, join};
-use super::shard::Shard;
+use super::shard::{Shard, Unproven};
 use crate::conn::Conn;
 use crate::http::{self, HeadError, MAX_HEAD_BYTES, RequestHead};
 use crate::proto;
@@ -28,17 +33,49 @@ use crate::tls::{TLS_HANDSHAKE_BYTE, TlsConn};
 const HEAD_BUF_START: usize = 1024;
 
 /// Serves one accepted connection: TLS or plain (told apart by the first
-/// byte), then the request head, then the route.
-pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, permit: Permit) {
+/// byte), then the request head, then the route. `unproven` is its place
+/// among its source's unauthenticated connections until it proves a key.
+pub(crate) async fn handle(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: Permit,
+    unproven: Unauthenticated,
+) {
+    // Declared first, so they go after the connection itself.
+    let _unproven = Unproven::hold(&shard, stream.as_raw_fd(), unproven);
+    let _served = shard.connections.enter();
+    let prepared = {
+        let prepare = pin!(prepare(&shard, stream, peer));
+        let drain = pin!(shard.draining.started());
+        match select(prepare, drain).await {
+            Either::Left((prepared, _)) => prepared,
+            // Nothing was asked yet, so there is nothing to answer.
+            Either::Right(_) => return,
+        }
+    };
+    let Some((conn, head, early)) = prepared else {
+        return;
+    };
+    if shard.draining.is_started() {
+        reject(&shard, &conn, Refusal::ShuttingDown).await;
+        return;
+    }
+    route(shard, conn, peer, head, early, permit).await;
+}
+
+/// Sniffs, handshakes and reads the head; `None` once the connection has
+/// been answered or has gone.
+async fn prepare(shard: &Shard, stream: TcpStream, peer: SocketAddr) -> Option<(Conn, RequestHead, Vec<u8>)> {
     let config = shard.config();
     let mut deadline = Instant::now() + config.limits.head_timeout;
     let mut buf = Vec::with_capacity(HEAD_BUF_START);
     match compio::time::timeout_at(deadline, (&stream).read(buf)).await {
         Err(_) => {
-            reject(&shard, &Conn::Plain(stream), Refusal::HeadTimeout).await;
-            return;
+            reject(shard, &Conn::Plain(stream), Refusal::HeadTimeout).await;
+            return None;
         }
-        Ok(BufResult(Ok(0), _)) | Ok(BufResult(Err(_), _)) => return,
+        Ok(BufResult(Ok(0), _)) | Ok(BufResult(Err(_), _)) => return None,
         Ok(BufResult(Ok(_), b)) => buf = b,
     }
     let conn = if buf[0] == TLS_HANDSHAKE_BYTE {
@@ -46,13 +83,13 @@ pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
             // A TLS client cannot read an HTTP answer; close is all we can say.
             Stats::bump(&shard.stats.rejected, 400);
             log::debug!("{peer}: TLS ClientHello but no certificate is configured");
-            return;
+            return None;
         };
         let state = match crate::tls::server_connection(tls.server.clone()) {
             Ok(s) => s,
             Err(e) => {
                 log::warn!("cannot start TLS: {e}");
-                return;
+                return None;
             }
         };
         let tls = TlsConn::new(stream, state, std::mem::take(&mut buf));
@@ -66,12 +103,12 @@ pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
             Ok(Err(e)) => {
                 Stats::bump(&shard.stats.handshake_failures, "error");
                 log::debug!("{peer}: TLS handshake failed: {e}");
-                return;
+                return None;
             }
             Err(_) => {
                 Stats::bump(&shard.stats.handshake_failures, "timeout");
                 log::debug!("{peer}: TLS handshake not finished in time");
-                return;
+                return None;
             }
         }
         Conn::Tls(Box::new(tls))
@@ -82,31 +119,32 @@ pub(crate) async fn handle(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr
                 "Unencrypted connection refused from {}: this gateway requires TLS",
                 peer.ip()
             ));
-            reject(&shard, &conn, Refusal::TlsRequired).await;
-            return;
+            reject(shard, &conn, Refusal::TlsRequired).await;
+            return None;
         }
         conn
     };
     let (head, early) = match read_head(&conn, buf, deadline).await {
         Ok(Some(parsed)) => parsed,
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(HeadFailure::Timeout) => {
-            reject(&shard, &conn, Refusal::HeadTimeout).await;
-            return;
+            reject(shard, &conn, Refusal::HeadTimeout).await;
+            return None;
         }
         Err(HeadFailure::Bad(e)) => {
-            reject(&shard, &conn, Refusal::BadHead(e)).await;
-            return;
+            reject(shard, &conn, Refusal::BadHead(e)).await;
+            return None;
         }
     };
-    route(shard, conn, peer, head, early, permit).await;
+    Some((conn, head, early))
 }
 
-/// Answers a connection past the connection cap and closes it. The answer
-/// is written unread and unencrypted: a TLS client will just see the close.
-pub(crate) async fn refuse_full(stream: TcpStream) {
-    let bytes = Refusal::AtConnectionLimit.to_response();
-    let _ = (&stream).write_all(bytes).await;
+/// Answers a connection refused before it was served (past the
+/// connection cap, or over its source's limits) and closes it. The answer
+/// is written unread and unencrypted, so a refusal costs no read buffer
+/// and no handshake: a TLS client will just see the close.
+pub(crate) async fn refuse_unread(stream: TcpStream, why: Refusal<'static>) {
+    let _ = (&stream).write_all(why.to_response()).await;
 }
 
 enum HeadFailure {

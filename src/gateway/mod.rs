@@ -16,7 +16,8 @@
 //!   connect, the agent's join;
 //! - `shard`: the state those flows run against;
 //! - `core`, with no I/O: directory, pairing, sessions, hand-off
-//!   messages, replies, permits, counters.
+//!   messages, replies, permits and quotas, per-source limits, the
+//!   drain's counts and gauges, counters.
 
 mod core;
 mod flows;
@@ -36,10 +37,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use self::core::drain::{DrainEnd, DrainStart};
 use self::core::handoff::ShardMsg;
-use self::core::permit::Counter;
+use self::core::permit::{Counter, Licence};
+use self::core::sources::Sources;
 use self::listeners::{allowed_cpus, bind_all};
-use self::shard::Shared;
+use self::shard::{Shared, source_limits};
 use crate::auth::NonceCache;
 use crate::config::Config;
 use crate::eventlog::EventLog;
@@ -84,7 +87,8 @@ pub struct Gateway {
     /// The running configuration and, per configured listen address, the
     /// address actually bound (port 0 resolved). Reload swaps both.
     state: Mutex<Running>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The workers; each ends with its drain's counts.
+    threads: Mutex<Vec<JoinHandle<DrainEnd>>>,
 }
 
 /// The running configuration, and each configured listen address paired
@@ -110,11 +114,13 @@ impl Gateway {
 
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..workers).map(|_| async_channel::bounded(INBOX_CAPACITY)).unzip();
+        let cap = connection_cap(config.limits.max_connections);
         let shared = Arc::new(Shared {
             inboxes: senders,
-            licence: Counter::default(),
+            licence: Licence::default(),
             connections: Counter::default(),
-            max_connections: AtomicUsize::new(connection_cap(config.limits.max_connections)),
+            max_connections: AtomicUsize::new(cap),
+            sources: Arc::new(Sources::new(source_limits(&config.limits, cap))),
             nonces: NonceCache::default(),
             events,
         });
@@ -140,12 +146,12 @@ impl Gateway {
                         Ok(rt) => rt,
                         Err(e) => {
                             let _ = ready.send(Err(e));
-                            return;
+                            return DrainEnd::default();
                         }
                     };
                     let _ = ready.send(Ok(()));
                     drop(ready);
-                    runtime.block_on(worker::run(index, listeners, inbox, shared, config));
+                    runtime.block_on(worker::run(index, listeners, inbox, shared, config))
                 })
                 .map_err(StartError::Runtime)?;
             threads.push(thread);
@@ -269,9 +275,9 @@ impl Gateway {
             }
         }
 
-        self.shared
-            .max_connections
-            .store(connection_cap(new.limits.max_connections), Ordering::Release);
+        let cap = connection_cap(new.limits.max_connections);
+        self.shared.max_connections.store(cap, Ordering::Release);
+        self.shared.sources.set_limits(source_limits(&new.limits, cap));
         let new = Arc::new(new);
         for inbox in &self.shared.inboxes {
             let _ = inbox.send_blocking(ShardMsg::Reload(new.clone()));
@@ -322,15 +328,59 @@ impl Gateway {
         }
     }
 
-    /// Tells every agent goodbye, stops the workers and waits for them.
-    pub fn shutdown(&self) {
+    /// Starts a graceful shutdown: every worker stops accepting, tells its
+    /// agents `BYE shutdown`, answers waiting sessions 503 and lets running
+    /// sessions finish for `[limits] shutdown_grace_secs`; logs the counts.
+    /// Returns once every worker has started (or two seconds passed); see
+    /// [`Gateway::wait_stopped`] and [`Gateway::cut_short`].
+    pub fn begin_shutdown(&self) {
+        let grace = self.config().limits.shutdown_grace;
+        let (reply, counts) = std::sync::mpsc::channel();
         for inbox in &self.shared.inboxes {
-            let _ = inbox.send_blocking(ShardMsg::Shutdown);
+            let msg = ShardMsg::Shutdown {
+                grace,
+                reply: reply.clone(),
+            };
+            let _ = inbox.send_blocking(msg);
         }
+        drop(reply);
+        let mut total = DrainStart::default();
+        for _ in 0..self.shared.workers() {
+            match counts.recv_timeout(SNAPSHOT_TIMEOUT) {
+                Ok(started) => total += started,
+                Err(_) => break,
+            }
+        }
+        self.shared.events.event(total.event_text(grace));
+    }
+
+    /// Ends a drain now (a second SIGTERM or SIGINT): what is still
+    /// running is closed.
+    pub fn cut_short(&self) {
+        for inbox in &self.shared.inboxes {
+            // A worker already done has dropped its inbox: nothing to do.
+            let _ = inbox.send_blocking(ShardMsg::CutShort);
+        }
+    }
+
+    /// Waits for every worker to finish its drain, then logs how it went:
+    /// as soon as the last session ends, or when the grace is over.
+    pub fn wait_stopped(&self) {
+        let grace = self.config().limits.shutdown_grace;
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut total = DrainEnd::default();
         for t in threads {
-            let _ = t.join();
+            // A worker that panicked has nothing left to count.
+            total += t.join().unwrap_or_default();
         }
+        self.shared.events.event(total.event_text(grace));
+    }
+
+    /// A whole graceful shutdown: [`Gateway::begin_shutdown`], then
+    /// [`Gateway::wait_stopped`].
+    pub fn shutdown(&self) {
+        self.begin_shutdown();
+        self.wait_stopped();
     }
 }
 

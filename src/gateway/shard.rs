@@ -6,23 +6,29 @@
 //! through its inbox (`ShardMsg`), served by `worker`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
+use futures_util::future::{FutureExt, Shared as SharedFuture, select};
 
 use super::core::directory::{AgentRecord, Directory};
+use super::core::gauge::Gauge;
 use super::core::handoff::{Joined, OpenResult, ShardMsg};
 use super::core::pairing::{Pairing, PairingLimits};
-use super::core::permit::{Counter, Permit};
+use super::core::permit::{Counter, Licence, Permit};
 use super::core::sessions::Sessions;
+use super::core::sources::{IDLE_SOURCES, SourceLimits, Sources, Unauthenticated};
 use super::core::stats::Stats;
 use crate::auth::{KeyId, KeyRing, NonceCache};
-use crate::config::Config;
+use crate::config::{Config, Limits};
+use crate::conn::Conn;
 use crate::eventlog::{EventLog, sanitize};
 use crate::proto::{SessionId, ToAgent};
 
@@ -46,12 +52,15 @@ pub(crate) enum AskError {
 pub(crate) struct Shared {
     /// Each worker's inbox, by worker index.
     pub inboxes: Vec<async_channel::Sender<ShardMsg>>,
-    /// Licence shares: one per connected agent, across all workers.
-    pub licence: Counter,
+    /// Licence shares: one per connected agent, across all workers, and
+    /// one per agent of each key.
+    pub licence: Licence,
     /// Shares of the connection cap: one per open connection.
     pub connections: Counter,
     /// The connection cap now (reload may change it).
     pub max_connections: AtomicUsize,
+    /// Unauthenticated connections and new-connection buckets by source.
+    pub sources: Arc<Sources>,
     /// Proof nonces seen, for replay protection.
     pub nonces: NonceCache,
     /// The administrator's event log.
@@ -91,12 +100,34 @@ pub(crate) struct Shard {
     pub pending: RefCell<PendingTable>,
     /// Sessions relaying on this worker.
     pub sessions: RefCell<Sessions>,
-    /// Agent channel tasks still running (shutdown waits for them).
-    pub live_agents: Cell<usize>,
+    /// Agent channel tasks still running (a drain waits for them).
+    pub live_agents: Gauge,
+    /// Connections this worker's front door is serving, sessions
+    /// included (a drain waits for them).
+    pub connections: Rc<Gauge>,
+    /// This worker's connections that have not proven a key, by socket,
+    /// so that `verify`, which sees only the connection, can release the
+    /// one it proved. An entry goes before its socket closes (see
+    /// [`Unproven`]), so a descriptor names one connection here.
+    pub unproven: RefCell<HashMap<RawFd, Unauthenticated>>,
+    /// Whether a shutdown is draining this worker.
+    pub draining: Draining,
     /// Counters for the console and /metrics.
     pub stats: Stats,
     /// Source of registration ids, unique on this worker.
     next_id: Cell<u64>,
+}
+
+/// The per-source limits a configuration asks for, given the connection
+/// cap: the table remembers every source the cap lets hold a connection,
+/// plus [`IDLE_SOURCES`] more.
+pub(crate) fn source_limits(limits: &Limits, connection_cap: usize) -> SourceLimits {
+    SourceLimits {
+        unauthenticated: limits.unauthenticated_per_source(connection_cap),
+        per_sec: limits.new_connections_per_source_per_sec,
+        burst: limits.new_connections_burst_per_source,
+        tracked: connection_cap.saturating_add(IDLE_SOURCES),
+    }
 }
 
 /// The pairing shares a configuration asks for.
@@ -119,7 +150,10 @@ impl Shard {
             config: RefCell::new(config),
             directory: RefCell::new(Directory::default()),
             sessions: RefCell::new(Sessions::default()),
-            live_agents: Cell::new(0),
+            live_agents: Gauge::default(),
+            connections: Rc::default(),
+            unproven: RefCell::default(),
+            draining: Draining::default(),
             stats: Stats::default(),
             next_id: Cell::new(1),
         }
@@ -216,6 +250,24 @@ impl Shard {
         }
     }
 
+    /// The connection proved a key: it leaves its source's count of
+    /// unauthenticated connections and gives its token back.
+    pub fn proven(&self, conn: &Conn) {
+        let ticket = self.unproven.borrow_mut().remove(&conn.tcp().as_raw_fd());
+        if let Some(ticket) = ticket {
+            ticket.proven();
+        }
+    }
+
+    /// Resolves once no connection is being served and no agent channel
+    /// runs on this worker: what a drain waits for.
+    pub async fn idle(&self) {
+        while self.connections.get() > 0 || self.live_agents.get() > 0 {
+            let (a, b) = (pin!(self.connections.changed()), pin!(self.live_agents.changed()));
+            select(a, b).await;
+        }
+    }
+
     /// Tells an agent this worker owns to open a session.
     pub fn open_local(&self, kid: KeyId, name: &str, sid: SessionId) -> OpenResult {
         match self.directory.borrow().find(kid, name) {
@@ -233,5 +285,74 @@ impl Shard {
         self.pending
             .borrow_mut()
             .take_waiter(sid.slot as usize, &sid.token, kid, agent)
+    }
+}
+
+/// A connection's entry in [`Shard::unproven`], removed when this is
+/// dropped. The front door holds it for the connection's whole life and
+/// declares it first, so it goes after the connection has been dropped,
+/// in the same poll: no other connection can have reused the descriptor
+/// by then.
+pub(crate) struct Unproven {
+    shard: Rc<Shard>,
+    fd: RawFd,
+}
+
+impl Unproven {
+    /// Enters the connection on `fd` with its place in its source's count.
+    pub fn hold(shard: &Rc<Shard>, fd: RawFd, ticket: Unauthenticated) -> Unproven {
+        shard.unproven.borrow_mut().insert(fd, ticket);
+        Unproven {
+            shard: Rc::clone(shard),
+            fd,
+        }
+    }
+}
+
+impl Drop for Unproven {
+    fn drop(&mut self) {
+        // Taken out before it is dropped, so the ticket's own drop runs
+        // with the table free.
+        let ticket = self.shard.unproven.borrow_mut().remove(&self.fd);
+        drop(ticket);
+    }
+}
+
+/// Whether this worker is draining, and a signal for the connections
+/// that must stop waiting when it starts (those not yet routed).
+pub(crate) struct Draining {
+    started: Cell<bool>,
+    /// Dropped when the drain starts, which completes every clone of
+    /// `signal`.
+    trigger: RefCell<Option<oneshot::Sender<()>>>,
+    signal: SharedFuture<oneshot::Receiver<()>>,
+}
+
+impl Default for Draining {
+    fn default() -> Self {
+        let (trigger, signal) = oneshot::channel();
+        Self {
+            started: Cell::new(false),
+            trigger: RefCell::new(Some(trigger)),
+            signal: signal.shared(),
+        }
+    }
+}
+
+impl Draining {
+    /// Starts the drain: every [`Draining::started`] future completes.
+    pub fn start(&self) {
+        self.started.set(true);
+        self.trigger.borrow_mut().take();
+    }
+
+    /// Whether the drain has started.
+    pub fn is_started(&self) -> bool {
+        self.started.get()
+    }
+
+    /// Completes when the drain starts (at once if it has).
+    pub fn started(&self) -> impl Future<Output = ()> + use<> {
+        self.signal.clone().map(|_| ())
     }
 }

@@ -1,19 +1,26 @@
 //! One worker's life: a pinned thread's io_uring runtime running its
-//! accept loops, its heartbeat sweeper and its inbox. The top of the
-//! gateway's layers: it hands accepted connections to the front door and
-//! inbox messages to the flows.
+//! accept loops, its heartbeat sweeper and its inbox, until a shutdown's
+//! drain is over. The top of the gateway's layers: it hands accepted
+//! connections to the front door and inbox messages to the flows.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compio::net::TcpListener;
+use futures_util::future::{Either, select};
 
-use super::core::handoff::ShardMsg;
+use super::core::drain::{DrainEnd, DrainStart};
+use super::core::handoff::{Handoff, ShardMsg};
+use super::core::reply::Refusal;
 use super::core::stats::{AgentRow, SessionRow, Stats, StatsSnapshot, WorkerSnapshot};
+use super::flows::answer::reject;
+use super::flows::handover::attach;
 use super::flows::{agent, join};
+use super::frontdoor::refuse_unread;
 use super::shard::{Shard, Shared, pairing_limits};
 use crate::auth::KeyRing;
 use crate::config::Config;
@@ -24,61 +31,170 @@ use crate::timefmt::rfc3339;
 /// again: retrying at once would spin a core while nothing can change.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// How often a worker looks for agents past their heartbeat deadline and
-/// reclaims pending slots past theirs. One sweep a second over the slabs
-/// replaces a timer per agent; an agent is dropped at most this long
-/// after its deadline.
+/// How often a worker looks for agents past their heartbeat deadline,
+/// reclaims pending slots past theirs and drops its share of the source
+/// table's idle entries. One sweep a second over the slabs replaces a
+/// timer per agent; an agent is dropped at most this long after its
+/// deadline.
 const HEARTBEAT_SWEEP: Duration = Duration::from_secs(1);
 
-/// How long a stopping worker waits for its agents to be told goodbye.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Once a drain is over, how long the sessions it ends and the agents
+/// still writing their `BYE` get to close before the runtime drops them:
+/// a closing socket needs a poll or two, not seconds.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// Accept tasks by listen address; dropping a handle closes its listener.
-type Acceptors = RefCell<Vec<(SocketAddr, compio::runtime::JoinHandle<()>)>>;
+/// One listener's accept task.
+struct Acceptor {
+    /// The address it serves.
+    addr: SocketAddr,
+    /// Dropping it cancels the task, which closes the listener once the
+    /// cancelled accept has completed.
+    task: compio::runtime::JoinHandle<()>,
+    /// A second descriptor of the same socket, to stop it listening at
+    /// once (see [`Acceptor::close`]).
+    socket: std::net::TcpListener,
+}
 
-/// A worker's life: accept on its listeners, serve its inbox, stop on
-/// `Shutdown`.
+impl Acceptor {
+    /// Stops listening now and ends the task. Shutting a listening socket
+    /// down closes it to new connections there and then (the kernel
+    /// refuses them, and resets those queued and not yet accepted),
+    /// whereas the close that follows the task's end waits for the
+    /// runtime to finish cancelling its accept.
+    fn close(self) {
+        if let Err(e) = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Both) {
+            log::debug!("shutting down listener {}: {e}", self.addr);
+        }
+        drop(self.task);
+    }
+}
+
+/// This worker's accept tasks.
+type Acceptors = RefCell<Vec<Acceptor>>;
+
+/// A worker's life: accept on its listeners and serve its inbox; on
+/// `Shutdown`, drain (see [`start_drain`]) until its connections are gone,
+/// the grace is over or `CutShort` comes; then close the rest.
 pub(crate) async fn run(
     index: usize,
     listeners: Vec<(SocketAddr, std::net::TcpListener)>,
     inbox: async_channel::Receiver<ShardMsg>,
     shared: Arc<Shared>,
     config: Arc<Config>,
-) {
+) -> DrainEnd {
     let shard = Rc::new(Shard::new(index, shared, config));
     let acceptors = Acceptors::default();
     add_listeners(&shard, &acceptors, listeners);
-    let sweeper = compio::runtime::spawn({
-        let shard = shard.clone();
-        async move {
-            loop {
-                compio::time::sleep(HEARTBEAT_SWEEP).await;
-                let now = Instant::now();
-                shard.expire_silent(now);
-                shard.pending.borrow_mut().expire(now);
-            }
-        }
-    });
+    let sweeper = compio::runtime::spawn(sweep(shard.clone()));
 
-    while let Ok(msg) = inbox.recv().await {
+    let mut grace_until: Option<Instant> = None;
+    let mut running = 0;
+    let mut cut_short = false;
+    loop {
+        let msg = match grace_until {
+            None => inbox.recv().await.ok(),
+            // The inbox is still served while draining: other workers'
+            // hand-offs, the admin's snapshots.
+            Some(deadline) => {
+                let next = pin!(inbox.recv());
+                let over = pin!(compio::time::timeout_at(deadline, shard.idle()));
+                match select(next, over).await {
+                    Either::Left((msg, _)) => msg.ok(),
+                    Either::Right(_) => None,
+                }
+            }
+        };
         match msg {
-            ShardMsg::Shutdown => break,
-            other => handle(&shard, &acceptors, other),
+            None => break,
+            // Once is enough: a second request changes nothing.
+            Some(ShardMsg::Shutdown { reply, .. }) if grace_until.is_some() => {
+                let _ = reply.send(DrainStart::default());
+            }
+            Some(ShardMsg::Shutdown { grace, reply }) => {
+                let started = start_drain(&shard, &acceptors);
+                running = started.sessions;
+                let _ = reply.send(started);
+                grace_until = Some(Instant::now() + grace);
+            }
+            Some(ShardMsg::CutShort) => {
+                cut_short = true;
+                break;
+            }
+            Some(other) => handle(&shard, &acceptors, other),
         }
     }
 
-    // Dropping an accept task's handle cancels it and closes its listener.
-    acceptors.borrow_mut().clear();
+    let cut = close_the_rest(&shard).await;
     drop(sweeper);
+    DrainEnd {
+        finished: running.saturating_sub(cut),
+        cut,
+        cut_short: cut_short && cut > 0,
+    }
+}
+
+/// Once a second: agents past their heartbeat deadline, pending slots
+/// past theirs, and this worker's share of the source table's idle
+/// entries.
+async fn sweep(shard: Rc<Shard>) {
+    loop {
+        compio::time::sleep(HEARTBEAT_SWEEP).await;
+        let now = Instant::now();
+        shard.expire_silent(now);
+        shard.pending.borrow_mut().expire(now);
+        shard.shared.sources.sweep(now, shard.index, shard.workers());
+    }
+}
+
+/// Starts this worker's drain: connections not yet routed are dropped and
+/// new requests refused (503), the listeners close, every agent is told
+/// `BYE shutdown` and every waiting session is refused (503); running
+/// sessions go on.
+fn start_drain(shard: &Shard, acceptors: &Acceptors) -> DrainStart {
+    shard.draining.start();
+    for acceptor in std::mem::take(&mut *acceptors.borrow_mut()) {
+        acceptor.close();
+    }
+    let agents = shard.directory.borrow().iter().count();
     shard.evict(|_| true, "shutdown");
-    let give_up = Instant::now() + SHUTDOWN_GRACE;
-    while shard.live_agents.get() > 0 && Instant::now() < give_up {
-        compio::time::sleep(Duration::from_millis(10)).await;
+    let pending = shard.pending.borrow_mut().cancel_where(|_| true);
+    DrainStart {
+        agents,
+        pending,
+        sessions: shard.sessions.borrow().len(),
+    }
+}
+
+/// Ends the sessions still running (each logs its end), tells any agent
+/// that registered late goodbye, and gives them all [`CLOSE_WAIT`] to
+/// close; returns how many sessions were cut.
+async fn close_the_rest(shard: &Shard) -> usize {
+    let cut = shard.sessions.borrow_mut().end_where(|_| true);
+    shard.evict(|_| true, "shutdown");
+    let _ = compio::time::timeout(CLOSE_WAIT, shard.idle()).await;
+    cut
+}
+
+/// Answers a connection handed over during a drain with 503.
+async fn refuse_handed(shard: Rc<Shard>, handoff: Handoff) {
+    let _served = shard.connections.enter();
+    match attach(handoff) {
+        Ok((conn, _, _)) => reject(&shard, &conn, Refusal::ShuttingDown).await,
+        Err(e) => log::debug!("cannot adopt a socket to refuse it: {e}"),
     }
 }
 
 fn handle(shard: &Rc<Shard>, acceptors: &Acceptors, msg: ShardMsg) {
+    let draining = shard.draining.is_started();
     match msg {
+        ShardMsg::Register(reg) if draining => {
+            compio::runtime::spawn(refuse_handed(shard.clone(), reg.handoff)).detach();
+        }
+        ShardMsg::Join(req) if draining => {
+            compio::runtime::spawn(refuse_handed(shard.clone(), req.handoff)).detach();
+        }
+        // A reload during a drain must not open what the drain closed.
+        ShardMsg::AddListeners(_) if draining => {}
         ShardMsg::Register(reg) => {
             compio::runtime::spawn(agent::serve_handed(shard.clone(), reg)).detach();
         }
@@ -95,21 +211,25 @@ fn handle(shard: &Rc<Shard>, acceptors: &Acceptors, msg: ShardMsg) {
         ShardMsg::Reload(config) => reload(shard, config),
         ShardMsg::AddListeners(listeners) => add_listeners(shard, acceptors, listeners),
         ShardMsg::RemoveListeners(addrs) => {
-            acceptors.borrow_mut().retain(|(a, _)| !addrs.contains(a));
+            let all = std::mem::take(&mut *acceptors.borrow_mut());
+            let (gone, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|a| addrs.contains(&a.addr));
+            *acceptors.borrow_mut() = kept;
+            gone.into_iter().for_each(Acceptor::close);
         }
         ShardMsg::Snapshot(reply) => {
             let _ = reply.send(snapshot(shard));
         }
-        ShardMsg::Shutdown => {}
+        // Served by `run`.
+        ShardMsg::Shutdown { .. } | ShardMsg::CutShort => {}
     }
 }
 
 fn add_listeners(shard: &Rc<Shard>, acceptors: &Acceptors, listeners: Vec<(SocketAddr, std::net::TcpListener)>) {
     for (addr, l) in listeners {
-        match TcpListener::from_std(l) {
-            Ok(l) => {
+        match l.try_clone().and_then(|socket| Ok((socket, TcpListener::from_std(l)?))) {
+            Ok((socket, l)) => {
                 let task = compio::runtime::spawn(accept_loop(shard.clone(), l));
-                acceptors.borrow_mut().push((addr, task));
+                acceptors.borrow_mut().push(Acceptor { addr, task, socket });
             }
             Err(e) => log::error!("worker {}: cannot use listener {addr}: {e}", shard.index),
         }
@@ -179,6 +299,13 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         rejected: st.rejected.borrow().clone(),
+        source_refusals: st
+            .source_refusals
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        key_quota_refusals: st.key_quota_refusals.get(),
     };
     let sessions: Vec<SessionRow> = shard
         .sessions
@@ -218,15 +345,28 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 let Some(permit) = shard.shared.connection_permit() else {
                     Stats::bump(&shard.stats.rejected, 503);
-                    compio::runtime::spawn(super::frontdoor::refuse_full(stream)).detach();
+                    compio::runtime::spawn(refuse_unread(stream, Refusal::AtConnectionLimit)).detach();
                     continue;
+                };
+                let unproven = match shard.shared.sources.admit(peer.ip(), Instant::now()) {
+                    Ok(ticket) => ticket,
+                    Err(refused) => {
+                        let why = Refusal::Source(refused.why);
+                        Stats::bump(&shard.stats.source_refusals, refused.why.label());
+                        Stats::bump(&shard.stats.rejected, why.status());
+                        // A flood of these is summarised per source.
+                        shard.event_from(peer.ip(), refused.event_text());
+                        compio::runtime::spawn(refuse_unread(stream, why)).detach();
+                        continue;
+                    }
                 };
                 // Relayed interactive traffic (ssh keystrokes, 64-byte
                 // pings) must not wait for Nagle; keepalive finds peers
                 // that vanished without a FIN.
                 let _ = stream.set_nodelay(true);
                 let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-                compio::runtime::spawn(super::frontdoor::handle(shard.clone(), stream, peer, permit)).detach();
+                let served = super::frontdoor::handle(shard.clone(), stream, peer, permit, unproven);
+                compio::runtime::spawn(served).detach();
             }
             Err(e) => {
                 log::warn!("worker {}: accept failed: {e}", shard.index);

@@ -52,6 +52,17 @@ impl AgentThread {
     /// Registers every agent at once on one thread; returns the
     /// registration results in the order given.
     pub fn start_many(agents: Vec<(Endpoint, Behaviour)>) -> (AgentThread, Vec<Result<(), ClientError>>) {
+        let all = agents.len().max(1);
+        AgentThread::start_in_waves(agents, all)
+    }
+
+    /// As [`AgentThread::start_many`], `wave` agents at a time: each wave
+    /// starts once the one before it has finished registering (as agents
+    /// behind one NAT come back at different moments).
+    pub fn start_in_waves(
+        agents: Vec<(Endpoint, Behaviour)>,
+        wave: usize,
+    ) -> (AgentThread, Vec<Result<(), ClientError>>) {
         let count = agents.len();
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (registered_tx, registered_rx) = mpsc::channel();
@@ -63,9 +74,21 @@ impl AgentThread {
             .spawn(move || {
                 let rt = Runtime::new().expect("start the agents' compio runtime");
                 rt.block_on(async move {
-                    for (index, (ep, behaviour)) in agents.into_iter().enumerate() {
-                        let (registered, ended, opens) = (registered_tx.clone(), ends_tx.clone(), opened.clone());
-                        compio::runtime::spawn(run_agent(index, ep, behaviour, registered, ended, opens)).detach();
+                    let (wave_tx, wave_rx) = async_channel::unbounded();
+                    let mut agents = agents.into_iter().enumerate().peekable();
+                    while agents.peek().is_some() {
+                        let mut started = 0;
+                        for (index, (ep, behaviour)) in agents.by_ref().take(wave.max(1)) {
+                            let (registered, ended, opens) = (wave_tx.clone(), ends_tx.clone(), opened.clone());
+                            compio::runtime::spawn(run_agent(index, ep, behaviour, registered, ended, opens)).detach();
+                            started += 1;
+                        }
+                        for _ in 0..started {
+                            // Invariant: this task holds a sender, so the
+                            // channel cannot close.
+                            let result = wave_rx.recv().await.expect("a registration result");
+                            let _ = registered_tx.send(result);
+                        }
                     }
                     // A dropped sender also ends the wait.
                     let _ = stop_rx.await;
@@ -132,7 +155,7 @@ async fn run_agent(
     index: usize,
     ep: Endpoint,
     behaviour: Behaviour,
-    registered: mpsc::Sender<(usize, Result<(), ClientError>)>,
+    registered: async_channel::Sender<(usize, Result<(), ClientError>)>,
     ended: mpsc::Sender<AgentEnd>,
     opens: Arc<AtomicUsize>,
 ) {
@@ -144,11 +167,11 @@ async fn run_agent(
     let channel = match AgentChannel::register(&ep, &info).await {
         Ok(channel) => channel,
         Err(e) => {
-            let _ = registered.send((index, Err(e)));
+            let _ = registered.send((index, Err(e))).await;
             return;
         }
     };
-    let _ = registered.send((index, Ok(())));
+    let _ = registered.send((index, Ok(()))).await;
     let handler = TestHandler {
         ep,
         behaviour,

@@ -3,11 +3,24 @@
 
 use std::fs;
 use std::process::Command;
+use std::time::Duration;
 
 use super::{COMMAND_TIMEOUT, EVENT_TIMEOUT, Finished, Gateway, GatewayConfig, poll_until, run_bounded};
 
 /// Logged once every worker has applied a reload.
 pub const RELOADED: &str = "Configuration reloaded";
+
+/// The last events of a gateway stopped with nothing left to drain, with
+/// the default 30 s grace.
+pub fn quiet_stop_lines() -> Vec<String> {
+    [
+        "Shutting down: stopped accepting connections; 0 clients told to go, 0 waiting sessions refused, 0 sessions running (grace 30 s)",
+        "Shutdown drain over: 0 sessions finished, 0 cut",
+        "Gateway stopped",
+    ]
+    .map(String::from)
+    .to_vec()
+}
 
 impl Gateway {
     /// Replaces the config file (for the next reload).
@@ -56,15 +69,23 @@ impl Gateway {
     pub fn stop(mut self) {
         self.signal(libc::SIGTERM);
         self.wait_for_event("Gateway stopped", EVENT_TIMEOUT);
+        assert!(
+            self.wait_exited(EVENT_TIMEOUT),
+            "the gateway did not exit after SIGTERM"
+        );
+        self.kill();
+    }
+
+    /// Waits up to `timeout` for the process to exit; false if it did not.
+    pub fn wait_exited(&self, timeout: Duration) -> bool {
         let stat = format!("/proc/{}/stat", self.pid());
         // The exit has no event of its own: the child turns zombie (it is
-        // reaped only by kill() below), a state /proc shows.
-        let exited = poll_until(EVENT_TIMEOUT, || {
+        // reaped only by kill()), a state /proc shows.
+        let exited = poll_until(timeout, || {
             let text = fs::read_to_string(&stat).ok()?;
             let state = text.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
             (state == Some('Z')).then_some(())
         });
-        assert!(exited.is_some(), "the gateway did not exit after SIGTERM");
-        self.kill();
+        exited.is_some()
     }
 }

@@ -106,6 +106,45 @@ pub fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> bool {
     }
 }
 
+/// Waits up to `timeout` until at least `want` of `fds` are readable (or
+/// hung up); returns the positions of those that are, in order (fewer
+/// than `want` only if the time ran out; `want == 0` looks once).
+pub fn wait_readable_many(fds: &[impl AsRawFd], want: usize, timeout: Duration) -> Vec<usize> {
+    let deadline = Instant::now() + timeout;
+    let mut ready = vec![false; fds.len()];
+    loop {
+        // Only those not yet readable: poll returns at once while any of
+        // its set is.
+        let waiting: Vec<usize> = (0..fds.len()).filter(|&i| !ready[i]).collect();
+        let mut pfds: Vec<libc::pollfd> = waiting
+            .iter()
+            .map(|&i| libc::pollfd {
+                fd: fds[i].as_raw_fd(),
+                events: libc::POLLIN | libc::POLLRDHUP,
+                revents: 0,
+            })
+            .collect();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = if want == 0 {
+            0
+        } else {
+            left.as_millis().min(i32::MAX as u128) as i32
+        };
+        // SAFETY: a valid array of pollfds for the duration of the call.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            panic!("poll failed: {}", io::Error::last_os_error());
+        }
+        for (&i, p) in waiting.iter().zip(&pfds) {
+            ready[i] |= p.revents != 0;
+        }
+        let count = ready.iter().filter(|&&r| r).count();
+        if count >= want || n == 0 || waiting.is_empty() {
+            return (0..fds.len()).filter(|&i| ready[i]).collect();
+        }
+    }
+}
+
 /// Waits up to `timeout` for `fd` to accept more bytes; false if it did not.
 pub fn wait_writable(fd: &impl AsRawFd, timeout: Duration) -> bool {
     let mut pfd = libc::pollfd {

@@ -11,7 +11,7 @@ use slab::Slab;
 
 use super::flaps::Flaps;
 use super::outbox::Outbox;
-use super::permit::{Counter, Permit};
+use super::permit::{Licence, Permit};
 use crate::auth::KeyId;
 use crate::proto::AgentSummary;
 use crate::timefmt::rfc3339;
@@ -42,12 +42,22 @@ pub(crate) struct AgentRecord {
     /// Frames to push down its channel. Dropping the record drops this,
     /// the only sender, which ends the agent's channel task.
     pub outbox: Outbox,
-    /// Its share of the licence (`max_clients`), set by
-    /// [`Directory::admit`]; a replacement inherits its predecessor's.
-    pub licence: Option<Permit>,
+    /// Its shares of the licence (`max_clients`) and of its key's quota
+    /// (`max_agents_per_key`), set by [`Directory::admit`]; a replacement
+    /// inherits its predecessor's.
+    pub licence: Option<AgentShares>,
     /// How this name's replacements are logged; the flow hands it from a
     /// replaced record to its successor.
     pub flaps: Flaps,
+}
+
+/// What an admitted agent holds until its record goes.
+#[derive(Debug)]
+pub(crate) struct AgentShares {
+    /// Its share of the licence, all keys together.
+    _licence: Permit,
+    /// Its share of its key's quota.
+    _key: Permit,
 }
 
 /// Why a registration was not admitted.
@@ -55,6 +65,8 @@ pub(crate) struct AgentRecord {
 pub(crate) enum AdmitError {
     /// The licensed maximum of agents is connected.
     Licence,
+    /// The agent's key has its quota of agents connected.
+    KeyQuota,
 }
 
 /// The worker that owns an agent: FNV-1a over key id and name, modulo the
@@ -90,16 +102,18 @@ impl Directory {
         self.slab.get(slot).filter(|r| r.id == id)
     }
 
-    /// Admits a registration: a new name takes a licence share from
-    /// `licence` (at most `max_clients`, 0 for no limit); a name already
-    /// here replaces its record and inherits its share, so a reconnecting
-    /// agent is never refused by the licence it already holds. Returns
-    /// the slot and the record it replaced.
+    /// Admits a registration: a new name takes a share of the licence (at
+    /// most `max_clients`, 0 for no limit) and of its key's quota (at most
+    /// `max_per_key`, 0 for none); a name already here replaces its record
+    /// and inherits its shares, so a reconnecting agent is never refused by
+    /// the shares it already holds. Returns the slot and the record it
+    /// replaced.
     pub fn admit(
         &mut self,
         mut rec: AgentRecord,
-        licence: &Counter,
+        licence: &Licence,
         max_clients: usize,
+        max_per_key: usize,
     ) -> Result<(usize, Option<AgentRecord>), AdmitError> {
         let key = (rec.kid, rec.name.clone());
         let old_slot = self.index.get(&key).copied();
@@ -107,10 +121,15 @@ impl Directory {
             .and_then(|s| self.slab.get_mut(s))
             .and_then(|o| o.licence.take());
         rec.licence = match inherited {
-            Some(share) => Some(share),
+            Some(shares) => Some(shares),
             None => {
                 let max = if max_clients == 0 { usize::MAX } else { max_clients };
-                Some(licence.take(max).ok_or(AdmitError::Licence)?)
+                let all = licence.agents.take(max).ok_or(AdmitError::Licence)?;
+                let own = licence.per_key.take(rec.kid, max_per_key).ok_or(AdmitError::KeyQuota)?;
+                Some(AgentShares {
+                    _licence: all,
+                    _key: own,
+                })
             }
         };
         let old = old_slot.map(|s| self.slab.remove(s));

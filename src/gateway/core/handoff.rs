@@ -6,9 +6,11 @@
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_channel::oneshot;
 
+use super::drain::DrainStart;
 use super::permit::Permit;
 use super::stats::WorkerSnapshot;
 use crate::auth::KeyId;
@@ -125,6 +127,15 @@ pub(crate) enum ShardMsg {
     RemoveListeners(Vec<SocketAddr>),
     /// Report agents, sessions and counters to the admin thread.
     Snapshot(std::sync::mpsc::Sender<WorkerSnapshot>),
-    /// Stop: goodbye to agents, close listeners, end the thread.
-    Shutdown,
+    /// Drain for a shutdown: close the listeners, tell agents goodbye,
+    /// refuse waiting sessions, and give running ones `grace` to finish;
+    /// the counts go to `reply`.
+    Shutdown {
+        /// How long running sessions may go on.
+        grace: Duration,
+        /// Where the drain's starting counts go.
+        reply: std::sync::mpsc::Sender<DrainStart>,
+    },
+    /// End a drain now (a second signal): close what is left.
+    CutShort,
 }

@@ -8,11 +8,14 @@
 //! `worker` → `frontdoor` → `flows` → `shard` → `core`.
 
 pub(crate) mod directory;
+pub(crate) mod drain;
 pub(crate) mod flaps;
+pub(crate) mod gauge;
 pub(crate) mod handoff;
 pub(crate) mod outbox;
 pub(crate) mod pairing;
 pub(crate) mod permit;
 pub(crate) mod reply;
 pub(crate) mod sessions;
+pub(crate) mod sources;
 pub(crate) mod stats;

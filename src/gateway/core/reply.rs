@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use super::pairing::PairError;
+use super::sources::SourceRefusal;
 use crate::auth::AuthError;
 use crate::http::{self, HeadError};
 
@@ -24,6 +25,10 @@ pub(crate) enum Refusal<'a> {
     MethodNotAllowed,
     /// The connection cap is reached.
     AtConnectionLimit,
+    /// The peer's source is over one of its limits.
+    Source(SourceRefusal),
+    /// The gateway is draining for a shutdown.
+    ShuttingDown,
     /// The request did not ask to upgrade: what it was, and to which protocol.
     MustUpgrade(&'static str, &'static str),
     /// A name header or path segment is missing or invalid: which one.
@@ -32,6 +37,8 @@ pub(crate) enum Refusal<'a> {
     ProofRefused(AuthError),
     /// The licensed maximum of agents is connected.
     Licence(usize),
+    /// The agent's key has its quota of agents connected.
+    KeyQuota(usize),
     /// The client list could not be encoded.
     CannotEncode,
     /// No room to wait for an agent, and whose share ran out.
@@ -63,8 +70,12 @@ impl Refusal<'_> {
             Refusal::BadHead(e) => e.status(),
             Refusal::NoEndpoint | Refusal::NoSuchClient(_) | Refusal::NoSuchSession => 404,
             Refusal::MethodNotAllowed => 405,
+            Refusal::Source(SourceRefusal::Rate(_)) => 429,
             Refusal::AtConnectionLimit
+            | Refusal::Source(_)
+            | Refusal::ShuttingDown
             | Refusal::Licence(_)
+            | Refusal::KeyQuota(_)
             | Refusal::TooManyWaiting(_)
             | Refusal::NotReading(_)
             | Refusal::WorkerBusy
@@ -88,6 +99,17 @@ impl Refusal<'_> {
             Refusal::NoEndpoint => "no such endpoint".into(),
             Refusal::MethodNotAllowed => "only GET is served here".into(),
             Refusal::AtConnectionLimit => "the gateway is at its connection limit; try again later".into(),
+            // No numbers: a prober learns nothing of the limits.
+            Refusal::Source(SourceRefusal::Unauthenticated(_)) => {
+                "too many connections from your address have not proven a key; try again later".into()
+            }
+            Refusal::Source(SourceRefusal::Rate(_)) => {
+                "too many new connections from your address; slow down and try again".into()
+            }
+            Refusal::Source(SourceRefusal::TableFull) => {
+                "too many addresses are connecting at once; try again later".into()
+            }
+            Refusal::ShuttingDown => "the gateway is shutting down; try again later".into(),
             Refusal::MustUpgrade(what, proto) => format!("{what} must upgrade to {proto}").into(),
             Refusal::BadName(what) => format!("missing or invalid {what}").into(),
             // The same for every failed check, so a prober learns nothing,
@@ -98,6 +120,7 @@ impl Refusal<'_> {
             }
             Refusal::ProofRefused(_) => "gateway key proof refused".into(),
             Refusal::Licence(max) => format!("licensed maximum of {max} clients reached").into(),
+            Refusal::KeyQuota(max) => format!("this gateway key has its maximum of {max} clients connected").into(),
             Refusal::CannotEncode => "cannot encode the client list".into(),
             Refusal::TooManyWaiting(e) => format!("too many sessions waiting for their clients {}", e.scope()).into(),
             // Same answer whether the name is unknown or belongs to another
@@ -140,6 +163,31 @@ mod tests {
                 "gateway key proof refused",
             ),
             (Refusal::Licence(2), 503, "licensed maximum of 2 clients reached"),
+            (
+                Refusal::KeyQuota(5),
+                503,
+                "this gateway key has its maximum of 5 clients connected",
+            ),
+            (
+                Refusal::Source(SourceRefusal::Unauthenticated(8)),
+                503,
+                "too many connections from your address have not proven a key; try again later",
+            ),
+            (
+                Refusal::Source(SourceRefusal::Rate(100)),
+                429,
+                "too many new connections from your address; slow down and try again",
+            ),
+            (
+                Refusal::Source(SourceRefusal::TableFull),
+                503,
+                "too many addresses are connecting at once; try again later",
+            ),
+            (
+                Refusal::ShuttingDown,
+                503,
+                "the gateway is shutting down; try again later",
+            ),
             (
                 Refusal::TooManyWaiting(PairError::KeyFull),
                 503,

@@ -52,6 +52,11 @@ impl Sessions {
         before - self.slab.len()
     }
 
+    /// How many sessions are running.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
     /// Every running session.
     pub fn iter(&self) -> impl Iterator<Item = &SessionInfo> {
         self.slab.iter().map(|(_, s)| s)

@@ -32,6 +32,11 @@ pub(crate) struct Stats {
     pub auth_failures: RefCell<BTreeMap<&'static str, u64>>,
     /// Requests answered with an error status, by status code.
     pub rejected: RefCell<BTreeMap<u16, u64>>,
+    /// Connections refused for their source, by reason
+    /// (`SourceRefusal::label`).
+    pub source_refusals: RefCell<BTreeMap<&'static str, u64>>,
+    /// Agent registrations refused by their key's quota.
+    pub key_quota_refusals: Cell<u64>,
 }
 
 impl Stats {
@@ -117,6 +122,10 @@ pub struct StatsSnapshot {
     pub auth_failures: BTreeMap<String, u64>,
     /// Requests answered with an error status, by status code.
     pub rejected: BTreeMap<u16, u64>,
+    /// Connections refused for their source, by reason.
+    pub source_refusals: BTreeMap<String, u64>,
+    /// Agent registrations refused by their key's quota.
+    pub key_quota_refusals: u64,
 }
 
 /// Everything one worker reports to the admin listener.

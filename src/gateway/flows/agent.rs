@@ -188,6 +188,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         },
         &shard.shared.licence,
         config.max_clients,
+        config.limits.max_agents_per_key,
     );
     let slot = match admitted {
         Ok((slot, None)) => slot,
@@ -213,6 +214,16 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
                 peer.ip()
             ));
             reject(&shard, &stream, Refusal::Licence(config.max_clients)).await;
+            return;
+        }
+        Err(AdmitError::KeyQuota) => {
+            Stats::inc(&shard.stats.key_quota_refusals);
+            let max = config.limits.max_agents_per_key;
+            shard.event(format!(
+                "Key quota reached. Rejecting connection from Client {shown} ({local_ip}, {}): key {kid} has {max} clients connected",
+                peer.ip()
+            ));
+            reject(&shard, &stream, Refusal::KeyQuota(max)).await;
             return;
         }
     };

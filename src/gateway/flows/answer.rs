@@ -36,7 +36,8 @@ pub(crate) fn identity(head: &RequestHead) -> Option<(String, String)> {
 
 /// Checks the request's key proof for `identity_raw`. Over TLS a bearer
 /// key (`Authorization: Bearer KEY`) is accepted too; over plain HTTP it is
-/// refused, since it would put the key on the wire in clear.
+/// refused, since it would put the key on the wire in clear. A proven
+/// connection leaves its source's count of unauthenticated connections.
 pub(crate) fn verify(shard: &Shard, conn: &Conn, head: &RequestHead, identity_raw: &str) -> Result<KeyId, AuthError> {
     let keys = shard.keys.borrow().clone();
     let res = if let Some(secret) = head.header("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
@@ -55,8 +56,11 @@ pub(crate) fn verify(shard: &Shard, conn: &Conn, head: &RequestHead, identity_ra
             &shard.shared.nonces,
         )
     };
-    if let Err(why) = res {
-        Stats::bump(&shard.stats.auth_failures, why.label());
+    match &res {
+        // The one place a connection proves a key: from here on it counts
+        // against its key's shares, not its source's.
+        Ok(_) => shard.proven(conn),
+        Err(why) => Stats::bump(&shard.stats.auth_failures, why.label()),
     }
     res
 }

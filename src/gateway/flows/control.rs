@@ -176,6 +176,11 @@ pub(crate) async fn connect(
             refuse_pairing(&shard, &stream, peer, &control_shown, Refusal::NotReading(&agent_shown)).await;
             return;
         }
+        // A drain cancelled the wait.
+        (_, Some(Ok(Err(_)))) if shard.draining.is_started() => {
+            reject(&shard, &stream, Refusal::ShuttingDown).await;
+            return;
+        }
         (_, Some(Ok(Err(_)))) | (_, None) => {
             refuse_pairing(
                 &shard,

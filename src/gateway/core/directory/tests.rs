@@ -33,16 +33,16 @@ fn record(id: u64, k: u8, name: &str, last_seen: Instant) -> AgentRecord {
 #[test]
 fn a_replacement_inherits_the_licence_share_and_a_new_name_needs_one() {
     let now = Instant::now();
-    let licence = Counter::default();
+    let licence = Licence::default();
     let mut d = Directory::default();
-    d.admit(record(1, 1, "pc1", now), &licence, 1).expect("room for one");
+    d.admit(record(1, 1, "pc1", now), &licence, 1, 0).expect("room for one");
     let (slot, old) = d
-        .admit(record(2, 1, "pc1", now), &licence, 1)
+        .admit(record(2, 1, "pc1", now), &licence, 1, 0)
         .expect("same name replaces");
     assert_eq!(old.map(|o| o.id), Some(1));
     assert_eq!(licence.used(), 1, "the share moved, none was added");
     assert_eq!(
-        d.admit(record(3, 1, "pc2", now), &licence, 1).map(|_| ()),
+        d.admit(record(3, 1, "pc2", now), &licence, 1, 0).map(|_| ()),
         Err(AdmitError::Licence)
     );
     assert_eq!(
@@ -56,12 +56,36 @@ fn a_replacement_inherits_the_licence_share_and_a_new_name_needs_one() {
 }
 
 #[test]
+fn a_key_at_its_quota_is_refused_while_other_keys_and_replacements_get_in() {
+    let now = Instant::now();
+    let licence = Licence::default();
+    let mut d = Directory::default();
+    d.admit(record(1, 1, "a1", now), &licence, 0, 2).expect("a's first");
+    d.admit(record(2, 1, "a2", now), &licence, 0, 2).expect("a's second");
+    assert_eq!(
+        d.admit(record(3, 1, "a3", now), &licence, 0, 2).map(|_| ()),
+        Err(AdmitError::KeyQuota)
+    );
+    assert_eq!(licence.used(), 2, "a refused agent holds no licence share");
+    d.admit(record(4, 2, "b1", now), &licence, 0, 2)
+        .expect("key 2 has its own quota");
+    let (slot, old) = d
+        .admit(record(5, 1, "a1", now), &licence, 0, 2)
+        .expect("a1 reconnecting keeps its share");
+    assert_eq!(old.map(|o| o.id), Some(1));
+    assert_eq!(licence.per_key.used(kid(1)), 2);
+    assert!(d.remove_if(slot, 5).is_some());
+    d.admit(record(6, 1, "a3", now), &licence, 0, 2)
+        .expect("room after a1 left");
+}
+
+#[test]
 fn the_same_name_under_two_keys_is_two_agents() {
     let now = Instant::now();
-    let licence = Counter::default();
+    let licence = Licence::default();
     let mut d = Directory::default();
-    d.admit(record(1, 1, "pc1", now), &licence, 0).expect("no limit");
-    let (_, old) = d.admit(record(2, 2, "pc1", now), &licence, 0).expect("no limit");
+    d.admit(record(1, 1, "pc1", now), &licence, 0, 0).expect("no limit");
+    let (_, old) = d.admit(record(2, 2, "pc1", now), &licence, 0, 0).expect("no limit");
     assert!(old.is_none());
     assert_eq!(d.list(kid(1)).len(), 1);
     assert_eq!(d.list(kid(2)).len(), 1);
@@ -99,18 +123,21 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 const MAX_CLIENTS: usize = 7;
+/// Below MAX_CLIENTS, so that random histories hit both limits.
+const MAX_PER_KEY: usize = 3;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 proptest! {
     /// Random histories of register / replace / drop / timeout / key
     /// removal keep one record per key and name, the index true to the
-    /// slab, the licence equal to the records and never past its maximum,
+    /// slab, the licence and each key's quota equal to the records and
+    /// never past their maximum,
     /// and no record of a removed key.
     #[test]
     fn random_histories_keep_the_directory_consistent(ops in proptest::collection::vec(op(), 1..150)) {
         let t0 = Instant::now();
         let mut now = t0;
-        let licence = Counter::default();
+        let licence = Licence::default();
         let mut d = Directory::default();
         // (slot, id) of the registrations the model believes are current.
         let mut live: Vec<(usize, u64, u8, u8)> = Vec::new();
@@ -120,7 +147,7 @@ proptest! {
                 Op::Register { k, name } => {
                     next += 1;
                     let replacing = live.iter().position(|&(_, _, lk, ln)| lk == k && ln == name);
-                    let res = d.admit(record(next, k, &name.to_string(), now), &licence, MAX_CLIENTS);
+                    let res = d.admit(record(next, k, &name.to_string(), now), &licence, MAX_CLIENTS, MAX_PER_KEY);
                     match (res, replacing) {
                         (Ok((slot, old)), Some(i)) => {
                             prop_assert_eq!(old.map(|o| o.id), Some(live[i].1));
@@ -132,6 +159,9 @@ proptest! {
                             live.push((slot, next, k, name));
                         }
                         (Err(AdmitError::Licence), None) => prop_assert_eq!(live.len(), MAX_CLIENTS),
+                        (Err(AdmitError::KeyQuota), None) => {
+                            prop_assert_eq!(live.iter().filter(|l| l.2 == k).count(), MAX_PER_KEY);
+                        }
                         (Err(e), Some(_)) => prop_assert!(false, "a replacement was refused: {:?}", e),
                     }
                 }
@@ -165,6 +195,11 @@ proptest! {
             prop_assert_eq!(d.index.len(), d.slab.len(), "one index entry per record");
             prop_assert_eq!(licence.used(), d.len(), "the licence counts the records");
             prop_assert!(licence.used() <= MAX_CLIENTS);
+            for k in 0..3u8 {
+                let of_key = live.iter().filter(|l| l.2 == k).count();
+                prop_assert_eq!(licence.per_key.used(kid(k)), of_key, "the key's quota counts its records");
+                prop_assert!(of_key <= MAX_PER_KEY);
+            }
             let names: HashSet<(KeyId, &str)> = d.iter().map(|r| (r.kid, r.name.as_str())).collect();
             prop_assert_eq!(names.len(), d.len(), "one record per key and name");
             for &(slot, id, k, name) in &live {
