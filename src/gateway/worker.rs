@@ -31,6 +31,13 @@ use crate::timefmt::rfc3339;
 /// again: retrying at once would spin a core while nothing can change.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// How often a run of failed accepts is logged. At the open-file limit
+/// every accept fails, 20 times a second per listener at the pause above;
+/// a line each would flood stderr and the journal while saying nothing
+/// new, so the first is logged and the rest are counted, with one line
+/// per interval and one when accepting works again.
+const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How often a worker looks for agents past their heartbeat deadline,
 /// reclaims pending slots past theirs and drops its share of the source
 /// table's idle entries. One sweep a second over the slabs replaces a
@@ -336,9 +343,16 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let mut failures = AcceptFailures::default();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if let Some(n) = failures.recovered() {
+                    log::warn!(
+                        "worker {}: accepting again ({n} more failed accepts since the last warning)",
+                        shard.index
+                    );
+                }
                 Stats::inc(&shard.stats.accepted);
                 // An IPv4 peer on a dual-stack [::] listener arrives as
                 // ::ffff:a.b.c.d; logs and the console show it as IPv4.
@@ -369,9 +383,83 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 compio::runtime::spawn(served).detach();
             }
             Err(e) => {
-                log::warn!("worker {}: accept failed: {e}", shard.index);
+                match failures.failed(Instant::now()) {
+                    Some(0) => log::warn!(
+                        "worker {}: accept failed: {e}; further failures are counted and logged every {} s",
+                        shard.index,
+                        ACCEPT_WARN_INTERVAL.as_secs()
+                    ),
+                    Some(n) => log::warn!(
+                        "worker {}: accept failed: {e} ({n} more since the last warning)",
+                        shard.index
+                    ),
+                    None => {}
+                }
                 compio::time::sleep(ACCEPT_ERROR_PAUSE).await;
             }
         }
+    }
+}
+
+/// A run of failed accepts, so that it is logged once per
+/// [`ACCEPT_WARN_INTERVAL`] with a count instead of once per failure.
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    /// When the last warning was logged; `None` outside a run.
+    warned_at: Option<Instant>,
+    /// Failures since that warning.
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    /// Counts a failure at `now`. `Some(n)` when it is to be logged, with
+    /// the `n` failures since the last warning.
+    fn failed(&mut self, now: Instant) -> Option<u64> {
+        match self.warned_at {
+            Some(at) if now.saturating_duration_since(at) < ACCEPT_WARN_INTERVAL => {
+                self.unlogged += 1;
+                None
+            }
+            _ => {
+                self.warned_at = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
+            }
+        }
+    }
+
+    /// An accept worked: ends a run. `Some(n)` if one was going on, with
+    /// the `n` failures since its last warning.
+    fn recovered(&mut self) -> Option<u64> {
+        self.warned_at.take()?;
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_accept_failures_is_logged_once_per_interval_and_at_its_end() {
+        let mut f = AcceptFailures::default();
+        assert_eq!(f.recovered(), None, "no run, nothing to report");
+        let t0 = Instant::now();
+        assert_eq!(f.failed(t0), Some(0), "the first failure is logged");
+        for ms in [50, 100, 9_950] {
+            assert_eq!(f.failed(t0 + Duration::from_millis(ms)), None, "counted, not logged");
+        }
+        assert_eq!(
+            f.failed(t0 + ACCEPT_WARN_INTERVAL),
+            Some(3),
+            "one line per interval, with the count"
+        );
+        assert_eq!(f.failed(t0 + ACCEPT_WARN_INTERVAL * 2 - Duration::from_millis(1)), None);
+        assert_eq!(f.recovered(), Some(1), "the end of the run reports what was not logged");
+        assert_eq!(f.recovered(), None, "and ends it");
+        assert_eq!(
+            f.failed(t0 + ACCEPT_WARN_INTERVAL * 2),
+            Some(0),
+            "a new run starts afresh"
+        );
     }
 }
