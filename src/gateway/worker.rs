@@ -4,6 +4,8 @@
 //! connections to the front door and inbox messages to the flows.
 
 use std::cell::RefCell;
+use std::fs::File;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
@@ -344,9 +346,19 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     let mut failures = AcceptFailures::default();
+    let mut spare = SpareFd::open();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if !spare.restore() {
+                    // It came in on the spare's descriptor: the process is
+                    // still at its open-file limit, so it hears why and is
+                    // closed.
+                    Stats::bump(&shard.stats.rejected, 503);
+                    refuse_unread(stream, Refusal::AtConnectionLimit).await;
+                    spare.restore();
+                    continue;
+                }
                 if let Some(n) = failures.recovered() {
                     log::warn!(
                         "worker {}: accepting again ({n} more failed accepts since the last warning)",
@@ -395,10 +407,66 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     ),
                     None => {}
                 }
+                if out_of_fds(&e) && spare.release() {
+                    continue;
+                }
                 compio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                spare.restore();
             }
         }
     }
+}
+
+/// A descriptor held back for the open-file limit. There every accept
+/// fails before it looks at the backlog, so a peer would wait there,
+/// unanswered, until some connection closes; with this one released, the
+/// next accept takes that peer, which is told `503` and closed.
+struct SpareFd {
+    /// The held descriptor (`/dev/null`), while it is held.
+    file: Option<File>,
+    /// Whether it was let go for an accept and is to be taken back.
+    released: bool,
+}
+
+impl SpareFd {
+    fn open() -> SpareFd {
+        SpareFd {
+            file: File::open(SPARE_PATH).ok(),
+            released: false,
+        }
+    }
+
+    /// Lets the descriptor go for one accept; false if none is held.
+    fn release(&mut self) -> bool {
+        self.released = self.file.take().is_some();
+        self.released
+    }
+
+    /// Takes the descriptor back if it was let go. False while the
+    /// process is still out of descriptors, i.e. the connection just
+    /// accepted holds the last one.
+    fn restore(&mut self) -> bool {
+        if !self.released {
+            return true;
+        }
+        match File::open(SPARE_PATH) {
+            Ok(f) => self.file = Some(f),
+            Err(e) if out_of_fds(&e) => return false,
+            // Not a shortage: stop holding one rather than refuse peers.
+            Err(_) => {}
+        }
+        self.released = false;
+        true
+    }
+}
+
+/// What the spare descriptor is: a file every Linux has, opened read-only.
+const SPARE_PATH: &str = "/dev/null";
+
+/// Whether `e` says the process (EMFILE) or the system (ENFILE) has no
+/// descriptor left.
+fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// A run of failed accepts, so that it is logged once per
