@@ -3,7 +3,7 @@
 //! launcher every test uses; reloading and stopping are in lifecycle.rs,
 //! admin requests in admin.rs.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -74,11 +74,29 @@ impl Gateway {
         Gateway::launch(dir.path().to_path_buf(), Some(dir), config, false)
     }
 
+    /// As [`Gateway::start`], with `prepare` applied to the command first:
+    /// a network namespace to start in, a lower open-file limit.
+    pub fn start_prepared(config: &GatewayConfig, prepare: impl FnOnce(&mut Command)) -> Gateway {
+        let dir = TestDir::new("gateway");
+        Gateway::launch_prepared(dir.path().to_path_buf(), Some(dir), config, true, prepare)
+    }
+
     fn launch(dir: PathBuf, own_dir: Option<TestDir>, config: &GatewayConfig, alone: bool) -> Gateway {
+        Gateway::launch_prepared(dir, own_dir, config, alone, |_| {})
+    }
+
+    fn launch_prepared(
+        dir: PathBuf,
+        own_dir: Option<TestDir>,
+        config: &GatewayConfig,
+        alone: bool,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Gateway {
         let file = dir.join(CONFIG_FILE);
         fs::write(&file, config.to_toml(&dir)).expect("write the gateway config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
         cmd.arg("serve").arg("--config").arg(&file).env("RUST_LOG", "info");
+        prepare(&mut cmd);
         let label = format!("gateway in {}", dir.display());
         let process = LoggedChild::spawn(&label, cmd);
 
@@ -270,6 +288,21 @@ impl Gateway {
             inodes.extend(inode);
         }
         tcp_table().into_iter().filter(|e| inodes.contains(&e.inode)).collect()
+    }
+
+    /// The gateway's open descriptors: number and what each names
+    /// (`socket:[inode]`, a path, `anon_inode:[io_uring]`), so a test can
+    /// tell descriptors that are new from ones that were open before.
+    pub fn descriptors(&self) -> BTreeSet<(u32, String)> {
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read /proc/PID/fd")
+            .flatten()
+            .filter_map(|entry| {
+                let fd = entry.file_name().to_str()?.parse().ok()?;
+                let target = fs::read_link(entry.path()).ok()?;
+                Some((fd, target.to_string_lossy().into_owned()))
+            })
+            .collect()
     }
 
     /// How many descriptors the gateway has open.

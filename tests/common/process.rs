@@ -1,7 +1,8 @@
 //! Child processes whose stderr lines are collected, so tests wait for a
 //! line with a condition variable instead of sleeping.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -169,6 +170,26 @@ fn collect_lines(stderr: impl Read, log: &(Mutex<LogState>, Condvar)) {
     }
     log.0.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
     log.1.notify_all();
+}
+
+/// Makes `cmd` start with its open-file limit (soft and hard) at `n`, as
+/// `prlimit --nofile=N` would.
+pub fn limit_open_files(cmd: &mut Command, n: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes one system call, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
 }
 
 /// The text of an event line (`[... INFO  ringway::event] <text>`).
