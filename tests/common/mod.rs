@@ -7,6 +7,8 @@
 //!   its stderr line by line so tests wait on events. lifecycle.rs rewrites
 //!   its config, reloads it (SIGHUP or `ringway reload`) and stops it;
 //!   admin.rs asks its admin listener (pages, JSON, /metrics).
+//!   [`Gateway::start_prepared`] starts it inside a namespace or under a
+//!   lower open-file limit ([`limit_open_files`], process.rs).
 //! - prometheus.rs: a strict parser of /metrics' text format.
 //! - eventlog.rs: the `GWnnn.log` files read back and their stamps.
 //! - tls.rs: gen-cert's certificates and [`TlsRig`], a gateway over TLS.
@@ -21,6 +23,10 @@
 //! - [`Service`] (service.rs): a local TCP service on std threads.
 //! - bytes.rs: a seeded byte stream and SHA-256.
 //! - procfs.rs: TCP sockets and descriptors from /proc, bounded waits.
+//! - Faults: [`Netns`] (netns.rs), network namespaces of the test's own;
+//!   impair.rs, veths between them with packet loss and reordering;
+//!   [`DelayProxy`] (delay_proxy.rs), latency in user space; both_ways.rs,
+//!   the 64 MiB-each-way check; reset.rs, RST mid-transfer.
 //!
 //! Every wait is on an event (a stderr line, a channel message, a socket
 //! becoming readable) with a generous timeout that only bounds a failure.
@@ -34,16 +40,21 @@
 mod admin;
 mod agents;
 mod binaries;
+mod both_ways;
 mod bytes;
 mod client;
 mod command;
 mod config;
+mod delay_proxy;
 mod eventlog;
 mod gateway;
+mod impair;
 mod lifecycle;
+mod netns;
 mod process;
 mod procfs;
 mod prometheus;
+mod reset;
 mod service;
 mod session;
 mod testdir;
@@ -59,6 +70,8 @@ pub use agents::*;
 #[allow(unused_imports)]
 pub use binaries::*;
 #[allow(unused_imports)]
+pub use both_ways::*;
+#[allow(unused_imports)]
 pub use bytes::*;
 #[allow(unused_imports)]
 pub use client::*;
@@ -67,17 +80,25 @@ pub use command::*;
 #[allow(unused_imports)]
 pub use config::*;
 #[allow(unused_imports)]
+pub use delay_proxy::*;
+#[allow(unused_imports)]
 pub use eventlog::*;
 #[allow(unused_imports)]
 pub use gateway::*;
 #[allow(unused_imports)]
+pub use impair::*;
+#[allow(unused_imports)]
 pub use lifecycle::*;
+#[allow(unused_imports)]
+pub use netns::*;
 #[allow(unused_imports)]
 pub use process::*;
 #[allow(unused_imports)]
 pub use procfs::*;
 #[allow(unused_imports)]
 pub use prometheus::*;
+#[allow(unused_imports)]
+pub use reset::*;
 #[allow(unused_imports)]
 pub use service::*;
 #[allow(unused_imports)]
