@@ -172,7 +172,11 @@ impl TlsConn {
             // Keep a record-sized buffer while traffic is heavy; after a
             // small write (a pong, an answer) give it up, so an idle
             // connection does not keep the handshake flight's buffer.
-            *out = if buf.len() < CIPHERTEXT_IDLE_READ { Vec::new() } else { buf };
+            *out = if buf.len() < CIPHERTEXT_IDLE_READ {
+                Vec::new()
+            } else {
+                buf
+            };
             res?;
         }
     }
