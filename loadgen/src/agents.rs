@@ -21,6 +21,7 @@ use ringway::client::{self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, E
 use ringway::proto::SessionId;
 use ringway::relay::Duplex;
 
+use crate::churn::Churn;
 use crate::stats::{ErrorKind, Metric, Op, Recorder};
 
 /// Echo buffer of a session's data connection: the gateway's default relay
@@ -46,6 +47,9 @@ pub struct AgentSpec {
     pub ramp: u64,
     /// Source addresses, dealt round-robin; empty lets the OS choose.
     pub sources: Vec<IpAddr>,
+    /// When agents hang up and register again (`--churn`); `None` keeps
+    /// every channel for the whole run.
+    pub churn: Option<Churn>,
 }
 
 impl AgentSpec {
@@ -70,13 +74,15 @@ pub async fn start_share(spec: Arc<AgentSpec>, thread: u64, threads: u64, start:
         if spec.ramp > 0 {
             compio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / spec.ramp as f64)).await;
         }
-        compio::runtime::spawn(agent(spec.endpoint(i), i, rec.clone())).detach();
+        let churn = spec.churn.map(|c| (c, start));
+        compio::runtime::spawn(agent(spec.endpoint(i), i, churn, rec.clone())).detach();
     }
 }
 
 /// One agent, registered again whenever its channel ends, until the run
-/// drops it.
-async fn agent(ep: Endpoint, index: u64, rec: Recorder) {
+/// drops it; with `churn` (and the run's start) it also hangs up on its
+/// schedule and registers again at once.
+async fn agent(ep: Endpoint, index: u64, churn: Option<(Churn, Instant)>, rec: Recorder) {
     // An empty local IP is filled in by the library from the socket.
     let info = AgentInfo {
         mac: String::new(),
@@ -103,8 +109,15 @@ async fn agent(ep: Endpoint, index: u64, rec: Recorder) {
                 registered_before = true;
                 backoff.registered();
                 let since = Instant::now();
-                let end = channel.run(&Echoer { ep: &ep, rec: &rec }).await;
+                let hang_up = churn.map(|(c, start)| c.next(index, start, Instant::now()));
+                let end = crate::churn::run_until(channel.run(&Echoer { ep: &ep, rec: &rec }), hang_up).await;
                 rec.with(|s| s.counters.agents_up -= 1);
+                let Some(end) = end else {
+                    // Hung up on schedule, as a rebooted machine would:
+                    // not an error, and back at once.
+                    rec.with(|s| s.counters.churned += 1);
+                    continue;
+                };
                 let replaced = matches!(&end, Ok(end) if end.is_replaced());
                 match end {
                     Ok(ChannelEnd::Bye(reason)) => rec.error(

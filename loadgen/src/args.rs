@@ -91,6 +91,10 @@ pub struct CommonArgs {
     /// ~28,000 connections (its ephemeral ports).
     #[arg(long)]
     pub source: Option<String>,
+    /// Rewrite this file with the summary so far (the --json document)
+    /// every second, so that a long run can be sampled while it runs.
+    #[arg(long)]
+    pub live_json: Option<PathBuf>,
 }
 
 /// How simulated agents behave.
@@ -112,6 +116,10 @@ pub struct AgentOpts {
     /// New agents per second while ramping up; 0 starts them all at once.
     #[arg(long, default_value_t = 1000)]
     pub ramp: u64,
+    /// Agents that hang up and register again, percent of all per minute
+    /// (each at its own time); 0 keeps every channel up.
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
 }
 
 /// What controls send through their sessions.

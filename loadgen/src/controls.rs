@@ -217,9 +217,10 @@ async fn pingpong(session: Session, spec: &ControlSpec, rec: &Recorder) -> Resul
     let mut round = 0u64;
     while spec.per_session == 0 || round < spec.per_session {
         pacer.wait().await;
-        // A different byte each round: an echo of an earlier message, or
-        // one cut and spliced, cannot pass for this one.
-        out.fill((round % 251) as u8);
+        // Different bytes each round and along the message: an echo of an
+        // earlier message, or one cut, spliced or reordered, cannot pass
+        // for this one.
+        fill_round(&mut out, round);
         let sent = Instant::now();
         let BufResult(res, o) = within(OP_TIMEOUT, "write", stream.write_all_from(out)).await?;
         out = o;
@@ -234,16 +235,10 @@ async fn pingpong(session: Session, spec: &ControlSpec, rec: &Recorder) -> Resul
                 return Err(TrafficError::new(ErrorKind::Protocol, "session closed before the echo"));
             }
             if got + n > spec.size {
-                return Err(TrafficError::new(
-                    ErrorKind::Protocol,
-                    "more bytes came back than were sent",
-                ));
+                return Err(mismatch(rec, "more bytes came back than were sent"));
             }
             if back[..n] != out[got..got + n] {
-                return Err(TrafficError::new(
-                    ErrorKind::Protocol,
-                    "the echo differs from the message",
-                ));
+                return Err(mismatch(rec, "the echo differs from the message"));
             }
             got += n;
         }
@@ -320,17 +315,41 @@ async fn bulk(session: Session, spec: &ControlSpec, rec: &Recorder) -> Result<()
     };
     let (sent, got) = try_join(writer, reader).await?;
     if sent != got {
-        return Err(TrafficError::new(
-            ErrorKind::Protocol,
-            format!("sent {sent} bytes, {got} came back"),
-        ));
+        return Err(mismatch(rec, format!("sent {sent} bytes, {got} came back")));
     }
     Ok(())
+}
+
+/// Message `round` of a ping-pong session: a byte sequence that differs
+/// from round to round and along the message (period 251, a prime, so no
+/// power-of-two chunk lines up with it).
+fn fill_round(out: &mut [u8], round: u64) {
+    let offset = (round % 251) as usize;
+    for (j, b) in out.iter_mut().enumerate() {
+        *b = ((offset * 7 + j) % 251) as u8;
+    }
+}
+
+/// Counts an echo that differs from what was sent, and says how.
+fn mismatch(rec: &Recorder, what: impl Into<String>) -> TrafficError {
+    rec.with(|st| st.counters.mismatches += 1);
+    TrafficError::new(ErrorKind::Protocol, what)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ping_pong_messages_differ_between_rounds_and_along_themselves() {
+        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+        fill_round(&mut a, 0);
+        fill_round(&mut b, 1);
+        assert_ne!(a, b, "consecutive rounds");
+        assert_ne!(a[..1024], a[1024..2048], "chunks of one message");
+        fill_round(&mut b, 251);
+        assert_eq!(a, b, "the pattern repeats only every 251 rounds");
+    }
 
     #[test]
     fn pacer_keeps_the_rate() {

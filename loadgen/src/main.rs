@@ -5,7 +5,8 @@
 //! - [`args`]: the command line.
 //! - [`sources`], [`limits`]: will the planned connections fit (source
 //!   addresses and their ports, open files)?
-//! - [`agents`], [`controls`]: the simulated peers, one task each.
+//! - [`agents`], [`controls`]: the simulated peers, one task each;
+//!   [`churn`]: when agents hang up and register again.
 //! - [`stats`]: histograms, counters, errors; [`progress`] prints them
 //!   every second, [`summary`] at the end (human and JSON).
 //! - [`procstat`]: the gateway's RSS and CPU time from /proc.
@@ -13,6 +14,7 @@
 
 mod agents;
 mod args;
+mod churn;
 mod controls;
 mod limits;
 mod procstat;
@@ -106,6 +108,7 @@ fn plan(cmd: Command) -> Result<Plan, String> {
         gateway_pid,
         threads,
         source,
+        live_json,
     } = common;
     // One endpoint built once (key read, TLS trust loaded) and cloned for
     // every agent and control with its own name and source address.
@@ -152,6 +155,7 @@ fn plan(cmd: Command) -> Result<Plan, String> {
         controls,
         gateway_pid,
         json,
+        live_json,
     })
 }
 
@@ -162,6 +166,7 @@ fn agent_spec(count: u64, opts: AgentOpts, template: &Endpoint, sources: &[IpAdd
     if opts.cmpi == Some(0) {
         return Err("--cmpi must be at least 1 second".into());
     }
+    let churn = churn::Churn::per_minute(opts.churn)?;
     let spec = AgentSpec {
         template: template.clone(),
         prefix: opts.prefix,
@@ -169,6 +174,7 @@ fn agent_spec(count: u64, opts: AgentOpts, template: &Endpoint, sources: &[IpAdd
         count,
         ramp: opts.ramp,
         sources: sources.to_vec(),
+        churn,
     };
     let last = spec.name(count - 1);
     if !ringway::proto::valid_name(&last) {

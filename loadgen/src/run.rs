@@ -39,6 +39,8 @@ pub struct Plan {
     pub gateway_pid: Option<u32>,
     /// Where to write the JSON summary.
     pub json: Option<std::path::PathBuf>,
+    /// Where to rewrite the summary so far every second.
+    pub live_json: Option<std::path::PathBuf>,
 }
 
 /// What a run measured.
@@ -129,6 +131,9 @@ pub fn run(plan: &Plan) -> Result<Outcome, String> {
             log::warn!("--cmpi {want} expected, but the gateway set {got} s: agents poll every {got} s");
             cmpi_warned = true;
         }
+        if let Some(path) = &plan.live_json {
+            write_live(plan, path, snapshot.clone(), at - start);
+        }
         (prev, prev_at) = (snapshot.counters, at);
     }
 
@@ -148,6 +153,24 @@ pub fn run(plan: &Plan) -> Result<Outcome, String> {
         gateway,
         own_rss_kib,
     })
+}
+
+/// Writes the summary so far to `path`, through a temporary file renamed
+/// over it, so that a reader never sees half a document. A failure is
+/// logged, not fatal: the run itself is what matters.
+fn write_live(plan: &Plan, path: &std::path::Path, stats: Stats, elapsed: Duration) {
+    let outcome = Outcome {
+        stats,
+        elapsed,
+        gateway: None,
+        own_rss_kib: procstat::sample(std::process::id()).ok().map(|s| s.rss_kib),
+    };
+    let tmp = path.with_extension("tmp");
+    let written = crate::summary::write_json(&crate::summary::build(plan, &outcome), &tmp)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {}: {e}", tmp.display())));
+    if let Err(e) = written {
+        log::warn!("--live-json: {e}");
+    }
 }
 
 fn merge(recorders: &[Recorder]) -> Stats {

@@ -208,6 +208,11 @@ pub struct Counters {
     pub bytes_sent: u64,
     /// Session bytes the controls read back.
     pub bytes_received: u64,
+    /// Channels the agents hung up on their churn schedule.
+    pub churned: u64,
+    /// Echoes that differed from what was sent (wrong bytes, more bytes,
+    /// or fewer at the end): what a relay must never do.
+    pub mismatches: u64,
 }
 
 impl Counters {
@@ -222,6 +227,8 @@ impl Counters {
         self.round_trips += o.round_trips;
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
+        self.churned += o.churned;
+        self.mismatches += o.mismatches;
     }
 }
 

@@ -72,6 +72,8 @@ pub struct AgentReport {
     pub polls: u64,
     /// Sessions the agents joined and echoed.
     pub sessions_served: u64,
+    /// Channels hung up on the `--churn` schedule (each registered again).
+    pub churned: u64,
     /// The poll interval the gateway announced.
     pub cmpi_secs: Option<u64>,
     /// The poll interval --cmpi said to expect.
@@ -103,6 +105,9 @@ pub struct ControlReport {
     pub bytes_received: u64,
     /// `bytes_received` per second of run, MiB/s.
     pub throughput_mib_per_sec: f64,
+    /// Echoes that differed from what was sent; each also counts as a
+    /// protocol error of its session.
+    pub mismatches: u64,
 }
 
 /// Percentiles of every latency, microseconds; `count: 0` where nothing
@@ -160,6 +165,7 @@ pub fn build(plan: &Plan, outcome: &Outcome) -> Summary {
             reconnects: c.reconnects,
             polls: c.polls,
             sessions_served: c.sessions_served,
+            churned: c.churned,
             cmpi_secs: stats.cmpi_secs,
             cmpi_secs_expected: plan.cmpi_expected,
         },
@@ -175,6 +181,7 @@ pub fn build(plan: &Plan, outcome: &Outcome) -> Summary {
             bytes_sent: c.bytes_sent,
             bytes_received: c.bytes_received,
             throughput_mib_per_sec: round2(c.bytes_received as f64 / secs / (1024.0 * 1024.0)),
+            mismatches: c.mismatches,
         },
         latency_us: Latencies {
             register: p(Metric::Register),
@@ -228,6 +235,9 @@ pub fn human(s: &Summary) -> String {
             s.agents.sessions_served,
             s.agents.cmpi_secs.map_or("-".to_string(), |c| format!("{c} s")),
         );
+        if s.agents.churned > 0 {
+            out += &format!("agents hung up on the churn schedule: {}\n", s.agents.churned);
+        }
     }
     if s.controls.target > 0 {
         out += &format!(
@@ -239,6 +249,10 @@ pub fn human(s: &Summary) -> String {
             s.controls.round_trips,
             s.controls.round_trips_per_sec,
             s.controls.throughput_mib_per_sec,
+        );
+        out += &format!(
+            "controls: {} sessions completed, {} echo mismatches\n",
+            s.controls.sessions_completed, s.controls.mismatches
         );
     }
     out += &format!(

@@ -178,49 +178,102 @@ fn run_loadgen(args: &[String]) -> (bool, String) {
     }
 }
 
+/// One run of the load generator against a gateway of its own: the
+/// summary it wrote, and what explains a failure. Its folder goes when it
+/// is dropped, after the gateway.
+struct Run {
+    gateway: Gateway,
+    dir: PathBuf,
+    /// The `--json` summary, parsed, and as written.
+    summary: serde_json::Value,
+    text: String,
+    /// The load generator's stdout and stderr.
+    output: String,
+}
+
+impl Run {
+    /// Starts a gateway and runs `mode` against it with `args`, the
+    /// gateway, key and `--json` options added; `label` names the folder.
+    /// `args` may name the folder as `{dir}` and the gateway's pid as
+    /// `{pid}`.
+    fn new(label: &str, mode: &str, args: &[&str]) -> Run {
+        let dir = std::env::temp_dir().join(format!("ringway-loadgen-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = dir.join("key");
+        std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+        let json = dir.join("summary.json");
+        let gateway = Gateway::start(&dir);
+        let mut all: Vec<String> = [
+            mode,
+            "--gateway",
+            &gateway.addr,
+            "--key-file",
+            &key_file.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let pid = gateway.pid().to_string();
+        all.extend(
+            args.iter()
+                .map(|a| a.replace("{dir}", &dir.to_string_lossy()).replace("{pid}", &pid)),
+        );
+        all.extend(["--json".to_string(), json.to_string_lossy().into_owned()]);
+        let (ok, output) = run_loadgen(&all);
+        assert!(
+            ok,
+            "the load generator failed:\n{output}\ngateway:\n{}",
+            gateway.output()
+        );
+        let text = std::fs::read_to_string(&json).unwrap();
+        let summary = serde_json::from_str(&text).unwrap();
+        Run {
+            gateway,
+            dir,
+            summary,
+            text,
+            output,
+        }
+    }
+
+    fn explain(&self) -> String {
+        format!(
+            "summary:\n{}\n{}\ngateway:\n{}",
+            self.text,
+            self.output,
+            self.gateway.output()
+        )
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn mixed_run_registers_every_agent_and_relays_sessions() {
-    let dir = std::env::temp_dir().join(format!("ringway-loadgen-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key_file = dir.join("key");
-    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
-    let json = dir.join("summary.json");
-
-    let gateway = Gateway::start(&dir);
-    let args: Vec<String> = [
+    let (agents, controls, secs) = (AGENTS.to_string(), CONTROLS.to_string(), RUN_SECS.to_string());
+    let run = Run::new(
+        "smoke",
         "mixed",
-        "--gateway",
-        &gateway.addr,
-        "--key-file",
-        &key_file.to_string_lossy(),
-        "--agents",
-        &AGENTS.to_string(),
-        "--controls",
-        &CONTROLS.to_string(),
-        "--pattern",
-        "pingpong",
-        "--size",
-        "64",
-        "--duration",
-        &RUN_SECS.to_string(),
-        "--json",
-        &json.to_string_lossy(),
-        "--gateway-pid",
-        &gateway.pid().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let (ok, output) = run_loadgen(&args);
-    assert!(
-        ok,
-        "the load generator failed:\n{output}\ngateway:\n{}",
-        gateway.output()
+        &[
+            "--agents",
+            &agents,
+            "--controls",
+            &controls,
+            "--pattern",
+            "pingpong",
+            "--size",
+            "64",
+            "--duration",
+            &secs,
+            "--gateway-pid",
+            "{pid}",
+        ],
     );
-
-    let text = std::fs::read_to_string(&json).unwrap();
-    let s: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let explain = || format!("summary:\n{text}\n{output}\ngateway:\n{}", gateway.output());
+    let (s, explain) = (&run.summary, || run.explain());
     assert_eq!(s["mode"], "mixed", "{}", explain());
     assert_eq!(s["agents"]["target"], AGENTS, "{}", explain());
     assert_eq!(s["agents"]["registered"], AGENTS, "{}", explain());
@@ -231,13 +284,62 @@ fn mixed_run_registers_every_agent_and_relays_sessions() {
     assert!(s["controls"]["sessions"].as_u64().unwrap() > 0, "{}", explain());
     assert!(s["controls"]["round_trips"].as_u64().unwrap() > 0, "{}", explain());
     assert_eq!(s["errors"]["total"], 0, "{}", explain());
-    assert_eq!(s["gateway_process"]["pid"], gateway.pid(), "{}", explain());
+    assert_eq!(s["controls"]["mismatches"], 0, "{}", explain());
+    assert_eq!(s["agents"]["churned"], 0, "{}", explain());
+    assert_eq!(s["gateway_process"]["pid"], run.gateway.pid(), "{}", explain());
     assert!(
         s["gateway_process"]["end"]["rss_kib"].as_u64().unwrap() > 0,
         "{}",
         explain()
     );
+}
 
-    drop(gateway);
-    let _ = std::fs::remove_dir_all(&dir);
+/// `--churn 50` hangs up each agent once every 2 minutes, at its own phase
+/// (index x the golden ratio's fraction, of the period): of agents 0-49
+/// only agent 34 (phase 0.013, 1.6 s) falls within a 3 s run, so exactly
+/// one hangs up, and registers again at once. `--live-json` leaves the
+/// summary of the last second behind.
+#[test]
+fn churn_hangs_up_agents_on_schedule_and_live_json_follows_the_run() {
+    let (agents, secs) = (AGENTS.to_string(), RUN_SECS.to_string());
+    let run = Run::new(
+        "churn",
+        "agents",
+        &[
+            "--count",
+            &agents,
+            "--ramp",
+            "0",
+            "--churn",
+            "50",
+            "--duration",
+            &secs,
+            "--live-json",
+            "{dir}/live.json",
+        ],
+    );
+    let (s, explain) = (&run.summary, || run.explain());
+    assert_eq!(s["agents"]["churned"], 1, "{}", explain());
+    assert_eq!(s["agents"]["reconnects"], 1, "{}", explain());
+    assert_eq!(s["agents"]["registered"], AGENTS + 1, "{}", explain());
+    assert_eq!(s["agents"]["up_at_end"], AGENTS, "{}", explain());
+    assert_eq!(
+        s["errors"]["total"],
+        0,
+        "hanging up on schedule is no error: {}",
+        explain()
+    );
+
+    let live_text = std::fs::read_to_string(run.dir.join("live.json"))
+        .unwrap_or_else(|e| panic!("no live summary ({e}): {}", explain()));
+    let live: serde_json::Value = serde_json::from_str(&live_text).unwrap();
+    assert_eq!(live["mode"], "agents", "{live_text}");
+    assert_eq!(
+        live["agents"]["registered"], s["agents"]["registered"],
+        "the last second's figures: {live_text}"
+    );
+    assert!(
+        !run.dir.join("live.tmp").exists(),
+        "the temporary file was renamed over the live one"
+    );
 }
