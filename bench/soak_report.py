@@ -63,6 +63,8 @@ def plot(rows, warmup, png, title):
     axes[1].plot(t, [r["fds"] for r in rows], color="tab:green", label="descriptors")
     axes[1].plot(t, [r["connections_open"] for r in rows], color="tab:olive", label="connections", linestyle="--")
     axes[1].legend(loc="lower right", fontsize=8)
+    # Room above the lines, which would otherwise run along the frame.
+    axes[1].set_ylim(0, max(r["fds"] for r in rows) * 1.15)
     axes[1].set_ylabel("open")
     axes[2].plot(t, [r["mismatches"] for r in rows], color="tab:red", label="echo mismatches")
     axes[2].plot(t, [r["errors"] for r in rows], color="tab:orange", label="loadgen errors", linestyle="--")
@@ -106,6 +108,10 @@ def main():
     rss_min, rss_max, rss_mean, rss_range = spread("rss_kib")
     fd_min, fd_max, fd_mean, fd_range = spread("fds")
     rss_slope_kib_h = linear_slope([r["t_secs"] / 3600 for r in steady], [r["rss_kib"] for r in steady])
+    # The last half alone: growth that is still going on, as against
+    # growth that was over early (caches filling for their window).
+    late = steady[len(steady) // 2 :]
+    late_slope_kib_h = linear_slope([r["t_secs"] / 3600 for r in late], [r["rss_kib"] for r in late])
     mismatches = busy.get("controls", {}).get("mismatches", last["mismatches"])
     completed = busy.get("controls", {}).get("sessions_completed", last["sessions_completed"])
     round_trips = busy.get("controls", {}).get("round_trips", 0)
@@ -138,7 +144,8 @@ def main():
         "| figure | first sample | end | min / max after warm-up |",
         "|---|---|---|---|",
         f"| gateway RSS | {mib(first['rss_kib'])} | {mib(last['rss_kib'])} | "
-        f"{mib(rss_min)} / {mib(rss_max)} (range {rss_range:.1%}, slope {rss_slope_kib_h / 1024:+.1f} MiB/h) |",
+        f"{mib(rss_min)} / {mib(rss_max)} (range {rss_range:.1%}; slope {rss_slope_kib_h / 1024:+.1f} MiB/h, "
+        f"{late_slope_kib_h / 1024:+.1f} MiB/h over the last half) |",
         f"| gateway descriptors | {first['fds']:,} | {last['fds']:,} | {fd_min:,} / {fd_max:,} (range {fd_range:.1%}) |",
         f"| connections open (/metrics) | {first['connections_open']:,} | {last['connections_open']:,} | |",
         f"| agents up | {first['agents_up']:,} | {last['agents_up']:,} | |",
