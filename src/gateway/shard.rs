@@ -286,6 +286,12 @@ impl Shard {
             .borrow_mut()
             .take_waiter(sid.slot as usize, &sid.token, kid, agent)
     }
+
+    /// The agent said it cannot serve `sid`: fail the waiting control
+    /// (502). Dropping the waiter's sender wakes the control with it.
+    pub fn fail_waiter(&self, sid: SessionId, kid: KeyId, agent: &str) {
+        drop(self.take_waiter(sid, kid, agent));
+    }
 }
 
 /// A connection's entry in [`Shard::unproven`], removed when this is

@@ -122,3 +122,15 @@ pub(crate) async fn reject(shard: &Shard, conn: &Conn, why: Refusal<'_>) {
     })
     .await;
 }
+
+/// Answers a connection whose hand-off the owner could not take (its
+/// inbox is full): a 503 from here, rather than a silent close.
+pub(crate) async fn refuse_handed(shard: &Shard, handoff: crate::gateway::core::handoff::Handoff) {
+    log::warn!(
+        "worker {} could not hand a connection over: the owner's inbox is full",
+        shard.index
+    );
+    if let Ok((conn, _, _)) = super::handover::attach(handoff) {
+        reject(shard, &conn, Refusal::WorkerBusy).await;
+    }
+}

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use super::answer::{identity, refuse_proof, reject, verify, wants_upgrade};
+use super::answer::{identity, refuse_handed, refuse_proof, reject, verify, wants_upgrade};
 use super::handover::{attach, detach};
 use crate::auth::KeyId;
 use crate::conn::Conn;
@@ -69,7 +69,7 @@ pub(crate) async fn join(
         permit,
     };
     if let Err(ShardMsg::Join(req)) = shard.hand_to(to, ShardMsg::Join(Box::new(req))) {
-        super::agent::refuse_handed(&shard, req.handoff).await;
+        refuse_handed(&shard, req.handoff).await;
     }
 }
 
@@ -98,10 +98,4 @@ async fn deliver(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str, stream:
     if let Err(joined) = tx.send(Joined { stream, early, permit }) {
         reject(shard, &joined.stream, Refusal::ControlGone).await;
     }
-}
-
-/// The agent said it cannot serve `sid`: fail the waiting control (502).
-pub(crate) fn fail_pending(shard: &Shard, sid: SessionId, kid: KeyId, agent: &str) {
-    // Dropping the waiter's sender wakes the control with the failure.
-    drop(shard.take_waiter(sid, kid, agent));
 }
