@@ -39,26 +39,48 @@ const NONCE_SHARDS: usize = 16;
 /// against a key holder flooding us; past it new proofs are refused.
 const MAX_NONCES_PER_SHARD: usize = 65_536;
 
-/// A gateway key: the shared secret and its public id. `Debug` hides the
-/// secret so it never reaches a log.
+/// A gateway key: the shared secret, the id that finds it in a proof, and
+/// the name logs, the console and metrics show. `Debug` hides the secret so
+/// it never reaches a log.
 #[derive(Clone)]
 pub struct GatewayKey {
     secret: String,
     id: KeyId,
+    /// What people see. Never derived from the secret (a published hash of
+    /// a weak key could be brute-forced offline); empty for a client's key,
+    /// which has no name.
+    name: std::sync::Arc<str>,
 }
 
 impl GatewayKey {
-    /// Wraps a secret. Length rules are the config's job; this only hashes.
+    /// Wraps a secret, as a client holds it: no name. Length rules are the
+    /// config's job; this only hashes.
     pub fn new(secret: &str) -> Self {
+        Self::named("", secret)
+    }
+
+    /// Wraps a secret the gateway knows as `name`.
+    pub fn named(name: &str, secret: &str) -> Self {
         Self {
             secret: secret.to_string(),
             id: KeyId::of(secret),
+            name: name.into(),
         }
     }
 
-    /// The key's public id.
+    /// The id a proof names the key by; on the wire only, never shown.
     pub fn id(&self) -> KeyId {
         self.id
+    }
+
+    /// The key's name, as the configuration gives it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The secret, for the configuration's strength check.
+    pub(crate) fn secret(&self) -> &str {
+        &self.secret
     }
 
     fn hmac_key(&self) -> hmac::Key {
@@ -68,13 +90,16 @@ impl GatewayKey {
 
 impl fmt::Debug for GatewayKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GatewayKey({}, secret hidden)", self.id)
+        write!(f, "GatewayKey({:?}, secret hidden)", self.name)
     }
 }
 
-/// A key's public id: the first 8 bytes of SHA-256 over a fixed label and
-/// the key. It names the key in proofs, logs, the console and shard hashing,
-/// so the secret itself is never needed to say which key is meant.
+/// A key's wire id: the first 8 bytes of SHA-256 over a fixed label and
+/// the key. A proof names its key by it and workers hash agents by it, so
+/// a client needs nothing but the secret. It is derived from the key, so it
+/// is never shown (logs, the console, the API and metrics use the key's
+/// name): it tells an eavesdropper on plain HTTP no more than the proof
+/// beside it, but published it would let anyone test guesses offline.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(pub [u8; 8]);
 
@@ -231,6 +256,12 @@ impl KeyRing {
     /// Whether a key with this id is configured.
     pub fn contains(&self, kid: KeyId) -> bool {
         self.by_id.contains_key(&kid)
+    }
+
+    /// The name of the key with this id, for what people see; `"?"` for
+    /// one no longer configured (its agents are being dropped).
+    pub fn name_of(&self, kid: KeyId) -> &str {
+        self.by_id.get(&kid).map_or("?", |k| k.name())
     }
 
     /// Checks a bearer key (TLS only; the caller makes sure). The id finds
@@ -410,10 +441,13 @@ mod tests {
 
     #[test]
     fn key_debug_hides_the_secret() {
-        let key = GatewayKey::new("super-secret-key");
+        let key = GatewayKey::named("acme", "super-secret-key");
         let shown = format!("{key:?}");
-        assert!(!shown.contains("super-secret-key"));
-        assert!(shown.contains(&key.id().to_string()));
+        assert_eq!(shown, "GatewayKey(\"acme\", secret hidden)");
+        assert!(
+            !shown.contains(&key.id().to_string()),
+            "the wire id is derived from the key"
+        );
     }
 
     #[test]

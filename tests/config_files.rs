@@ -111,12 +111,74 @@ fn check_config(file: &Path) -> common::Finished {
 fn check_config_accepts_the_example() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
     let done = check_config(&example);
+    let line = include_str!("../config.toml.example")
+        .lines()
+        .position(|l| l == "key = \"change-me-please\"")
+        .expect("the example's key")
+        + 1;
     assert_eq!(
         (done.code, done.stdout, done.stderr),
         (
             Some(0),
-            format!("{}: ok (1 listen address(es), 1 key(s))\n", example.display()),
+            format!("{}: ok (1 listen address(es), 1 key(s): main)\n", example.display()),
+            // Its placeholder key is weak, and check-config says so
+            // without failing the check.
+            format!(
+                "{}:{line}: warning: key \"main\" is weak (16 characters, about 55 bits); anyone who sniffs one \
+                 proof on plain HTTP can test guesses offline: use `ringway gen-key`\n",
+                example.display()
+            )
+        )
+    );
+}
+
+#[test]
+fn check_config_reads_named_keys_from_files_and_names_them() {
+    let dir = TestDir::new("named-keys");
+    let strong = "3f9c0a7be21d45c8906e7fa1b2c3d4e5";
+    fs::write(dir.path().join("acme.key"), format!("{strong}\n")).expect("write the key file");
+    let file = dir.path().join("gw.toml");
+    fs::write(
+        &file,
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\n\n[[keys]]\nname = \"acme\"\nkey_file = \"acme.key\"\n\n\
+         [[keys]]\nname = \"globex\"\nkey = \"9b8a7c6d5e4f30211a2b3c4d5e6f7081\"\n",
+    )
+    .expect("write the config");
+    let done = check_config(&file);
+    assert_eq!(
+        (done.code, done.stdout, done.stderr),
+        (
+            Some(0),
+            format!(
+                "{}: ok (1 listen address(es), 2 key(s): acme, globex)\n",
+                file.display()
+            ),
             String::new()
+        )
+    );
+
+    // A key file that is missing fails the check on the line naming it.
+    fs::remove_file(dir.path().join("acme.key")).expect("remove the key file");
+    let done = check_config(&file);
+    assert_eq!(done.code, Some(1));
+    let expect = format!(
+        "ringway: {}:6: cannot read key file {} of key \"acme\": ",
+        file.display(),
+        dir.path().join("acme.key").display()
+    );
+    assert!(done.stderr.starts_with(&expect), "{}", done.stderr);
+
+    // The same secret under two names is refused: it would be one key.
+    fs::write(dir.path().join("acme.key"), "9b8a7c6d5e4f30211a2b3c4d5e6f7081").expect("write the key file");
+    let done = check_config(&file);
+    assert_eq!(
+        (done.code, done.stderr),
+        (
+            Some(1),
+            format!(
+                "ringway: {}:10: key \"globex\" is the same secret as key \"acme\"\n",
+                file.display()
+            )
         )
     );
 }

@@ -141,11 +141,13 @@ fn the_console_renders_in_headless_chromium() {
 // 3. Metrics.
 
 /// The families docs/ADMIN.md lists, with their types.
-const FAMILIES: [(&str, &str); 20] = [
+const FAMILIES: [(&str, &str); 22] = [
     ("ringway_workers", "gauge"),
     ("ringway_workers_answered", "gauge"),
     ("ringway_agents_connected", "gauge"),
     ("ringway_agents_licensed_in_use", "gauge"),
+    ("ringway_agents_by_key", "gauge"),
+    ("ringway_sessions_by_key", "gauge"),
     ("ringway_max_clients", "gauge"),
     ("ringway_sessions_active", "gauge"),
     ("ringway_sessions_pending", "gauge"),
@@ -215,6 +217,11 @@ fn metrics_parse_and_count_sessions_bytes_and_auth_failures() {
     assert_eq!(m0.sum("ringway_workers_answered", &[]), WORKERS as f64);
     assert_eq!(m0.sum("ringway_agents_connected", &[]), 1.0);
     assert_eq!(m0.sum("ringway_agents_licensed_in_use", &[]), 1.0);
+    assert_eq!(m0.sum("ringway_agents_by_key", &[("key", "key1")]), 1.0);
+    assert_eq!(
+        m0.label_sets("ringway_sessions_by_key"),
+        Vec::<Vec<(String, String)>>::new()
+    );
     assert_eq!(m0.sum("ringway_max_clients", &[]), 0.0);
     assert_eq!(m0.sum("ringway_registrations_total", &[]), 1.0);
     assert_eq!(m0.sum("ringway_sessions_active", &[]), 0.0);
@@ -323,7 +330,7 @@ fn the_json_api_and_status_show_one_agent_and_one_session() {
     let client_fields = [
         "connected_since",
         "external_addr",
-        "key_id",
+        "key",
         "last_poll",
         "local_ip",
         "mac",
@@ -333,14 +340,16 @@ fn the_json_api_and_status_show_one_agent_and_one_session() {
         "worker",
     ];
     assert_eq!(keys_of(c), client_fields);
-    let kid = KeyId::of(KEY).to_string();
+    // The plain `keys = [...]` list names its keys by position.
+    let kid = "key1".to_string();
+    let wire_id = KeyId::of(KEY).to_string();
     assert_eq!(text(c, "name"), "pc1");
     assert_eq!(text(c, "local_ip"), "127.0.0.1");
     assert_eq!(text(c, "mac"), "02:00:00:00:00:01");
     assert_eq!(text(c, "os"), "ringway integration test");
-    assert_eq!(text(c, "key_id"), kid);
-    assert!(kid.len() == 16 && kid.bytes().all(|b| b.is_ascii_hexdigit()), "{kid}");
+    assert_eq!(text(c, "key"), kid);
     assert!(!c.to_string().contains(KEY), "the key itself leaks: {c}");
+    assert!(!c.to_string().contains(&wire_id), "the key's hash leaks: {c}");
     assert_eq!(number(c, "sessions"), 1);
     let external: SocketAddr = text(c, "external_addr").parse().expect("external_addr is ip:port");
     let channel = common::tcp_table()
@@ -364,7 +373,7 @@ fn the_json_api_and_status_show_one_agent_and_one_session() {
         "bytes_to_agent",
         "bytes_to_control",
         "control",
-        "key_id",
+        "key",
         "operator",
         "started",
         "worker",
@@ -373,7 +382,7 @@ fn the_json_api_and_status_show_one_agent_and_one_session() {
     assert_eq!(text(s, "control"), "ops");
     assert_eq!(s["operator"], Value::Null);
     assert_eq!(text(s, "agent"), "pc1");
-    assert_eq!(text(s, "key_id"), kid);
+    assert_eq!(text(s, "key"), kid);
     let started = text(s, "started");
     assert!(
         since <= started && started <= to.as_str(),

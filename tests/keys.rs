@@ -99,3 +99,48 @@ fn shared_key_among_several_lets_the_control_reach_the_agent() {
         Outcome::Reachable,
     );
 }
+
+/// Named keys (`[[keys]]`): the API and the console show the name, never
+/// the key or the hash the wire uses to find it; a reload adds one live and
+/// renames another without touching its agents.
+#[test]
+fn named_keys_show_their_names_never_a_hash_and_reload_live() {
+    const ACME: &str = "acme-secret-0001";
+    const GLOBEX: &str = "globex-secret-02";
+    let dir = common::TestDir::new("named-keys");
+    let mut conf = GatewayConfig::operated(&[]);
+    conf.named_keys = vec![("acme".into(), ACME.into())];
+    let gw = Gateway::start_in(&dir, &conf);
+    let echo = Service::echo();
+    let _pc1 = gw.serving_agent(ACME, "pc1", echo.addr());
+    assert_eq!(common::names(&gw.endpoint(ACME, "ops")), ["pc1"]);
+    let key_of = |agent: &str| -> String {
+        let clients = gw.get_json("/api/clients");
+        let row = clients
+            .as_array()
+            .expect("an array of clients")
+            .iter()
+            .find(|c| c["name"] == agent)
+            .unwrap_or_else(|| panic!("{agent} is not listed: {clients}"))
+            .clone();
+        let shown = row.to_string();
+        for hidden in [ACME.to_string(), ringway::auth::KeyId::of(ACME).to_string()] {
+            assert!(!shown.contains(&hidden), "{hidden} shown: {shown}");
+        }
+        row["key"].as_str().expect("a key name").to_string()
+    };
+    assert_eq!(key_of("pc1"), "acme");
+    let (status, _) = refusal(list(&gw.endpoint(GLOBEX, "ops2")));
+    assert_eq!(status, 401);
+
+    // Add globex and rename acme in one reload: pc1 stays connected.
+    conf.named_keys = vec![("acme-corp".into(), ACME.into()), ("globex".into(), GLOBEX.into())];
+    gw.rewrite(&conf);
+    gw.reload_by_sighup();
+    let _pc2 = gw.serving_agent(GLOBEX, "pc2", echo.addr());
+    assert_eq!(common::names(&gw.endpoint(GLOBEX, "ops2")), ["pc2"]);
+    assert_eq!((key_of("pc1"), key_of("pc2")), ("acme-corp".into(), "globex".into()));
+    echo_round_trip(&gw.endpoint(ACME, "ops"), "pc1", b"still here after the rename");
+    let log = gw.events().join("\n");
+    assert!(!log.contains(&ringway::auth::KeyId::of(ACME).to_string()), "{log}");
+}

@@ -12,10 +12,10 @@ pub fn agents(snaps: &[WorkerSnapshot]) -> Vec<AgentRow> {
         row.sessions = snaps
             .iter()
             .flat_map(|s| &s.sessions)
-            .filter(|s| s.agent == row.name && s.key_id == row.key_id)
+            .filter(|s| s.agent == row.name && s.key == row.key)
             .count();
     }
-    rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.key_id.cmp(&b.key_id)));
+    rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.key.cmp(&b.key)));
     rows
 }
 
@@ -85,6 +85,37 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
         "gauge",
         "Licence slots in use (all workers).",
         vec![(String::new(), totals.agents_connected as u64)],
+    );
+    // Key names are checked in the config (letters, digits, . _ -), so
+    // they go into label values unescaped.
+    let by_key = |keys: Vec<&str>| -> Vec<(String, u64)> {
+        let mut counts = std::collections::BTreeMap::<&str, u64>::new();
+        for k in keys {
+            *counts.entry(k).or_default() += 1;
+        }
+        counts.into_iter().map(|(k, n)| (format!("key=\"{k}\""), n)).collect()
+    };
+    family(
+        "ringway_agents_by_key",
+        "gauge",
+        "Agents connected now, by gateway key name (keys with none are not listed).",
+        by_key(
+            snaps
+                .iter()
+                .flat_map(|s| s.agents.iter().map(|a| a.key.as_str()))
+                .collect(),
+        ),
+    );
+    family(
+        "ringway_sessions_by_key",
+        "gauge",
+        "Relay sessions running now, by gateway key name.",
+        by_key(
+            snaps
+                .iter()
+                .flat_map(|s| s.sessions.iter().map(|x| x.key.as_str()))
+                .collect(),
+        ),
     );
     family(
         "ringway_max_clients",
@@ -279,7 +310,7 @@ pub fn console(snapshot: &Snapshot, max_clients: usize) -> String {
             escape(&a.mac),
             escape(&a.external_addr),
             escape(&a.os),
-            escape(&a.key_id),
+            escape(&a.key),
             a.worker,
             escape(&a.connected_since),
             escape(&a.last_poll),
@@ -311,7 +342,7 @@ pub fn console(snapshot: &Snapshot, max_clients: usize) -> String {
 <div class="tabs">
 <input type="radio" name="tab" id="tab-clients" checked><label for="tab-clients">Clients</label>
 <input type="radio" name="tab" id="tab-sessions"><label for="tab-sessions">Active Sessions</label>
-<div class="panel" id="clients"><table><thead><tr><th>Name</th><th>Local IP</th><th>MAC</th><th>External address</th><th>OS</th><th>Key id</th><th>Worker</th><th>Connected since</th><th>Last poll</th><th>Sessions</th></tr></thead><tbody>{clients_rows}</tbody></table></div>
+<div class="panel" id="clients"><table><thead><tr><th>Name</th><th>Local IP</th><th>MAC</th><th>External address</th><th>OS</th><th>Key</th><th>Worker</th><th>Connected since</th><th>Last poll</th><th>Sessions</th></tr></thead><tbody>{clients_rows}</tbody></table></div>
 <div class="panel" id="sessions"><table><thead><tr><th>Control</th><th>Operator</th><th>Client</th><th>Started</th><th>Bytes to client</th><th>Bytes to control</th><th>Worker</th></tr></thead><tbody>{session_rows}</tbody></table></div>
 </div></body></html>
 "#,
@@ -333,7 +364,7 @@ pub(crate) mod tests {
             local_ip: "10.0.0.7".into(),
             mac: "02:00:00:00:00:01".into(),
             external_addr: "127.0.0.1:5000".into(),
-            key_id: "00aa".into(),
+            key: "k".into(),
             worker: 1,
             connected_since: "2026-11-22T03:00:00Z".into(),
             last_poll: "2026-11-22T03:01:00Z".into(),
@@ -421,6 +452,7 @@ pub(crate) mod tests {
         assert!(text.contains("ringway_connections_open 3\n"));
         assert!(text.contains("ringway_connections_max 100\n"));
         assert!(text.contains("ringway_agents_connected{worker=\"0\"} 1\n"));
+        assert!(text.contains("ringway_agents_by_key{key=\"k\"} 1\n"), "{text}");
         assert!(text.contains("ringway_sessions_total{worker=\"0\"} 3\n"));
         assert!(text.contains("ringway_source_refusals_total{reason=\"unauthenticated\"} 7\n"));
         assert!(text.contains("ringway_key_quota_refusals_total{worker=\"0\"} 2\n"));

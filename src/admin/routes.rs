@@ -245,7 +245,7 @@ mod tests {
             )),
             "{clients}"
         );
-        assert!(clients.ends_with("\r\n\r\n[{\"name\":\"pc1\",\"local_ip\":\"10.0.0.7\",\"mac\":\"02:00:00:00:00:01\",\"external_addr\":\"127.0.0.1:5000\",\"key_id\":\"00aa\",\"worker\":1,\"connected_since\":\"2026-11-22T03:00:00Z\",\"last_poll\":\"2026-11-22T03:01:00Z\",\"os\":\"linux\",\"sessions\":0}]"), "{clients}");
+        assert!(clients.ends_with("\r\n\r\n[{\"name\":\"pc1\",\"local_ip\":\"10.0.0.7\",\"mac\":\"02:00:00:00:00:01\",\"external_addr\":\"127.0.0.1:5000\",\"key\":\"k\",\"worker\":1,\"connected_since\":\"2026-11-22T03:00:00Z\",\"last_poll\":\"2026-11-22T03:01:00Z\",\"os\":\"linux\",\"sessions\":0}]"), "{clients}");
         for path in ["/", "/api/sessions", "/metrics"] {
             let text = ask(&ops, None, "GET", path, &[]);
             assert!(

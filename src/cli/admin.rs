@@ -59,7 +59,7 @@ pub fn status(args: AdminArgs) -> Result<(), String> {
     println!("Clients ({})", agents.len());
     println!(
         "{:<24} {:<15} {:<17} {:<22} {:<16} {:>2} {:<20} {:<20} {:>4}",
-        "NAME", "LOCAL IP", "MAC", "EXTERNAL", "KEY ID", "W", "CONNECTED SINCE", "LAST POLL", "SESS"
+        "NAME", "LOCAL IP", "MAC", "EXTERNAL", "KEY", "W", "CONNECTED SINCE", "LAST POLL", "SESS"
     );
     for a in &agents {
         println!(
@@ -68,7 +68,7 @@ pub fn status(args: AdminArgs) -> Result<(), String> {
             sanitize(&a.local_ip),
             sanitize(&a.mac),
             a.external_addr,
-            a.key_id,
+            a.key,
             a.worker,
             a.connected_since,
             a.last_poll,

@@ -137,11 +137,18 @@ pub fn main() -> ExitCode {
         Command::Serve { .. } => Err("the gateway runs on Linux only (it needs io_uring)".to_string()),
         Command::CheckConfig { file } => crate::config::load(&file)
             .map(|c| {
+                // Warnings (weak keys, keys named by position) go to stderr
+                // and do not fail the check: the file is valid as it is.
+                for w in &c.warnings {
+                    eprintln!("{w}");
+                }
+                let names: Vec<&str> = c.keys.iter().map(|k| k.name()).collect();
                 println!(
-                    "{}: ok ({} listen address(es), {} key(s))",
+                    "{}: ok ({} listen address(es), {} key(s): {})",
                     file.display(),
                     c.listen.len(),
-                    c.keys.len()
+                    c.keys.len(),
+                    names.join(", ")
                 )
             })
             .map_err(|e| e.to_string()),

@@ -50,6 +50,9 @@ impl AdminOps for Controller {
                 return Err(e.to_string());
             }
         };
+        for w in &new.warnings {
+            log::warn!("{w}");
+        }
         let admin_changed = new.admin != self.gateway.config().admin;
         let mut report = self.gateway.reload(new);
         if admin_changed {
@@ -77,6 +80,9 @@ pub fn serve(path: &Path) -> Result<(), String> {
         .thread_block()
         .map_err(|e| format!("cannot block SIGINT, SIGTERM and SIGHUP: {e}"))?;
     let config = config::load(path).map_err(|e| e.to_string())?;
+    for w in &config.warnings {
+        log::warn!("{w}");
+    }
     let fds = raise_fd_limit();
     let events = match &config.log {
         Some(log) => EventLog::start(log.clone()).map_err(|e| format!("cannot open the event log: {e}"))?,

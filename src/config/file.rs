@@ -10,25 +10,16 @@ use super::admin::{RawAdmin, parse_admin};
 use super::error::{ConfigError, Source};
 use super::event_log::{RawLog, parse_log};
 use super::gateway::{RawGateway, parse_gateway};
-use super::keys::parse_keys;
+use super::keys::{RawKey, parse_keys};
 use super::limits::{RawLimits, parse_limits};
 use super::tls::{RawTls, parse_tls};
-
-/// A value from the file with the line it was written on, so the load
-/// step can say where a file it failed to read was named.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Located<T> {
-    /// The value as written.
-    pub value: T,
-    /// Its 1-based line.
-    pub line: usize,
-}
 
 /// The file as written: one table per section.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     gateway: Spanned<RawGateway>,
+    keys: Option<Vec<Spanned<RawKey>>>,
     limits: Option<RawLimits>,
     log: Option<RawLog>,
     admin: Option<RawAdmin>,
@@ -42,7 +33,12 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
     let raw: RawConfig = toml::from_str(text)
         .map_err(|e| src.error(e.span().unwrap_or(0..0), e.message().trim_end().replace('\n', "; ")))?;
     let gateway = parse_gateway(raw.gateway.get_ref(), &src)?;
-    let keys = parse_keys(raw.gateway.get_ref().keys.as_ref(), raw.gateway.span(), &src)?;
+    let keys = parse_keys(
+        raw.gateway.get_ref().keys.as_ref(),
+        raw.keys.as_ref(),
+        raw.gateway.span(),
+        &src,
+    )?;
     let limits = parse_limits(raw.limits.as_ref().unwrap_or(&RawLimits::default()), &src)?;
     Ok(ConfigFile {
         file: file.to_string(),
@@ -55,6 +51,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         log: parse_log(raw.log.as_ref(), &src)?,
         admin: parse_admin(raw.admin.as_ref(), &src)?,
         tls: parse_tls(raw.tls.as_ref(), &src)?,
+        warnings: Vec::new(),
     })
 }
 

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::admin::{AdminConfig, AdminFile, MIN_ADMIN_TOKEN_LEN};
 use super::error::ConfigError;
-use super::file::{Located, parse_str};
+use super::error::Located;
+use super::file::parse_str;
 use super::tls::TlsFiles;
 use super::{Config, ConfigFile, TlsSettings};
 
@@ -16,8 +17,8 @@ use super::{Config, ConfigFile, TlsSettings};
 /// file is the wrong path (a log, an image), not a config.
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
-/// Largest admin token file read: a token is one line, and reading a
-/// large file named by mistake would stall the reload.
+/// Largest admin token or key file read: a secret is one line, and
+/// reading a large file named by mistake would stall the reload.
 pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
 /// Reads, parses and loads a configuration file. Relative paths in it
@@ -54,6 +55,25 @@ impl ConfigFile {
             None => None,
             Some(t) => Some(load_tls(t, &resolve, &at)?),
         };
+        let mut keys = Vec::with_capacity(self.keys.len());
+        for entry in &self.keys {
+            let key = entry
+                .load(|p| {
+                    let path = resolve(p);
+                    read_bounded(&path, MAX_TOKEN_FILE_BYTES)
+                        .map_err(|e| format!("cannot read key file {} of key {:?}: {e}", path.display(), entry.name))
+                })
+                .map_err(|why| at(entry.line, why))?;
+            if let Some(same) = keys.iter().find(|k: &&crate::auth::GatewayKey| k.id() == key.id()) {
+                return Err(at(
+                    entry.line,
+                    format!("key {:?} is the same secret as key {:?}", entry.name, same.name()),
+                ));
+            }
+            keys.push(key);
+        }
+        let mut warnings = self.warnings;
+        warnings.extend(super::keys::warnings(&self.keys, &keys, &self.file));
         let log = self.log.clone().map(|mut l| {
             l.dir = resolve(&l.dir);
             l
@@ -64,11 +84,12 @@ impl ConfigFile {
             workers: self.workers,
             cmpi: self.cmpi,
             max_clients: self.max_clients,
-            keys: self.keys,
+            keys,
             limits: self.limits,
             log,
             admin,
             tls,
+            warnings,
         })
     }
 }

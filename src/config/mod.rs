@@ -6,7 +6,7 @@
 //!   values, and the *paths* of certificates and token files. It does no
 //!   I/O, so it is unit-tested and fuzzed. One function per section, each in
 //!   its file with its bounds and tests: `gateway.rs` (the top-level
-//!   `[gateway]` table), `keys.rs`, `limits.rs`, `tls.rs`, `event_log.rs`
+//!   `[gateway]` table), `keys.rs` (`[[keys]]` and the older list), `limits.rs`, `tls.rs`, `event_log.rs`
 //!   (`[log]`), `admin.rs`.
 //! - [`load`] (`load.rs`) reads a file, parses it, takes relative paths
 //!   from the file's folder and reads the certificate, key and token files
@@ -39,10 +39,11 @@ use std::time::Duration;
 
 pub use admin::{AdminConfig, AdminFile, DEFAULT_ADMIN_LISTEN, MAX_ADMIN_HOSTS, MIN_ADMIN_TOKEN_LEN};
 pub use bound::Bound;
-pub use error::ConfigError;
+pub use error::{ConfigError, Located};
 pub use event_log::{LOG_MAX_FILE_KB, LOG_MAX_FILES};
-pub use file::{Located, parse_str};
+pub use file::parse_str;
 pub use gateway::{CMPI_SECS, DEFAULT_CMPI_SECS, HEARTBEAT_GRACE, MAX_CLIENTS, MAX_CMPI_SECS, MAX_WORKERS, WORKERS};
+pub use keys::{KeyEntry, KeySecret, MAX_KEY_NAME_LEN, SHORT_KEY_CHARS, WEAK_KEY_BITS, estimated_bits};
 pub use limits::{
     AUTO_UNAUTHENTICATED_DIVISOR, HANDSHAKE_TIMEOUT_SECS, HEAD_TIMEOUT_SECS, Limits, MAX_AGENTS_PER_KEY,
     MAX_CONNECTIONS, MAX_PENDING_PER_CONTROL, MAX_PENDING_PER_KEY, MAX_PENDING_SESSIONS,
@@ -55,12 +56,12 @@ pub use tls::TlsFiles;
 use crate::auth::GatewayKey;
 use crate::eventlog::EventLogConfig;
 
-/// A gateway configuration, checked. `A` and `T` are its admin and TLS
-/// settings: as the file names them in a [`ConfigFile`] (what the pure
-/// parse gives), with their files read in a [`Config`] (what the load step
-/// gives and the gateway runs on).
+/// A gateway configuration, checked. `A`, `T` and `K` are its admin and
+/// TLS settings and its keys: as the file names them in a [`ConfigFile`]
+/// (what the pure parse gives), with their files read in a [`Config`]
+/// (what the load step gives and the gateway runs on).
 #[derive(Debug, Clone)]
-pub struct Settings<A, T> {
+pub struct Settings<A, T, K> {
     /// The file it came from, as errors name it.
     pub file: String,
     /// Every address to listen on, in the order given.
@@ -71,8 +72,8 @@ pub struct Settings<A, T> {
     pub cmpi: Duration,
     /// Licensed agents; 0 = unlimited.
     pub max_clients: usize,
-    /// Gateway keys (at least one).
-    pub keys: Vec<GatewayKey>,
+    /// Gateway keys (at least one), in the order given.
+    pub keys: Vec<K>,
     /// Deadlines, sizes and shares.
     pub limits: Limits,
     /// The event log, if configured. In a [`ConfigFile`] its folder is as
@@ -82,14 +83,18 @@ pub struct Settings<A, T> {
     pub admin: Option<A>,
     /// TLS, if configured.
     pub tls: Option<T>,
+    /// What check-config and the gateway's start warn about (weak keys,
+    /// keys named by position), each as `file:line: warning: ...`. Found
+    /// by the load step, which sees every secret.
+    pub warnings: Vec<String>,
 }
 
 /// A configuration file checked by [`parse_str`], the files it names not
 /// yet read. No I/O made it, so a fuzzer can make millions.
-pub type ConfigFile = Settings<AdminFile, TlsFiles>;
+pub type ConfigFile = Settings<AdminFile, TlsFiles, KeyEntry>;
 
 /// The configuration the gateway runs on: checked, its files read.
-pub type Config = Settings<AdminConfig, TlsSettings>;
+pub type Config = Settings<AdminConfig, TlsSettings, GatewayKey>;
 
 impl Config {
     /// How long an agent may stay silent before it is dropped.
@@ -186,11 +191,11 @@ mod tests {
         );
         assert_eq!(
             parse_err("[gateway]\nlisten = [\"127.0.0.1:0\"]\nkeys = []\n"),
-            "test.toml:3: no gateway keys: [gateway] keys must list at least one"
+            "test.toml:3: no gateway keys: add a [[keys]] table with a name and a key, or [gateway] keys = [...]"
         );
         assert_eq!(
             parse_err("[gateway]\nlisten = [\"127.0.0.1:0\"]\n"),
-            "test.toml:1: no gateway keys: [gateway] keys must list at least one"
+            "test.toml:1: no gateway keys: add a [[keys]] table with a name and a key, or [gateway] keys = [...]"
         );
         assert_eq!(
             parse_err("[gateway]\nlisten = [\"localhost\"]\nkeys = [\"Testing1\"]\n"),

@@ -213,7 +213,7 @@ fn handle(shard: &Rc<Shard>, acceptors: &Acceptors, msg: ShardMsg) {
         ShardMsg::Join(req) => {
             compio::runtime::spawn(join::join_handed(shard.clone(), req)).detach();
         }
-        ShardMsg::Fail { sid, kid, name } => join::fail_pending(shard, sid, kid, &name),
+        ShardMsg::Fail { sid, kid, name } => shard.fail_waiter(sid, kid, &name),
         ShardMsg::List { kid, reply } => {
             let _ = reply.send(shard.directory.borrow().list(kid));
         }
@@ -268,6 +268,7 @@ fn reload(shard: &Shard, config: Arc<Config>) {
 }
 
 fn snapshot(shard: &Shard) -> WorkerSnapshot {
+    let keys = shard.keys.borrow().clone();
     let agents = shard
         .directory
         .borrow()
@@ -277,7 +278,7 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
             local_ip: r.local_ip.clone(),
             mac: r.mac.clone(),
             external_addr: r.external.to_string(),
-            key_id: r.kid.to_string(),
+            key: keys.name_of(r.kid).to_string(),
             worker: shard.index,
             connected_since: rfc3339(r.connected_since),
             last_poll: rfc3339(r.last_poll),
@@ -328,7 +329,7 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
                 control: s.control.clone(),
                 operator: None,
                 agent: s.agent.clone(),
-                key_id: s.kid.to_string(),
+                key: keys.name_of(s.kid).to_string(),
                 started: rfc3339(s.started),
                 bytes_to_agent: up,
                 bytes_to_control: down,

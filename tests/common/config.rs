@@ -16,8 +16,10 @@ pub struct GatewayConfig {
     /// `[gateway] listen`: 127.0.0.1:0 unless a test re-binds a known port
     /// or listens on several addresses.
     pub listen: Vec<SocketAddr>,
-    /// `[gateway] keys`.
+    /// `[gateway] keys`, the plain list (written only when not empty).
     pub keys: Vec<String>,
+    /// `[[keys]]` tables: name and inline secret.
+    pub named_keys: Vec<(String, String)>,
     /// `[gateway] workers`: [`DEFAULT_WORKERS`] unless a test says.
     pub workers: usize,
     /// `[gateway] cmpi_secs`, if set.
@@ -86,6 +88,7 @@ impl GatewayConfig {
         GatewayConfig {
             listen: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))],
             keys: keys.iter().map(|k| k.to_string()).collect(),
+            named_keys: Vec::new(),
             workers: DEFAULT_WORKERS,
             cmpi_secs: None,
             max_clients: None,
@@ -114,11 +117,13 @@ impl GatewayConfig {
     pub fn to_toml(&self, dir: &Path) -> String {
         let quoted = |items: Vec<String>| items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
         let mut text = format!(
-            "[gateway]\nlisten = [{}]\nworkers = {}\nkeys = [{}]\n",
+            "[gateway]\nlisten = [{}]\nworkers = {}\n",
             quoted(self.listen.iter().map(|a| a.to_string()).collect()),
             self.workers,
-            quoted(self.keys.clone())
         );
+        if !self.keys.is_empty() {
+            text.push_str(&format!("keys = [{}]\n", quoted(self.keys.clone())));
+        }
         if let Some(v) = self.cmpi_secs {
             text.push_str(&format!("cmpi_secs = {v}\n"));
         }
@@ -155,6 +160,9 @@ impl GatewayConfig {
             if !self.admin_hosts.is_empty() {
                 text.push_str(&format!("hosts = [{}]\n", quoted(self.admin_hosts.clone())));
             }
+        }
+        for (name, key) in &self.named_keys {
+            text.push_str(&format!("[[keys]]\nname = {name:?}\nkey = {key:?}\n"));
         }
         if let Some(tls) = &self.tls {
             let path = |p: &Path| p.to_str().expect("temp paths are UTF-8").to_string();

@@ -62,8 +62,9 @@ pub struct AgentRow {
     pub mac: String,
     /// Where its channel comes from.
     pub external_addr: String,
-    /// The id of the key it proved (never the key).
-    pub key_id: String,
+    /// The name of the key it proved (never the key, nor its wire id,
+    /// which is derived from the key).
+    pub key: String,
     /// The worker that owns it.
     pub worker: usize,
     /// RFC 3339 UTC.
@@ -85,8 +86,8 @@ pub struct SessionRow {
     pub operator: Option<String>,
     /// The agent's name.
     pub agent: String,
-    /// The id of the key both proved.
-    pub key_id: String,
+    /// The name of the key both proved.
+    pub key: String,
     /// RFC 3339 UTC.
     pub started: String,
     /// Bytes control → agent so far.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use compio::BufResult;
 use futures_util::future::{Either, select};
 
-use super::answer::{identity, refuse_proof, reject, send, verify, wants_upgrade};
+use super::answer::{identity, refuse_handed, refuse_proof, reject, send, verify, wants_upgrade};
 use super::handover::{attach, detach};
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
@@ -124,18 +124,6 @@ pub(crate) async fn register(
     }
 }
 
-/// Answers a connection whose hand-off the owner could not take (its
-/// inbox is full): a 503 from here, rather than a silent close.
-pub(crate) async fn refuse_handed(shard: &Shard, handoff: crate::gateway::core::handoff::Handoff) {
-    log::warn!(
-        "worker {} could not hand a connection over: the owner's inbox is full",
-        shard.index
-    );
-    if let Ok((conn, _, _)) = attach(handoff) {
-        reject(shard, &conn, Refusal::WorkerBusy).await;
-    }
-}
-
 /// Serves a registration on the agent's owner worker.
 pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
     let Registration {
@@ -219,8 +207,9 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         Err(AdmitError::KeyQuota) => {
             Stats::inc(&shard.stats.key_quota_refusals);
             let max = config.limits.max_agents_per_key;
+            let key = shard.keys.borrow().name_of(kid).to_string();
             shard.event(format!(
-                "Key quota reached. Rejecting connection from Client {shown} ({local_ip}, {}): key {kid} has {max} clients connected",
+                "Key quota reached. Rejecting connection from Client {shown} ({local_ip}, {}): key {key} has {max} clients connected",
                 peer.ip()
             ));
             reject(&shard, &stream, Refusal::KeyQuota(max)).await;
@@ -362,7 +351,7 @@ fn on_frame(shard: &Shard, frame: FromAgent, slot: usize, id: u64) -> Option<End
                 (rec.kid, rec.name.clone())
             };
             if sid.worker as usize == shard.index {
-                super::join::fail_pending(shard, sid, kid, &name);
+                shard.fail_waiter(sid, kid, &name);
             } else if let Some(inbox) = shard.shared.inboxes.get(sid.worker as usize) {
                 // A full inbox only delays the control's 504; never block
                 // this agent's reads on another worker.
