@@ -69,8 +69,9 @@ pub enum Command {
 /// Options every subcommand takes.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// The gateway (`--gateway IP:PORT`) and its key (`--key-file FILE` or
-    /// the RINGWAY_KEY environment variable).
+    /// The gateway (`--gateway HOST:PORT` or `https://HOST:PORT`; a name
+    /// is resolved once at the start and TLS verifies it) and its key
+    /// (`--key-file FILE` or the RINGWAY_KEY environment variable).
     #[command(flatten)]
     pub client: ClientArgs,
     /// How long to run, seconds; the run then stops by itself.

@@ -112,12 +112,13 @@ fn plan(cmd: Command) -> Result<Plan, String> {
     } = common;
     // One endpoint built once (key read, TLS trust loaded) and cloned for
     // every agent and control with its own name and source address.
-    let template = client.endpoint(TEMPLATE_IDENTITY)?;
-    // An address, never a name: the run targets exactly what was given.
-    let gateway: SocketAddr = template
-        .gateway
-        .parse()
-        .map_err(|_| format!("--gateway {:?} must be IP:PORT (or https://IP:PORT)", client.gateway))?;
+    let mut template = client.endpoint(TEMPLATE_IDENTITY)?;
+    // A host name is resolved once, here: every connection of the run then
+    // goes to that one address (no lookup per agent, no spreading over a
+    // name's addresses), while TLS still verifies the certificate against
+    // the name given.
+    let gateway = resolve_once(&template.gateway).map_err(|why| format!("--gateway {:?}: {why}", client.gateway))?;
+    template.gateway = gateway.to_string();
     if duration == 0 || duration > MAX_DURATION_SECS {
         return Err(format!("--duration must be 1 to {MAX_DURATION_SECS} seconds"));
     }
@@ -157,6 +158,18 @@ fn plan(cmd: Command) -> Result<Plan, String> {
         json,
         live_json,
     })
+}
+
+/// The first address `host_port` resolves to: an IP:PORT as it is, a
+/// name through the system's resolver.
+fn resolve_once(host_port: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = host_port.parse() {
+        return Ok(addr);
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(host_port)
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .next()
+        .ok_or_else(|| "the name resolves to no address".to_string())
 }
 
 fn agent_spec(count: u64, opts: AgentOpts, template: &Endpoint, sources: &[IpAddr]) -> Result<Arc<AgentSpec>, String> {
@@ -217,4 +230,24 @@ fn control_spec(
         per_session: opts.per_session,
         sources: sources.to_vec(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_once;
+
+    #[test]
+    fn gateway_names_resolve_once_and_addresses_stay_as_given() {
+        assert_eq!(
+            resolve_once("127.0.0.5:8443"),
+            Ok("127.0.0.5:8443".parse().expect("an address"))
+        );
+        assert_eq!(
+            resolve_once("[::1]:8443"),
+            Ok("[::1]:8443".parse().expect("an address"))
+        );
+        let local = resolve_once("localhost:8443").expect("localhost resolves");
+        assert!(local.ip().is_loopback() && local.port() == 8443, "{local}");
+        assert!(resolve_once("no-such-host.invalid:8443").is_err());
+    }
 }
