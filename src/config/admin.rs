@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{ConfigError, Source};
-use super::file::Located;
+use super::located::Located;
 
 /// Default admin address: loopback, so the console is not on the internet
 /// unless asked for (and then a token is required).

@@ -14,16 +14,6 @@ use super::keys::parse_keys;
 use super::limits::{RawLimits, parse_limits};
 use super::tls::{RawTls, parse_tls};
 
-/// A value from the file with the line it was written on, so the load
-/// step can say where a file it failed to read was named.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Located<T> {
-    /// The value as written.
-    pub value: T,
-    /// Its 1-based line.
-    pub line: usize,
-}
-
 /// The file as written: one table per section.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

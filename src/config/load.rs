@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::admin::{AdminConfig, AdminFile, MIN_ADMIN_TOKEN_LEN};
 use super::error::ConfigError;
-use super::file::{Located, parse_str};
+use super::file::parse_str;
+use super::located::Located;
 use super::tls::TlsFiles;
 use super::{Config, ConfigFile, TlsSettings};
 

@@ -28,6 +28,7 @@ mod gateway;
 mod keys;
 mod limits;
 mod load;
+mod located;
 #[cfg(test)]
 mod testing;
 mod tls;
@@ -41,7 +42,8 @@ pub use admin::{AdminConfig, AdminFile, DEFAULT_ADMIN_LISTEN, MAX_ADMIN_HOSTS, M
 pub use bound::Bound;
 pub use error::ConfigError;
 pub use event_log::{LOG_MAX_FILE_KB, LOG_MAX_FILES};
-pub use file::{Located, parse_str};
+pub use file::parse_str;
+pub use located::Located;
 pub use gateway::{CMPI_SECS, DEFAULT_CMPI_SECS, HEARTBEAT_GRACE, MAX_CLIENTS, MAX_CMPI_SECS, MAX_WORKERS, WORKERS};
 pub use limits::{
     AUTO_UNAUTHENTICATED_DIVISOR, HANDSHAKE_TIMEOUT_SECS, HEAD_TIMEOUT_SECS, Limits, MAX_AGENTS_PER_KEY,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{ConfigError, Source};
-use super::file::Located;
+use super::located::Located;
 
 /// `[tls]` as written.
 #[derive(Deserialize)]
