@@ -89,6 +89,9 @@ const KEY_BYTES: usize = 32;
 /// The verifier text's first field.
 const VERIFIER_PREFIX: &str = "$scram-argon2id$v=19$";
 
+/// Domain separation for [`Verifier::possession_key`].
+const POSSESSION_LABEL: &[u8] = b"ringway ticket possession v1\0";
+
 /// argon2id's cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Argon2Params {
@@ -493,6 +496,19 @@ impl Verifier {
     pub fn params(&self) -> Argon2Params {
         self.params
     }
+
+    /// The key that proves a request holds `ticket` (the ticket's text):
+    /// `HMAC-SHA-256(StoredKey, label || ticket)`. The client that signed
+    /// in computes the same ([`SignedIn::possession_key`]); someone who
+    /// only copied the ticket off the wire cannot, since StoredKey never
+    /// crosses it. So a ticket is no bearer token, even on plain HTTP.
+    pub fn possession_key(&self, ticket: &str) -> [u8; 32] {
+        possession_key(&self.stored_key, ticket)
+    }
+}
+
+fn possession_key(stored_key: &[u8; KEY_BYTES], ticket: &str) -> [u8; KEY_BYTES] {
+    hmac256(stored_key, &[POSSESSION_LABEL, ticket.as_bytes()].concat())
 }
 
 impl PartialEq for Verifier {
@@ -867,23 +883,51 @@ impl ClientChallenge {
         let proof = xor(&client_key, &hmac256(&stored_key, auth_message.as_bytes()));
         let expected = hmac256(&server_key, auth_message.as_bytes());
         (
-            ClientFinal { expected },
+            ClientFinal { expected, stored_key },
             format!("{without_proof},p={}", BASE64.encode(&proof)),
         )
     }
 }
 
 /// The client's side waiting for the server-final.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientFinal {
     expected: [u8; KEY_BYTES],
+    stored_key: [u8; KEY_BYTES],
+}
+
+impl fmt::Debug for ClientFinal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientFinal(keys hidden)")
+    }
+}
+
+/// The client's side once the gateway proved it holds the verifier: what
+/// the client keeps to prove it holds the tickets this sign-in earns.
+pub struct SignedIn {
+    stored_key: [u8; KEY_BYTES],
+}
+
+impl SignedIn {
+    /// The key proving possession of `ticket`, as the gateway computes it
+    /// ([`Verifier::possession_key`]). Store it with the ticket, never the
+    /// password.
+    pub fn possession_key(&self, ticket: &str) -> [u8; 32] {
+        possession_key(&self.stored_key, ticket)
+    }
+}
+
+impl fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SignedIn(key hidden)")
+    }
 }
 
 impl ClientFinal {
     /// Checks the server-final: `v=` must be the signature only a holder
     /// of this operator's verifier can make (compared in constant time);
     /// `e=` is the gateway's refusal.
-    pub fn verify(self, server_final: &str) -> Result<(), ScramError> {
+    pub fn verify(self, server_final: &str) -> Result<SignedIn, ScramError> {
         check_message(server_final)?;
         if let Some(value) = server_final.strip_prefix("e=") {
             let token =
@@ -896,7 +940,9 @@ impl ClientFinal {
         }
         let signature = key_b64(attr(server_final, "v", Part::ServerFinal)?, Part::ServerFinal)?;
         if bool::from(signature.ct_eq(&self.expected)) {
-            Ok(())
+            Ok(SignedIn {
+                stored_key: self.stored_key,
+            })
         } else {
             Err(ScramError::BadServerSignature)
         }

@@ -279,7 +279,7 @@ fn the_client_checks_the_gateways_signature() {
         ("x=1", Err(ScramError::Malformed(Part::ServerFinal))),
         (good.server_final.as_str(), Ok(())),
     ] {
-        assert_eq!(waiting.clone().verify(answer), want, "{answer}");
+        assert_eq!(waiting.clone().verify(answer).map(|_| ()), want, "{answer}");
     }
 }
 
@@ -497,6 +497,34 @@ fn rfc_7677_example_through_the_gateways_side() {
     assert_eq!(done.server_final, "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
 }
 
+/// What a ticket's holder proves with: both sides compute it, nothing on
+/// the wire is it or keys it.
+#[test]
+fn both_sides_derive_the_same_possession_key_and_the_wire_does_not_show_it() {
+    let stored = verifier("pw");
+    let (client, server, server_first) = begin(stored.clone(), 1, 2);
+    let (_, first) = Client::start("alice", &[1; NONCE_BYTES], ChannelBinding::None).expect("start");
+    let (waiting, client_final) = client
+        .receive(&server_first, &TINY_POLICY)
+        .expect("receive")
+        .respond(b"pw")
+        .expect("respond");
+    let done = server.finish(&client_final).expect("the right password");
+    let signed_in = waiting.verify(&done.server_final).expect("the gateway's signature");
+    let ticket = "rwt1.payload.tag";
+    let key = signed_in.possession_key(ticket);
+    assert_eq!(key, stored.possession_key(ticket));
+    assert_ne!(key, stored.possession_key("rwt1.another.ticket"));
+    for seen in [&first, &server_first, &client_final, &done.server_final, ticket] {
+        assert_ne!(
+            key,
+            hmac256(seen.as_bytes(), &[POSSESSION_LABEL, ticket.as_bytes()].concat())
+        );
+        assert!(!seen.contains(&BASE64.encode(&key)));
+    }
+    assert_eq!(format!("{signed_in:?}"), "SignedIn(key hidden)");
+}
+
 #[test]
 fn operator_names_follow_one_rule() {
     for good in [
@@ -537,7 +565,7 @@ proptest::proptest! {
             let _ = client.receive(m, &TINY_POLICY);
             let _ = server.finish(m);
             let _ = Verifier::parse(m);
-            let waiting = ClientFinal { expected: [0; 32] };
+            let waiting = ClientFinal { expected: [0; 32], stored_key: [0; 32] };
             let _ = waiting.verify(m);
         }
     }
