@@ -174,6 +174,24 @@ mod tests {
     }
 
     #[test]
+    fn the_examples_operator_parses_once_uncommented() {
+        let text = include_str!("../../config.toml.example");
+        let at = text.find("# [[operators]]").expect("an [[operators]] example");
+        let uncommented: String = text[at..]
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let c = parse(&format!("{}{uncommented}", &text[..at]), "config.toml.example", None).expect("it parses");
+        let [alice] = &c.operators[..] else {
+            panic!("one operator: {:?}", c.operators)
+        };
+        assert_eq!(alice.name, "alice");
+        assert!(alice.totp.is_some());
+        assert_eq!(alice.scope.keys, Some(vec!["acme".to_string()]));
+        assert!(alice.scope.may_reach("kiosk-12") && !alice.scope.may_reach("kiosk-123"));
+    }
+
+    #[test]
     fn errors_name_file_line_and_reason() {
         assert_eq!(
             parse_err("[gateway]\nlisten = [\"127.0.0.1:0\"]\nkeys = [\"Testing1\", \"short\"]\n"),
