@@ -9,8 +9,7 @@ use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::error::{ConfigError, Source};
-use super::located::Located;
+use super::error::{ConfigError, Located, Source};
 
 /// Default admin address: loopback, so the console is not on the internet
 /// unless asked for (and then a token is required).

@@ -27,6 +27,16 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A value from the file with the line it was written on, so the load
+/// step can say where a file it failed to read was named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<T> {
+    /// The value as written.
+    pub value: T,
+    /// Its 1-based line.
+    pub line: usize,
+}
+
 /// The text being parsed and the name it goes by in errors.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Source<'a> {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use super::admin::{AdminConfig, AdminFile, MIN_ADMIN_TOKEN_LEN};
 use super::error::ConfigError;
+use super::error::Located;
 use super::file::parse_str;
-use super::located::Located;
 use super::operators::{Operator, OperatorFile, TotpSource};
 use super::tls::TlsFiles;
 use super::{Config, ConfigFile, TlsSettings};

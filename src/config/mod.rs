@@ -29,7 +29,6 @@ mod gateway;
 mod keys;
 mod limits;
 mod load;
-mod located;
 mod operators;
 #[cfg(test)]
 mod testing;
@@ -43,7 +42,7 @@ use std::time::Duration;
 pub use admin::{AdminConfig, AdminFile, DEFAULT_ADMIN_LISTEN, MAX_ADMIN_HOSTS, MIN_ADMIN_TOKEN_LEN};
 pub use auth::{Approve, AuthConfig, LOCKOUT_AFTER, LOCKOUT_MINUTES, MAX_APPROVE_CHARS, TICKET_HOURS, TotpMode};
 pub use bound::Bound;
-pub use error::ConfigError;
+pub use error::{ConfigError, Located};
 pub use event_log::{LOG_MAX_FILE_KB, LOG_MAX_FILES};
 pub use file::parse_str;
 pub use gateway::{CMPI_SECS, DEFAULT_CMPI_SECS, HEARTBEAT_GRACE, MAX_CLIENTS, MAX_CMPI_SECS, MAX_WORKERS, WORKERS};
@@ -54,7 +53,6 @@ pub use limits::{
     NEW_CONNECTIONS_PER_SOURCE_PER_SEC, PAIRING_TIMEOUT_SECS, RELAY_BUFFER_KB, SHUTDOWN_GRACE_SECS, WRITE_TIMEOUT_SECS,
 };
 pub use load::{MAX_CONFIG_BYTES, MAX_TOKEN_FILE_BYTES, MAX_TOTP_FILE_BYTES, load};
-pub use located::Located;
 pub use operators::{MAX_AGENT_GLOBS, MAX_OPERATOR_KEYS, MAX_OPERATORS, Operator, OperatorFile, Scope, TotpSource};
 pub use tls::TlsFiles;
 

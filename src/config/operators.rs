@@ -13,8 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::auth::{AuthConfig, TotpMode};
-use super::error::{ConfigError, Source};
-use super::located::Located;
+use super::error::{ConfigError, Located, Source};
 use crate::auth::glob::Glob;
 use crate::auth::scram::{Verifier, valid_user};
 use crate::auth::totp::TotpSecret;

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::error::{ConfigError, Source};
-use super::located::Located;
+use super::error::{ConfigError, Located, Source};
 
 /// `[tls]` as written.
 #[derive(Deserialize)]
