@@ -11,6 +11,11 @@
 //! own with proofs of their own, next to this one; nothing here changes
 //! when it comes.
 
+pub mod glob;
+pub mod scram;
+pub mod ticket;
+pub mod totp;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - Bytes and meaning, no I/O: [`http`] (request/response heads),
-//!   [`auth`] (gateway keys and their proofs), [`proto`] (paths, headers,
+//!   [`auth`] (gateway keys and their proofs; operators' passwords, TOTP,
+//!   sign-in tickets), [`proto`] (paths, headers,
 //!   agent channel frames, session ids), [`config`] (TOML into checked
 //!   types), [`timefmt`].
 //! - [`relay`]: two sockets, one buffer per direction, half-close carried.

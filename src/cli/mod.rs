@@ -6,6 +6,8 @@ mod admin;
 mod agent;
 mod control;
 mod gencert;
+mod genkey;
+mod operator;
 #[cfg(target_os = "linux")]
 mod serve;
 
@@ -45,6 +47,11 @@ enum Command {
     Reload(admin::AdminArgs),
     /// Make a private CA and a gateway certificate (ca.pem, cert.pem, key.pem).
     GenCert(gencert::GenCertArgs),
+    /// Print a new random gateway key (128 bits, 32 hex digits) on stdout.
+    GenKey,
+    /// Make operators, the people who sign in to browse and connect.
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
     /// Publish a local TCP service through a gateway.
     Agent(agent::AgentArgs),
     /// Browse agents and open sessions to them.
@@ -157,6 +164,8 @@ pub fn main() -> ExitCode {
         #[cfg(target_os = "linux")]
         Command::Reload(args) => admin::reload(args),
         Command::GenCert(args) => gencert::run(args),
+        Command::GenKey => genkey::run(),
+        Command::Operator(cmd) => operator::run(cmd),
         Command::Agent(args) => agent::run(args),
         Command::Control(cmd) => control::run(cmd),
     };

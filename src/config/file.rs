@@ -7,11 +7,13 @@ use toml::Spanned;
 
 use super::ConfigFile;
 use super::admin::{RawAdmin, parse_admin};
+use super::auth::{RawAuth, parse_auth};
 use super::error::{ConfigError, Source};
 use super::event_log::{RawLog, parse_log};
 use super::gateway::{RawGateway, parse_gateway};
 use super::keys::{RawKey, parse_keys};
 use super::limits::{RawLimits, parse_limits};
+use super::operators::{RawOperator, parse_operators};
 use super::tls::{RawTls, parse_tls};
 
 /// The file as written: one table per section.
@@ -24,6 +26,8 @@ struct RawConfig {
     log: Option<RawLog>,
     admin: Option<RawAdmin>,
     tls: Option<RawTls>,
+    auth: Option<RawAuth>,
+    operators: Option<Spanned<Vec<Spanned<RawOperator>>>>,
 }
 
 /// Parses and checks configuration text; `file` names it in errors.
@@ -40,6 +44,9 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         &src,
     )?;
     let limits = parse_limits(raw.limits.as_ref().unwrap_or(&RawLimits::default()), &src)?;
+    let auth = parse_auth(raw.auth.as_ref(), &src)?;
+    let key_names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+    let operators = parse_operators(raw.operators.as_ref(), &auth, &key_names, &src)?;
     Ok(ConfigFile {
         file: file.to_string(),
         listen: gateway.listen,
@@ -51,6 +58,8 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         log: parse_log(raw.log.as_ref(), &src)?,
         admin: parse_admin(raw.admin.as_ref(), &src)?,
         tls: parse_tls(raw.tls.as_ref(), &src)?,
+        operators,
+        auth,
         warnings: Vec::new(),
     })
 }
@@ -88,6 +97,8 @@ mod tests {
             ("[log]\ndir = \"d\"\n", 6),
             ("[admin]\n", 5),
             ("[tls]\n", 5),
+            ("[auth]\n", 5),
+            ("[[operators]]\nname = \"alice\"\n", 6),
         ] {
             let e = parse_err(&format!("{MINIMAL}{section}colour = \"blue\"\n"));
             assert!(
@@ -107,7 +118,7 @@ mod tests {
     }
 
     /// Every key some section knows, so random lines hit real checks.
-    const KNOWN_KEYS: [&str; 26] = [
+    const KNOWN_KEYS: [&str; 33] = [
         "workers",
         "cmpi_secs",
         "max_clients",
@@ -134,6 +145,13 @@ mod tests {
         "max_file_kb",
         "max_files",
         "utc",
+        "totp",
+        "totp_per_session",
+        "ticket_hours",
+        "lockout_after",
+        "lockout_minutes",
+        "approve_command",
+        "approve_url",
     ];
 
     proptest::proptest! {
@@ -150,7 +168,7 @@ mod tests {
         /// line appended, so the section checks, not only TOML, are reached.
         #[test]
         fn a_random_extra_line_parses_or_names_a_line(
-            section in proptest::sample::select(vec!["", "[limits]\n", "[admin]\n", "[tls]\n", "[log]\ndir = \"d\"\n"]),
+            section in proptest::sample::select(vec!["", "[limits]\n", "[admin]\n", "[tls]\n", "[log]\ndir = \"d\"\n", "[auth]\n"]),
             key in proptest::prop_oneof![proptest::sample::select(KNOWN_KEYS.to_vec()).prop_map(String::from), "[a-z_]{1,12}"],
             value in "-?[0-9]{1,21}|\"[ -~]{0,30}\"|\\[(\"[ -~]{0,12}\", ?){0,3}\\]|true",
         ) {

@@ -109,7 +109,7 @@ pub(super) fn parse_keys(
     for t in tables.map(Vec::as_slice).unwrap_or_default() {
         let raw = t.get_ref();
         let name = raw.name.get_ref();
-        check_name(name).map_err(|why| src.error(raw.name.span(), why))?;
+        check_key_name(name).map_err(|why| src.error(raw.name.span(), why))?;
         if keys.iter().any(|k| &k.name == name) {
             return Err(src.error(raw.name.span(), format!("key name {name:?} is given twice")));
         }
@@ -168,8 +168,8 @@ fn check_length(secret: &str, what: &str) -> Result<(), String> {
 
 /// A name is 1 to [`MAX_KEY_NAME_LEN`] of `A-Z a-z 0-9 . _ -`, starting
 /// with a letter or digit: it goes into log lines, URLs and metric labels
-/// unescaped.
-fn check_name(name: &str) -> Result<(), String> {
+/// unescaped. The reason is one line naming the name.
+pub fn check_key_name(name: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if name.is_empty() || name.len() > MAX_KEY_NAME_LEN {
         return Err(format!("key name {name:?} must be 1 to {MAX_KEY_NAME_LEN} characters"));

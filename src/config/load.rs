@@ -1,5 +1,6 @@
 //! The load step: read the config file, parse it, then read the files it
-//! names (certificate, key, admin token) into the [`Config`] the gateway
+//! names (certificate, key, admin token, operators' TOTP secrets) into the
+//! [`Config`] the gateway
 //! runs on. A reload goes through here too, so a file that cannot be read
 //! fails the reload before anything changes.
 
@@ -10,8 +11,10 @@ use super::admin::{AdminConfig, AdminFile, MIN_ADMIN_TOKEN_LEN};
 use super::error::ConfigError;
 use super::error::Located;
 use super::file::parse_str;
+use super::operators::{Operator, OperatorFile, TotpSource};
 use super::tls::TlsFiles;
 use super::{Config, ConfigFile, TlsSettings};
+use crate::auth::totp::TotpSecret;
 
 /// Largest config file read: room for a hundred thousand keys; a bigger
 /// file is the wrong path (a log, an image), not a config.
@@ -20,6 +23,10 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// Largest admin token or key file read: a secret is one line, and
 /// reading a large file named by mistake would stall the reload.
 pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// Largest TOTP secret file read: a secret is one line of base32; a large
+/// file is the wrong path.
+pub const MAX_TOTP_FILE_BYTES: u64 = 1024;
 
 /// Reads, parses and loads a configuration file. Relative paths in it
 /// are taken from its folder.
@@ -78,6 +85,11 @@ impl ConfigFile {
             l.dir = resolve(&l.dir);
             l
         });
+        let operators = self
+            .operators
+            .iter()
+            .map(|o| load_operator(o, &resolve, &at))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             file: self.file,
             listen: self.listen,
@@ -89,6 +101,8 @@ impl ConfigFile {
             log,
             admin,
             tls,
+            auth: self.auth,
+            operators,
             warnings,
         })
     }
@@ -121,6 +135,28 @@ fn load_admin(
         token,
         hosts: a.hosts.clone(),
     })
+}
+
+/// Reads an operator's TOTP secret file, if it names one.
+pub(super) fn load_operator(
+    o: &OperatorFile,
+    resolve: &impl Fn(&Path) -> PathBuf,
+    at: &impl Fn(usize, String) -> ConfigError,
+) -> Result<Operator, ConfigError> {
+    let totp = match &o.totp {
+        None => None,
+        Some(TotpSource::Inline(secret)) => Some(secret.clone()),
+        Some(TotpSource::File(Located { value, line })) => {
+            let path = resolve(value);
+            let shown = path.display();
+            let text = read_bounded(&path, MAX_TOTP_FILE_BYTES)
+                .map_err(|e| at(*line, format!("cannot read TOTP secret file {shown}: {e}")))?;
+            let secret = TotpSecret::from_base32(text.trim())
+                .map_err(|e| at(*line, format!("the TOTP secret in {shown} {e}")))?;
+            Some(secret)
+        }
+    };
+    Ok(o.with_totp(totp))
 }
 
 /// Reads the certificate chain and key into a ready server config.

@@ -6,11 +6,12 @@
 //!   values, and the *paths* of certificates and token files. It does no
 //!   I/O, so it is unit-tested and fuzzed. One function per section, each in
 //!   its file with its bounds and tests: `gateway.rs` (the top-level
-//!   `[gateway]` table), `keys.rs` (`[[keys]]` and the older list), `limits.rs`, `tls.rs`, `event_log.rs`
-//!   (`[log]`), `admin.rs`.
+//!   `[gateway]` table), `keys.rs` (`[[keys]]` and the older list),
+//!   `limits.rs`, `tls.rs`, `event_log.rs` (`[log]`), `admin.rs`, `auth.rs`
+//!   and `operators.rs` (`[[operators]]`).
 //! - [`load`] (`load.rs`) reads a file, parses it, takes relative paths
-//!   from the file's folder and reads the certificate, key and token files
-//!   into the [`Config`] the gateway runs on. A reload goes the same way, so
+//!   from the file's folder and reads the certificate, key, token and TOTP
+//!   secret files into the [`Config`] the gateway runs on. A reload goes the same way, so
 //!   a bad file is refused before anything changes.
 //!
 //! Every error names the file, the line and the reason. Unknown keys are
@@ -20,6 +21,7 @@
 //! documents every option.
 
 mod admin;
+mod auth;
 mod bound;
 mod error;
 mod event_log;
@@ -28,6 +30,7 @@ mod gateway;
 mod keys;
 mod limits;
 mod load;
+mod operators;
 #[cfg(test)]
 mod testing;
 mod tls;
@@ -38,30 +41,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use admin::{AdminConfig, AdminFile, DEFAULT_ADMIN_LISTEN, MAX_ADMIN_HOSTS, MIN_ADMIN_TOKEN_LEN};
+pub use auth::{Approve, AuthConfig, LOCKOUT_AFTER, LOCKOUT_MINUTES, MAX_APPROVE_CHARS, TICKET_HOURS, TotpMode};
 pub use bound::Bound;
 pub use error::{ConfigError, Located};
 pub use event_log::{LOG_MAX_FILE_KB, LOG_MAX_FILES};
 pub use file::parse_str;
 pub use gateway::{CMPI_SECS, DEFAULT_CMPI_SECS, HEARTBEAT_GRACE, MAX_CLIENTS, MAX_CMPI_SECS, MAX_WORKERS, WORKERS};
-pub use keys::{KeyEntry, KeySecret, MAX_KEY_NAME_LEN, SHORT_KEY_CHARS, WEAK_KEY_BITS, estimated_bits};
+pub use keys::{KeyEntry, KeySecret, MAX_KEY_NAME_LEN, SHORT_KEY_CHARS, WEAK_KEY_BITS, check_key_name, estimated_bits};
 pub use limits::{
     AUTO_UNAUTHENTICATED_DIVISOR, HANDSHAKE_TIMEOUT_SECS, HEAD_TIMEOUT_SECS, Limits, MAX_AGENTS_PER_KEY,
     MAX_CONNECTIONS, MAX_PENDING_PER_CONTROL, MAX_PENDING_PER_KEY, MAX_PENDING_SESSIONS,
     MAX_UNAUTHENTICATED_PER_SOURCE, MIN_AUTO_UNAUTHENTICATED, NEW_CONNECTIONS_BURST_PER_SOURCE,
     NEW_CONNECTIONS_PER_SOURCE_PER_SEC, PAIRING_TIMEOUT_SECS, RELAY_BUFFER_KB, SHUTDOWN_GRACE_SECS, WRITE_TIMEOUT_SECS,
 };
-pub use load::{MAX_CONFIG_BYTES, MAX_TOKEN_FILE_BYTES, load};
+pub use load::{MAX_CONFIG_BYTES, MAX_TOKEN_FILE_BYTES, MAX_TOTP_FILE_BYTES, load};
+pub use operators::{MAX_AGENT_GLOBS, MAX_OPERATOR_KEYS, MAX_OPERATORS, Operator, OperatorFile, Scope, TotpSource};
 pub use tls::TlsFiles;
 
 use crate::auth::GatewayKey;
 use crate::eventlog::EventLogConfig;
 
-/// A gateway configuration, checked. `A`, `T` and `K` are its admin and
-/// TLS settings and its keys: as the file names them in a [`ConfigFile`]
-/// (what the pure parse gives), with their files read in a [`Config`]
-/// (what the load step gives and the gateway runs on).
+/// A gateway configuration, checked. `A`, `T`, `K` and `O` are its admin
+/// and TLS settings, its keys and its operators: as the file names them in
+/// a [`ConfigFile`] (what the pure parse gives), with their files read in a
+/// [`Config`] (what the load step gives and the gateway runs on).
 #[derive(Debug, Clone)]
-pub struct Settings<A, T, K> {
+pub struct Settings<A, T, K, O> {
     /// The file it came from, as errors name it.
     pub file: String,
     /// Every address to listen on, in the order given.
@@ -83,6 +88,11 @@ pub struct Settings<A, T, K> {
     pub admin: Option<A>,
     /// TLS, if configured.
     pub tls: Option<T>,
+    /// `[auth]`: how operators sign in (defaults when absent).
+    pub auth: AuthConfig,
+    /// `[[operators]]`, in the file's order; none means the gateway key
+    /// alone admits a control, as before operators existed.
+    pub operators: Vec<O>,
     /// What check-config and the gateway's start warn about (weak keys,
     /// keys named by position), each as `file:line: warning: ...`. Found
     /// by the load step, which sees every secret.
@@ -91,10 +101,10 @@ pub struct Settings<A, T, K> {
 
 /// A configuration file checked by [`parse_str`], the files it names not
 /// yet read. No I/O made it, so a fuzzer can make millions.
-pub type ConfigFile = Settings<AdminFile, TlsFiles, KeyEntry>;
+pub type ConfigFile = Settings<AdminFile, TlsFiles, KeyEntry, OperatorFile>;
 
 /// The configuration the gateway runs on: checked, its files read.
-pub type Config = Settings<AdminConfig, TlsSettings, GatewayKey>;
+pub type Config = Settings<AdminConfig, TlsSettings, GatewayKey, Operator>;
 
 impl Config {
     /// How long an agent may stay silent before it is dropped.
@@ -121,6 +131,7 @@ pub struct TlsSettings {
 mod tests {
     use std::path::Path;
 
+    use super::testing::Scratch;
     use super::*;
 
     /// The whole way from text to a running configuration, minus reading
@@ -138,25 +149,6 @@ mod tests {
     }
 
     const MINIMAL: &str = "[gateway]\nlisten = [\"127.0.0.1:0\"]\nkeys = [\"Testing1\"]\n";
-
-    /// A fresh folder under the system's temporary one, for the files a
-    /// load step reads; removed when dropped.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Scratch {
-            let dir = std::env::temp_dir().join(format!("ringway-config-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("create a scratch folder");
-            Scratch(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     #[test]
     fn defaults_fill_in() {
@@ -181,6 +173,26 @@ mod tests {
         assert_eq!(c.limits, Limits::default());
         let admin = c.admin.expect("the example has [admin]");
         assert_eq!((admin.token, admin.hosts), (None, Vec::<String>::new()));
+        assert_eq!(c.auth, AuthConfig::default());
+        assert!(c.operators.is_empty(), "the example's operator is commented out");
+    }
+
+    #[test]
+    fn the_examples_operator_parses_once_uncommented() {
+        let text = include_str!("../../config.toml.example");
+        let at = text.find("# [[operators]]").expect("an [[operators]] example");
+        let uncommented: String = text[at..]
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let c = parse(&format!("{}{uncommented}", &text[..at]), "config.toml.example", None).expect("it parses");
+        let [alice] = &c.operators[..] else {
+            panic!("one operator: {:?}", c.operators)
+        };
+        assert_eq!(alice.name, "alice");
+        assert!(alice.totp.is_some());
+        assert_eq!(alice.scope.keys, Some(vec!["main".to_string()]));
+        assert!(alice.scope.may_reach("kiosk-12") && !alice.scope.may_reach("kiosk-123"));
     }
 
     #[test]
@@ -314,6 +326,33 @@ mod tests {
         assert_eq!(
             load(&path).map(|c| c.admin.and_then(|a| a.token).map(|t| t.len())),
             Ok(Some(4096))
+        );
+    }
+
+    #[test]
+    fn operators_and_auth_load_with_their_secret_files() {
+        let dir = Scratch::new("operators");
+        std::fs::write(dir.0.join("bob.totp"), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n").expect("write a secret");
+        let verifier = "$scram-argon2id$v=19$m=65536,t=3,p=1$c2l4dGVlbiBieXRlIHNsdA$AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE$AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI";
+        let text = format!(
+            "{MINIMAL}[auth]\ntotp = \"required\"\nticket_hours = 8\n[[operators]]\nname = \"bob\"\nverifier = \"{verifier}\"\ntotp_secret_file = \"bob.totp\"\nagents = [\"pc-*\"]\n"
+        );
+        std::fs::write(dir.0.join("gw.toml"), &text).expect("write a config");
+        let c = load(&dir.0.join("gw.toml")).expect("loadable");
+        assert_eq!(
+            (c.auth.totp, c.auth.ticket_lifetime),
+            (TotpMode::Required, Duration::from_secs(8 * 3600))
+        );
+        let bob = &c.operators[0];
+        assert_eq!(bob.name, "bob");
+        assert!(bob.totp.is_some());
+        assert!(bob.scope.may_reach("pc-7") && !bob.scope.may_reach("kiosk-1"));
+
+        // Without its secret, bob cannot be an operator while TOTP is required.
+        let without = text.replace("totp_secret_file = \"bob.totp\"\n", "");
+        assert_eq!(
+            parse_err(&without),
+            "test.toml:8: operator bob has no TOTP secret, but [auth] totp = \"required\": set totp_secret or totp_secret_file"
         );
     }
 

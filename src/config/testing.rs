@@ -1,8 +1,10 @@
-//! Test helper: run one section's check on a document holding only that
+//! Test helpers: run one section's check on a document holding only that
 //! section, through the real TOML deserializer (so spans, and the line
-//! numbers errors give, are the real ones).
+//! numbers errors give, are the real ones); a scratch folder for the files
+//! a load step reads.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 
@@ -21,4 +23,24 @@ pub(super) fn section<R: DeserializeOwned, T>(
     };
     let mut doc: HashMap<String, R> = toml::from_str(text).map_err(|e| e.message().to_string())?;
     check(doc.remove(key).as_ref(), &src).map_err(|e| e.to_string())
+}
+
+/// A fresh folder under the system's temporary one, for the files a load
+/// step reads; removed when dropped.
+pub(super) struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A new empty folder; `name` keeps parallel tests apart.
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("ringway-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch folder");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

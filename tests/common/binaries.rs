@@ -1,5 +1,6 @@
 //! The real `ringway` client binaries, run as operators run them: the key
-//! in `RINGWAY_KEY`, never on the command line.
+//! in `RINGWAY_KEY`, never on the command line; and any other `ringway`
+//! command (`gen-key`, `operator add`).
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -9,10 +10,17 @@ use super::{EVENT_TIMEOUT, LoggedChild};
 /// Where `ringway control connect --listen` names its local address.
 const CONTROL_LISTENING: &str = "listening on ";
 
+/// A `ringway` command with `args`, logging at info.
+pub fn ringway_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
+    cmd.args(args).env("RUST_LOG", "info");
+    cmd
+}
+
 /// A `ringway` command with `args`, proving `key`, logging at info.
 pub fn ringway_client(key: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
-    cmd.args(args).env("RINGWAY_KEY", key).env("RUST_LOG", "info");
+    let mut cmd = ringway_command(args);
+    cmd.env("RINGWAY_KEY", key);
     cmd
 }
 

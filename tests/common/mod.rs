@@ -17,7 +17,8 @@
 //!   `ringway agent` does.
 //! - client.rs: control calls from blocking test code; session.rs:
 //!   sessions through the library's connection type (plain or TLS).
-//! - binaries.rs: the real `ringway agent` / `ringway control` binaries;
+//! - binaries.rs: the real `ringway agent` / `ringway control` binaries
+//!   and any other `ringway` command;
 //!   command.rs: short-lived commands (curl, openssl, Chromium) with a
 //!   bound.
 //! - [`Service`] (service.rs): a local TCP service on std threads.
