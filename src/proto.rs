@@ -183,7 +183,8 @@ impl SessionId {
         let mut parts = s.split('.');
         let worker = parts.next()?.parse().ok()?;
         let slot = parts.next()?.parse().ok()?;
-        let token = crate::auth::hex_decode(parts.next()?)?.try_into().ok()?;
+        let mut token = [0u8; 16];
+        hex::decode_to_slice(parts.next()?, &mut token).ok()?;
         if parts.next().is_some() {
             return None;
         }
@@ -193,7 +194,7 @@ impl SessionId {
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.worker, self.slot, crate::auth::hex(&self.token))
+        write!(f, "{}.{}.{}", self.worker, self.slot, hex::encode(self.token))
     }
 }
 
