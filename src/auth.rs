@@ -11,9 +11,11 @@
 //! own with proofs of their own, next to this one; nothing here changes
 //! when it comes.
 
+mod nonces;
+
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use ring::{digest, hmac, rand::SecureRandom};
 use subtle::ConstantTimeEq;
@@ -30,15 +32,7 @@ pub const REPLAY_WINDOW_SECS: u64 = 300;
 /// The authorization scheme name on the wire.
 pub const SCHEME: &str = "Ringway-HMAC-SHA256";
 
-/// How many independently locked parts the nonce cache has. Auth runs once
-/// per connection (never on the relay path); splitting the lock keeps
-/// workers accepting at the same moment from waiting on each other.
-const NONCE_SHARDS: usize = 16;
-
-/// Most nonces remembered per part. A peer must hold a key to get a nonce
-/// stored, so this bounds memory (16 x 65,536 x ~40 B = 40 MiB at worst)
-/// against a key holder flooding us; past it new proofs are refused.
-const MAX_NONCES_PER_SHARD: usize = 65_536;
+pub use nonces::{BUCKET_SECS, BUCKETS, KeyNonces, NonceCache};
 
 /// A gateway key: the shared secret and its public id. `Debug` hides the
 /// secret so it never reaches a log.
@@ -125,8 +119,10 @@ pub enum AuthError {
     Replayed,
     /// The HMAC does not match.
     BadSignature,
-    /// The nonce cache is full (a flood by a key holder).
-    Overloaded,
+    /// The key already holds its quota of nonces (`[limits]
+    /// nonces_per_key`): a flood by a holder of this key. Answered 503,
+    /// for this key only.
+    NonceQuota,
     /// A bearer key over plain HTTP, which would expose it.
     BearerOverPlain,
 }
@@ -141,7 +137,7 @@ impl AuthError {
             AuthError::Expired => "expired",
             AuthError::Replayed => "replayed",
             AuthError::BadSignature => "bad_signature",
-            AuthError::Overloaded => "overloaded",
+            AuthError::NonceQuota => "nonce_quota",
             AuthError::BearerOverPlain => "bearer_over_plain",
         }
     }
@@ -217,17 +213,30 @@ pub fn parse_authorization(value: &str) -> Result<Proof, AuthError> {
     })
 }
 
-/// The set of keys a gateway accepts, looked up by id.
-#[derive(Debug, Clone, Default)]
+/// The set of keys a gateway accepts, looked up by id, each with the set
+/// of nonces its proofs have used.
+#[derive(Clone, Default)]
 pub struct KeyRing {
-    by_id: HashMap<KeyId, GatewayKey>,
+    by_id: HashMap<KeyId, (GatewayKey, Arc<KeyNonces>)>,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.by_id.keys()).finish()
+    }
 }
 
 impl KeyRing {
-    /// A ring holding `keys`.
-    pub fn new(keys: impl IntoIterator<Item = GatewayKey>) -> Self {
+    /// A ring holding `keys`, each with its nonce set from `nonces`
+    /// (made for a key seen for the first time), so that every worker's
+    /// ring, and the ring after a reload, refuse the same replays.
+    pub fn new(keys: &[GatewayKey], nonces: &NonceCache, now: u64) -> Self {
         Self {
-            by_id: keys.into_iter().map(|k| (k.id, k)).collect(),
+            by_id: nonces
+                .sets_for(keys, now)
+                .into_iter()
+                .map(|(k, set)| (k.id, (k, set)))
+                .collect(),
         }
     }
 
@@ -240,7 +249,7 @@ impl KeyRing {
     /// the candidate and the secret is then compared in constant time.
     pub fn verify_bearer(&self, secret: &str) -> Result<KeyId, AuthError> {
         let kid = KeyId::of(secret);
-        let key = self.by_id.get(&kid).ok_or(AuthError::UnknownKey)?;
+        let (key, _) = self.by_id.get(&kid).ok_or(AuthError::UnknownKey)?;
         if bool::from(key.secret.as_bytes().ct_eq(secret.as_bytes())) {
             Ok(kid)
         } else {
@@ -249,7 +258,7 @@ impl KeyRing {
     }
 
     /// Checks a proof for a request and, if it holds, remembers its nonce
-    /// and returns the key id it proved.
+    /// (within the key's `nonce_quota`) and returns the key id it proved.
     pub fn verify(
         &self,
         method: &str,
@@ -257,53 +266,17 @@ impl KeyRing {
         identity: &str,
         authorization: Option<&str>,
         now: u64,
-        nonces: &NonceCache,
+        nonce_quota: usize,
     ) -> Result<KeyId, AuthError> {
         let proof = parse_authorization(authorization.ok_or(AuthError::Missing)?)?;
-        let key = self.by_id.get(&proof.kid).ok_or(AuthError::UnknownKey)?;
+        let (key, nonces) = self.by_id.get(&proof.kid).ok_or(AuthError::UnknownKey)?;
         if now.abs_diff(proof.ts) > REPLAY_WINDOW_SECS {
             return Err(AuthError::Expired);
         }
         let msg = string_to_sign(method, target, proof.ts, &proof.nonce, proof.kid, identity);
         hmac::verify(&key.hmac_key(), msg.as_bytes(), &proof.sig).map_err(|_| AuthError::BadSignature)?;
-        nonces.insert(proof.nonce, proof.ts, now)?;
+        nonces.insert(proof.nonce, proof.ts, now, nonce_quota)?;
         Ok(proof.kid)
-    }
-}
-
-/// Nonces seen within the replay window, so a captured request cannot be
-/// sent again. Shared by all workers: a replay may land on any of them.
-pub struct NonceCache {
-    shards: Vec<Mutex<HashMap<[u8; 16], u64>>>,
-}
-
-impl Default for NonceCache {
-    fn default() -> Self {
-        Self {
-            shards: (0..NONCE_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
-}
-
-impl NonceCache {
-    /// Records `nonce` (made at `ts`) or refuses it if already seen.
-    fn insert(&self, nonce: [u8; 16], ts: u64, now: u64) -> Result<(), AuthError> {
-        let shard = &self.shards[nonce[0] as usize % NONCE_SHARDS];
-        // A poisoned lock means another worker panicked mid-insert; the map
-        // is still a valid map, so keep using it.
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if map.contains_key(&nonce) {
-            return Err(AuthError::Replayed);
-        }
-        if map.len() >= MAX_NONCES_PER_SHARD {
-            // Forget what can no longer be replayed (older than the window).
-            map.retain(|_, seen| now.saturating_sub(*seen) <= 2 * REPLAY_WINDOW_SECS);
-            if map.len() >= MAX_NONCES_PER_SHARD {
-                return Err(AuthError::Overloaded);
-            }
-        }
-        map.insert(nonce, ts.max(now));
-        Ok(())
     }
 }
 
@@ -326,22 +299,25 @@ pub fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
+    /// A quota no test here reaches.
+    const QUOTA: usize = 100;
+
     fn ring_of(keys: &[&str]) -> KeyRing {
-        KeyRing::new(keys.iter().map(|k| GatewayKey::new(k)))
+        let keys: Vec<GatewayKey> = keys.iter().map(|k| GatewayKey::new(k)).collect();
+        KeyRing::new(&keys, &NonceCache::default(), 1000)
     }
 
     #[test]
     fn a_valid_proof_is_accepted_once() {
         let key = GatewayKey::new("Testing1");
         let ring = ring_of(&["Testing1", "Testing2"]);
-        let nonces = NonceCache::default();
         let auth = sign(&key, "GET", "/v1/clients", "ops", 1000, [7; 16]);
         assert_eq!(
-            ring.verify("GET", "/v1/clients", "ops", Some(&auth), 1010, &nonces),
+            ring.verify("GET", "/v1/clients", "ops", Some(&auth), 1010, QUOTA),
             Ok(key.id())
         );
         assert_eq!(
-            ring.verify("GET", "/v1/clients", "ops", Some(&auth), 1010, &nonces),
+            ring.verify("GET", "/v1/clients", "ops", Some(&auth), 1010, QUOTA),
             Err(AuthError::Replayed)
         );
     }
@@ -350,7 +326,6 @@ mod tests {
     fn every_signed_field_matters() {
         let key = GatewayKey::new("Testing1");
         let ring = ring_of(&["Testing1"]);
-        let nonces = NonceCache::default();
         let auth = sign(&key, "GET", "/v1/connect/pc1", "ops", 1000, [1; 16]);
         for (method, target, identity) in [
             ("POST", "/v1/connect/pc1", "ops"),
@@ -358,7 +333,7 @@ mod tests {
             ("GET", "/v1/connect/pc1", "other"),
         ] {
             assert_eq!(
-                ring.verify(method, target, identity, Some(&auth), 1000, &nonces),
+                ring.verify(method, target, identity, Some(&auth), 1000, QUOTA),
                 Err(AuthError::BadSignature)
             );
         }
@@ -367,27 +342,23 @@ mod tests {
     #[test]
     fn unknown_key_expired_and_malformed_are_refused() {
         let ring = ring_of(&["Testing1"]);
-        let nonces = NonceCache::default();
         let other = GatewayKey::new("Testing2");
         let auth = sign(&other, "GET", "/", "x", 1000, [2; 16]);
         assert_eq!(
-            ring.verify("GET", "/", "x", Some(&auth), 1000, &nonces),
+            ring.verify("GET", "/", "x", Some(&auth), 1000, QUOTA),
             Err(AuthError::UnknownKey)
         );
         let key = GatewayKey::new("Testing1");
         let auth = sign(&key, "GET", "/", "x", 1000, [3; 16]);
         assert_eq!(
-            ring.verify("GET", "/", "x", Some(&auth), 1000 + REPLAY_WINDOW_SECS + 1, &nonces),
+            ring.verify("GET", "/", "x", Some(&auth), 1000 + REPLAY_WINDOW_SECS + 1, QUOTA),
             Err(AuthError::Expired)
         );
         assert_eq!(
-            ring.verify("GET", "/", "x", Some("Bearer Testing1"), 1000, &nonces),
+            ring.verify("GET", "/", "x", Some("Bearer Testing1"), 1000, QUOTA),
             Err(AuthError::Malformed)
         );
-        assert_eq!(
-            ring.verify("GET", "/", "x", None, 1000, &nonces),
-            Err(AuthError::Missing)
-        );
+        assert_eq!(ring.verify("GET", "/", "x", None, 1000, QUOTA), Err(AuthError::Missing));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::flows::handover::attach;
 use super::flows::{agent, join};
 use super::frontdoor::refuse_unread;
 use super::shard::{Shard, Shared, pairing_limits};
-use crate::auth::KeyRing;
+use crate::auth::{KeyRing, unix_now};
 use crate::config::Config;
 use crate::proto::ToAgent;
 use crate::timefmt::rfc3339;
@@ -249,7 +249,7 @@ fn add_listeners(shard: &Rc<Shard>, acceptors: &Acceptors, listeners: Vec<(Socke
 /// sessions of removed keys are closed, the rest keep running; a new CMPI
 /// is pushed to every agent.
 fn reload(shard: &Shard, config: Arc<Config>) {
-    let keys = Rc::new(KeyRing::new(config.keys.iter().cloned()));
+    let keys = Rc::new(KeyRing::new(&config.keys, &shard.shared.nonces, unix_now()));
     let old_cmpi = shard.config().cmpi;
     *shard.keys.borrow_mut() = keys.clone();
     *shard.config.borrow_mut() = config.clone();

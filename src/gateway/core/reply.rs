@@ -79,7 +79,8 @@ impl Refusal<'_> {
             | Refusal::TooManyWaiting(_)
             | Refusal::NotReading(_)
             | Refusal::WorkerBusy
-            | Refusal::WorkerSlow(_) => 503,
+            | Refusal::WorkerSlow(_)
+            | Refusal::ProofRefused(AuthError::NonceQuota) => 503,
             Refusal::MustUpgrade(..) => 426,
             Refusal::BadName(_) => 400,
             Refusal::ProofRefused(_) => 401,
@@ -117,6 +118,9 @@ impl Refusal<'_> {
             // told to stop doing.
             Refusal::ProofRefused(AuthError::BearerOverPlain) => {
                 "bearer keys are accepted over TLS (https) only; over plain HTTP prove the key".into()
+            }
+            Refusal::ProofRefused(AuthError::NonceQuota) => {
+                "this gateway key has made too many key proofs in the last few minutes; try again later".into()
             }
             Refusal::ProofRefused(_) => "gateway key proof refused".into(),
             Refusal::Licence(max) => format!("licensed maximum of {max} clients reached").into(),
@@ -161,6 +165,11 @@ mod tests {
                 Refusal::ProofRefused(AuthError::Replayed),
                 401,
                 "gateway key proof refused",
+            ),
+            (
+                Refusal::ProofRefused(AuthError::NonceQuota),
+                503,
+                "this gateway key has made too many key proofs in the last few minutes; try again later",
             ),
             (Refusal::Licence(2), 503, "licensed maximum of 2 clients reached"),
             (

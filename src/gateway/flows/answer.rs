@@ -53,14 +53,22 @@ pub(crate) fn verify(shard: &Shard, conn: &Conn, head: &RequestHead, identity_ra
             identity_raw,
             head.header("authorization"),
             unix_now(),
-            &shard.shared.nonces,
+            shard.config().limits.nonces_per_key,
         )
     };
     match &res {
         // The one place a connection proves a key: from here on it counts
         // against its key's shares, not its source's.
         Ok(_) => shard.proven(conn),
-        Err(why) => Stats::bump(&shard.stats.auth_failures, why.label()),
+        Err(why) => {
+            Stats::bump(&shard.stats.auth_failures, why.label());
+            // A proof over its key's nonce quota is genuine: the flood is
+            // that key's to answer for, not its source's (other keys'
+            // agents may share the address).
+            if *why == AuthError::NonceQuota {
+                shard.proven(conn);
+            }
+        }
     }
     res
 }
