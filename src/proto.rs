@@ -30,6 +30,11 @@ pub const H_AGENT_MAC: &str = "ringway-agent-mac";
 pub const H_AGENT_IP: &str = "ringway-agent-ip";
 /// The agent's operating system, free text.
 pub const H_AGENT_OS: &str = "ringway-agent-os";
+/// The gateway's boot id: in every answer, and in every plain-HTTP
+/// request with the id its proof signs (lower-case, for lookups).
+pub const H_BOOT: &str = "ringway-boot";
+/// [`H_BOOT`] as the gateway and clients write it.
+pub const H_BOOT_WRITTEN: &str = "Ringway-Boot";
 /// Sent in the registration response: the poll interval in seconds.
 pub const H_CMPI: &str = "ringway-cmpi";
 

@@ -139,12 +139,15 @@ fn curl_browses_with_a_bearer_key_over_https_only() {
 
     // One source: the first refusal is written, the second counted and
     // summed when the window closes.
-    let plain = "Security check failed for Control browse: bearer_over_plain. Terminating connection from 127.0.0.1";
+    let plain = format!(
+        "Gateway key {} was sent in clear over plain HTTP from 127.0.0.1: treat it as exposed and replace it",
+        ringway::auth::KeyId::of(KEY)
+    );
     let wrong = "Security check failed for Control browse: unknown_key. Terminating connection from 127.0.0.1 \
                  … and 1 more from 127.0.0.1 in the last 10 s";
     gw.wait_for_event(wrong, REPEAT_WINDOW + EVENT_TIMEOUT);
     assert_eq!(
-        (gw.count_events(plain), gw.count_events(wrong)),
+        (gw.count_events(&plain), gw.count_events(wrong)),
         (1, 1),
         "one per refused curl"
     );

@@ -26,7 +26,7 @@ use super::core::permit::{Counter, Licence, Permit};
 use super::core::sessions::Sessions;
 use super::core::sources::{IDLE_SOURCES, SourceLimits, Sources, Unauthenticated};
 use super::core::stats::Stats;
-use crate::auth::{KeyId, KeyRing, NonceCache, unix_now};
+use crate::auth::{BootId, KeyId, KeyRing, NonceCache, unix_now};
 use crate::config::{Config, Limits};
 use crate::conn::Conn;
 use crate::eventlog::{EventLog, sanitize};
@@ -64,6 +64,9 @@ pub(crate) struct Shared {
     /// Proof nonces seen, per key, for replay protection: each worker's
     /// key ring holds the same per-key sets.
     pub nonces: NonceCache,
+    /// This run's boot id: in every answer, and what plain-HTTP proofs
+    /// must be signed with, so none made for an earlier run is accepted.
+    pub boot: BootId,
     /// The administrator's event log.
     pub events: EventLog,
 }

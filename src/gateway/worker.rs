@@ -355,7 +355,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     // still at its open-file limit, so it hears why and is
                     // closed.
                     Stats::bump(&shard.stats.rejected, 503);
-                    refuse_unread(stream, Refusal::AtConnectionLimit).await;
+                    refuse_unread(stream, Refusal::AtConnectionLimit, shard.shared.boot).await;
                     spare.restore();
                     continue;
                 }
@@ -371,7 +371,8 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 let Some(permit) = shard.shared.connection_permit() else {
                     Stats::bump(&shard.stats.rejected, 503);
-                    compio::runtime::spawn(refuse_unread(stream, Refusal::AtConnectionLimit)).detach();
+                    compio::runtime::spawn(refuse_unread(stream, Refusal::AtConnectionLimit, shard.shared.boot))
+                        .detach();
                     continue;
                 };
                 let unproven = match shard.shared.sources.admit(peer.ip(), Instant::now()) {
@@ -382,7 +383,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                         Stats::bump(&shard.stats.rejected, why.status());
                         // A flood of these is summarised per source.
                         shard.event_from(peer.ip(), refused.event_text());
-                        compio::runtime::spawn(refuse_unread(stream, why)).detach();
+                        compio::runtime::spawn(refuse_unread(stream, why, shard.shared.boot)).detach();
                         continue;
                     }
                 };
