@@ -34,6 +34,11 @@ impl RequestHead {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
+    /// How many times header `name` (give it lower-case) appears.
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n == name).count()
+    }
+
     /// The target without its query string.
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or("")

@@ -38,6 +38,31 @@ pub const H_BOOT_WRITTEN: &str = "Ringway-Boot";
 /// Sent in the registration response: the poll interval in seconds.
 pub const H_CMPI: &str = "ringway-cmpi";
 
+/// Headers that would give a `GET` a body, which the gateway never reads:
+/// a request with one is refused (400) rather than having bytes it
+/// ignored taken as the next request or the relayed stream.
+pub const BODY_HEADERS: [(&str, &str); 2] = [
+    ("content-length", "a GET request must not have a body (Content-Length)"),
+    (
+        "transfer-encoding",
+        "a GET request must not have a body (Transfer-Encoding)",
+    ),
+];
+
+/// Headers the gateway acts on, each allowed once: with two, which one
+/// counts would depend on who reads the head (a proxy in front may take
+/// the last, the gateway the first), so a request with two is refused
+/// (400) with the reason given here.
+pub const SINGLE_HEADERS: [(&str, &str); 7] = [
+    ("authorization", "duplicate Authorization header"),
+    (H_IDENTITY, "duplicate Ringway-Identity header"),
+    (H_BOOT, "duplicate Ringway-Boot header"),
+    ("upgrade", "duplicate Upgrade header"),
+    (H_AGENT_MAC, "duplicate Ringway-Agent-Mac header"),
+    (H_AGENT_IP, "duplicate Ringway-Agent-Ip header"),
+    (H_AGENT_OS, "duplicate Ringway-Agent-Os header"),
+];
+
 /// Longest agent or control name. Names show in the console and log; 64 is
 /// twice a NetBIOS name and more than a DNS label.
 pub const MAX_NAME_CHARS: usize = 64;

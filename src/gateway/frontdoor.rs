@@ -195,7 +195,9 @@ async fn admit(shard: &Shard, conn: &Conn, head: RequestHead, early: Vec<u8>) ->
     None
 }
 
-/// Whether `head` is a request the gateway serves: one of its paths, `GET`.
+/// Whether `head` is a request the gateway serves: one of its paths,
+/// `GET`, no body, and each header it acts on at most once (400 and a
+/// close otherwise, see [`proto::BODY_HEADERS`], [`proto::SINGLE_HEADERS`]).
 fn servable(head: &RequestHead) -> Result<(), Refusal<'static>> {
     let path = head.path();
     let known = path == proto::PATH_REGISTER
@@ -207,6 +209,15 @@ fn servable(head: &RequestHead) -> Result<(), Refusal<'static>> {
     }
     if head.method != "GET" {
         return Err(Refusal::MethodNotAllowed);
+    }
+    let strict = proto::BODY_HEADERS
+        .iter()
+        .map(|&(name, why)| (name, 1, why))
+        .chain(proto::SINGLE_HEADERS.iter().map(|&(name, why)| (name, 2, why)));
+    for (name, refused_at, why) in strict {
+        if head.header_count(name) >= refused_at {
+            return Err(Refusal::BadHead(HeadError::Malformed(why)));
+        }
     }
     Ok(())
 }
