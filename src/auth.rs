@@ -3,24 +3,30 @@
 //! A key never crosses the wire, not even over plain HTTP. A peer proves it
 //! holds a key with an HMAC-SHA256 over the request's method, target, a
 //! timestamp, a random nonce, the key's id and the peer's identity (its
-//! agent or control name). The gateway accepts a proof once, within
-//! [`REPLAY_WINDOW_SECS`] of its own clock, and compares in constant time
-//! (ring's `hmac::verify`). The exact string signed is in docs/PROTOCOL.md.
+//! agent or control name), bound to what carries it ([`Binding`]): over
+//! TLS the connection's keying material, over plain HTTP the gateway's
+//! boot id. So a proof moved to another TLS connection, or replayed to
+//! the gateway after a restart, fails. The gateway accepts a proof once,
+//! within [`REPLAY_WINDOW_SECS`] of its own clock, and compares in
+//! constant time (ring's `hmac::verify`). The exact string signed is in
+//! docs/PROTOCOL.md.
 //!
 //! Operator identity (user, password, TOTP) will travel in headers of its
 //! own with proofs of their own, next to this one; nothing here changes
 //! when it comes.
 
 pub mod glob;
+mod nonces;
 pub mod scram;
 pub mod ticket;
 pub mod totp;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use ring::{digest, hmac, rand::SecureRandom};
+use subtle::ConstantTimeEq;
 
 /// Shortest gateway key accepted. The seed product's rule (it used 5); we
 /// lengthen it to 8 so a key is not trivially guessed online.
@@ -34,15 +40,84 @@ pub const REPLAY_WINDOW_SECS: u64 = 300;
 /// The authorization scheme name on the wire.
 pub const SCHEME: &str = "Ringway-HMAC-SHA256";
 
-/// How many independently locked parts the nonce cache has. Auth runs once
-/// per connection (never on the relay path); splitting the lock keeps
-/// workers accepting at the same moment from waiting on each other.
-const NONCE_SHARDS: usize = 16;
+/// The TLS exporter label (RFC 5705 / RFC 8446 section 7.5) both ends
+/// derive a proof's binding with, no context, [`EXPORTER_LEN`] bytes.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-ringway-proof";
 
-/// Most nonces remembered per part. A peer must hold a key to get a nonce
-/// stored, so this bounds memory (16 x 65,536 x ~40 B = 40 MiB at worst)
-/// against a key holder flooding us; past it new proofs are refused.
-const MAX_NONCES_PER_SHARD: usize = 65_536;
+/// Bytes of exported keying material a TLS proof is bound to.
+pub const EXPORTER_LEN: usize = 32;
+
+/// The word that opens the body of the `401` for a proof signed with a
+/// stale or missing boot id, so a client knows to sign again with the
+/// answer's `Ringway-Boot` rather than give up.
+pub const STALE_BOOT: &str = "stale_boot";
+
+/// A gateway's boot id: 16 random bytes drawn at start, sent in every
+/// answer as `Ringway-Boot`, and signed into every plain-HTTP proof, so a
+/// proof made for one run of the gateway is worthless to the next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BootId(pub [u8; 16]);
+
+impl BootId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        BootId(new_nonce())
+    }
+
+    /// Parses the 32 hex digits form.
+    pub fn parse(s: &str) -> Option<Self> {
+        decode_array(s).map(BootId)
+    }
+}
+
+impl fmt::Display for BootId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for BootId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BootId({self})")
+    }
+}
+
+/// What a proof is bound to besides the request itself: the last line of
+/// the string signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// Plain HTTP: the boot id the client last heard from the gateway
+    /// (`None` before it has heard one; such a proof never verifies).
+    Boot(Option<BootId>),
+    /// TLS: keying material exported from this connection
+    /// ([`EXPORTER_LABEL`]), which no other connection shares.
+    Tls([u8; EXPORTER_LEN]),
+}
+
+impl fmt::Display for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Binding::Boot(Some(id)) => write!(f, "boot {id}"),
+            Binding::Boot(None) => f.write_str("boot -"),
+            Binding::Tls(material) => write!(f, "tls {}", hex::encode(material)),
+        }
+    }
+}
+
+/// The parts of a request a proof covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// The request method.
+    pub method: &'a str,
+    /// The request target, exactly as sent.
+    pub target: &'a str,
+    /// The `Ringway-Identity` value, exactly as sent (percent-encoded).
+    pub identity: &'a str,
+    /// The connection or boot the proof is bound to.
+    pub binding: Binding,
+}
+
+pub use nonces::{BUCKET_SECS, BUCKETS, KeyNonces, NonceCache};
 
 /// A gateway key: the shared secret, the id that finds it in a proof, and
 /// the name logs, the console and metrics show. `Debug` hides the secret so
@@ -122,14 +197,13 @@ impl KeyId {
 
     /// Parses the 16 hex digits form.
     pub fn parse(s: &str) -> Option<Self> {
-        let bytes = hex_decode(s)?;
-        Some(KeyId(bytes.try_into().ok()?))
+        decode_array(s).map(KeyId)
     }
 }
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex(&self.0))
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -155,10 +229,18 @@ pub enum AuthError {
     Replayed,
     /// The HMAC does not match.
     BadSignature,
-    /// The nonce cache is full (a flood by a key holder).
-    Overloaded,
+    /// The key already holds its quota of nonces (`[limits]
+    /// nonces_per_key`): a flood by a holder of this key. Answered 503,
+    /// for this key only.
+    NonceQuota,
     /// A bearer key over plain HTTP, which would expose it.
     BearerOverPlain,
+    /// A plain-HTTP proof signed with a boot id not this gateway run's
+    /// (or none): made before a restart, or the client's first request.
+    StaleBoot,
+    /// A TLS connection that could not export keying material to bind
+    /// the proof to.
+    Unbound,
 }
 
 impl AuthError {
@@ -171,8 +253,10 @@ impl AuthError {
             AuthError::Expired => "expired",
             AuthError::Replayed => "replayed",
             AuthError::BadSignature => "bad_signature",
-            AuthError::Overloaded => "overloaded",
+            AuthError::NonceQuota => "nonce_quota",
             AuthError::BearerOverPlain => "bearer_over_plain",
+            AuthError::StaleBoot => STALE_BOOT,
+            AuthError::Unbound => "unbound",
         }
     }
 }
@@ -187,25 +271,34 @@ pub struct Proof {
     /// 16 random bytes, never reused.
     pub nonce: [u8; 16],
     /// HMAC-SHA256 over [`string_to_sign`].
-    pub sig: Vec<u8>,
+    pub sig: [u8; 32],
 }
 
 /// Exactly what is signed. Newline-separated so no field can run into the
 /// next (the target and identity cannot contain a raw newline: the target
 /// is an HTTP request line and the identity is percent-encoded).
-pub fn string_to_sign(method: &str, target: &str, ts: u64, nonce: &[u8; 16], kid: KeyId, identity: &str) -> String {
-    format!("{SCHEME}\n{method}\n{target}\n{ts}\n{}\n{kid}\n{identity}", hex(nonce))
+pub fn string_to_sign(req: &Signed<'_>, ts: u64, nonce: &[u8; 16], kid: KeyId) -> String {
+    let Signed {
+        method,
+        target,
+        identity,
+        binding,
+    } = req;
+    format!(
+        "{SCHEME}\n{method}\n{target}\n{ts}\n{}\n{kid}\n{identity}\n{binding}",
+        hex::encode(nonce)
+    )
 }
 
 /// Makes the `Authorization` header value for a request.
-pub fn sign(key: &GatewayKey, method: &str, target: &str, identity: &str, ts: u64, nonce: [u8; 16]) -> String {
-    let msg = string_to_sign(method, target, ts, &nonce, key.id, identity);
+pub fn sign(key: &GatewayKey, req: &Signed<'_>, ts: u64, nonce: [u8; 16]) -> String {
+    let msg = string_to_sign(req, ts, &nonce, key.id);
     let tag = hmac::sign(&key.hmac_key(), msg.as_bytes());
     format!(
         "{SCHEME} kid={}, ts={ts}, nonce={}, sig={}",
         key.id,
-        hex(&nonce),
-        hex(tag.as_ref())
+        hex::encode(nonce),
+        hex::encode(tag.as_ref())
     )
 }
 
@@ -220,9 +313,17 @@ pub fn new_nonce() -> [u8; 16] {
     n
 }
 
+/// What follows the scheme of an `Authorization` value, if its scheme is
+/// `scheme`. Schemes are compared case-insensitively (RFC 9110, 11.1), so
+/// `bearer KEY` is a bearer key as much as `Bearer KEY` is.
+pub fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (name, rest) = value.trim().split_once([' ', '\t'])?;
+    name.eq_ignore_ascii_case(scheme).then_some(rest.trim())
+}
+
 /// Parses an `Authorization` header value of our scheme.
 pub fn parse_authorization(value: &str) -> Result<Proof, AuthError> {
-    let rest = value.strip_prefix(SCHEME).ok_or(AuthError::Malformed)?;
+    let rest = strip_scheme(value, SCHEME).ok_or(AuthError::Malformed)?;
     let (mut kid, mut ts, mut nonce, mut sig) = (None, None, None, None);
     for part in rest.split(',') {
         let (k, v) = part.trim().split_once('=').ok_or(AuthError::Malformed)?;
@@ -230,8 +331,8 @@ pub fn parse_authorization(value: &str) -> Result<Proof, AuthError> {
         match k {
             "kid" => kid = KeyId::parse(v),
             "ts" => ts = v.parse::<u64>().ok(),
-            "nonce" => nonce = hex_decode(v).and_then(|b| <[u8; 16]>::try_from(b).ok()),
-            "sig" => sig = hex_decode(v).filter(|b| b.len() == 32),
+            "nonce" => nonce = decode_array(v),
+            "sig" => sig = decode_array(v),
             // Unknown parameters are ignored so that later versions can add some.
             _ => {}
         }
@@ -244,17 +345,30 @@ pub fn parse_authorization(value: &str) -> Result<Proof, AuthError> {
     })
 }
 
-/// The set of keys a gateway accepts, looked up by id.
-#[derive(Debug, Clone, Default)]
+/// The set of keys a gateway accepts, looked up by id, each with the set
+/// of nonces its proofs have used.
+#[derive(Clone, Default)]
 pub struct KeyRing {
-    by_id: HashMap<KeyId, GatewayKey>,
+    by_id: HashMap<KeyId, (GatewayKey, Arc<KeyNonces>)>,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.by_id.keys()).finish()
+    }
 }
 
 impl KeyRing {
-    /// A ring holding `keys`.
-    pub fn new(keys: impl IntoIterator<Item = GatewayKey>) -> Self {
+    /// A ring holding `keys`, each with its nonce set from `nonces`
+    /// (made for a key seen for the first time), so that every worker's
+    /// ring, and the ring after a reload, refuse the same replays.
+    pub fn new(keys: &[GatewayKey], nonces: &NonceCache, now: u64) -> Self {
         Self {
-            by_id: keys.into_iter().map(|k| (k.id, k)).collect(),
+            by_id: nonces
+                .sets_for(keys, now)
+                .into_iter()
+                .map(|(k, set)| (k.id, (k, set)))
+                .collect(),
         }
     }
 
@@ -266,106 +380,49 @@ impl KeyRing {
     /// The name of the key with this id, for what people see; `"?"` for
     /// one no longer configured (its agents are being dropped).
     pub fn name_of(&self, kid: KeyId) -> &str {
-        self.by_id.get(&kid).map_or("?", |k| k.name())
+        self.by_id.get(&kid).map_or("?", |(k, _)| k.name())
     }
 
     /// Checks a bearer key (TLS only; the caller makes sure). The id finds
     /// the candidate and the secret is then compared in constant time.
     pub fn verify_bearer(&self, secret: &str) -> Result<KeyId, AuthError> {
         let kid = KeyId::of(secret);
-        let key = self.by_id.get(&kid).ok_or(AuthError::UnknownKey)?;
-        if constant_time_eq(key.secret.as_bytes(), secret.as_bytes()) {
+        let (key, _) = self.by_id.get(&kid).ok_or(AuthError::UnknownKey)?;
+        if bool::from(key.secret.as_bytes().ct_eq(secret.as_bytes())) {
             Ok(kid)
         } else {
             Err(AuthError::BadSignature)
         }
     }
 
-    /// Checks a proof for a request and, if it holds, remembers its nonce
-    /// and returns the key id it proved.
+    /// Checks a proof for a request (`req.binding` is what the gateway
+    /// expects: its own boot id, or the connection's exporter) and, if it
+    /// holds, remembers its nonce (within the key's `nonce_quota`) and
+    /// returns the key id it proved.
     pub fn verify(
         &self,
-        method: &str,
-        target: &str,
-        identity: &str,
+        req: &Signed<'_>,
         authorization: Option<&str>,
         now: u64,
-        nonces: &NonceCache,
+        nonce_quota: usize,
     ) -> Result<KeyId, AuthError> {
         let proof = parse_authorization(authorization.ok_or(AuthError::Missing)?)?;
-        let key = self.by_id.get(&proof.kid).ok_or(AuthError::UnknownKey)?;
+        let (key, nonces) = self.by_id.get(&proof.kid).ok_or(AuthError::UnknownKey)?;
         if now.abs_diff(proof.ts) > REPLAY_WINDOW_SECS {
             return Err(AuthError::Expired);
         }
-        let msg = string_to_sign(method, target, proof.ts, &proof.nonce, proof.kid, identity);
+        let msg = string_to_sign(req, proof.ts, &proof.nonce, proof.kid);
         hmac::verify(&key.hmac_key(), msg.as_bytes(), &proof.sig).map_err(|_| AuthError::BadSignature)?;
-        nonces.insert(proof.nonce, proof.ts, now)?;
+        nonces.insert(proof.nonce, proof.ts, now, nonce_quota)?;
         Ok(proof.kid)
     }
 }
 
-/// Nonces seen within the replay window, so a captured request cannot be
-/// sent again. Shared by all workers: a replay may land on any of them.
-pub struct NonceCache {
-    shards: Vec<Mutex<HashMap<[u8; 16], u64>>>,
-}
-
-impl Default for NonceCache {
-    fn default() -> Self {
-        Self {
-            shards: (0..NONCE_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
-}
-
-impl NonceCache {
-    /// Records `nonce` (made at `ts`) or refuses it if already seen.
-    fn insert(&self, nonce: [u8; 16], ts: u64, now: u64) -> Result<(), AuthError> {
-        let shard = &self.shards[nonce[0] as usize % NONCE_SHARDS];
-        // A poisoned lock means another worker panicked mid-insert; the map
-        // is still a valid map, so keep using it.
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if map.contains_key(&nonce) {
-            return Err(AuthError::Replayed);
-        }
-        if map.len() >= MAX_NONCES_PER_SHARD {
-            // Forget what can no longer be replayed (older than the window).
-            map.retain(|_, seen| now.saturating_sub(*seen) <= 2 * REPLAY_WINDOW_SECS);
-            if map.len() >= MAX_NONCES_PER_SHARD {
-                return Err(AuthError::Overloaded);
-            }
-        }
-        map.insert(nonce, ts.max(now));
-        Ok(())
-    }
-}
-
-/// Compares two secrets without an early exit, so timing does not reveal
-/// how much of a guess was right.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
-/// Decodes hex (either case); `None` if odd-length or not hex.
-pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+/// `N` bytes from exactly `2 * N` hex digits (either case).
+fn decode_array<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
 }
 
 /// Seconds since the Unix epoch by the system clock.
@@ -380,68 +437,139 @@ pub fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
+    /// A quota no test here reaches.
+    const QUOTA: usize = 100;
+
+    const BOOT: Binding = Binding::Boot(Some(BootId([9; 16])));
+
     fn ring_of(keys: &[&str]) -> KeyRing {
-        KeyRing::new(keys.iter().map(|k| GatewayKey::new(k)))
+        let keys: Vec<GatewayKey> = keys.iter().map(|k| GatewayKey::new(k)).collect();
+        KeyRing::new(&keys, &NonceCache::default(), 1000)
+    }
+
+    fn req<'a>(method: &'a str, target: &'a str, identity: &'a str, binding: Binding) -> Signed<'a> {
+        Signed {
+            method,
+            target,
+            identity,
+            binding,
+        }
     }
 
     #[test]
     fn a_valid_proof_is_accepted_once() {
         let key = GatewayKey::new("Testing1");
         let ring = ring_of(&["Testing1", "Testing2"]);
-        let nonces = NonceCache::default();
-        let auth = sign(&key, "GET", "/v1/clients", "ops", 1000, [7; 16]);
-        assert_eq!(
-            ring.verify("GET", "/v1/clients", "ops", Some(&auth), 1010, &nonces),
-            Ok(key.id())
-        );
-        assert_eq!(
-            ring.verify("GET", "/v1/clients", "ops", Some(&auth), 1010, &nonces),
-            Err(AuthError::Replayed)
-        );
+        let r = req("GET", "/v1/clients", "ops", BOOT);
+        let auth = sign(&key, &r, 1000, [7; 16]);
+        assert_eq!(ring.verify(&r, Some(&auth), 1010, QUOTA), Ok(key.id()));
+        assert_eq!(ring.verify(&r, Some(&auth), 1010, QUOTA), Err(AuthError::Replayed));
     }
 
     #[test]
     fn every_signed_field_matters() {
         let key = GatewayKey::new("Testing1");
         let ring = ring_of(&["Testing1"]);
-        let nonces = NonceCache::default();
-        let auth = sign(&key, "GET", "/v1/connect/pc1", "ops", 1000, [1; 16]);
-        for (method, target, identity) in [
-            ("POST", "/v1/connect/pc1", "ops"),
-            ("GET", "/v1/connect/pc2", "ops"),
-            ("GET", "/v1/connect/pc1", "other"),
+        let auth = sign(&key, &req("GET", "/v1/connect/pc1", "ops", BOOT), 1000, [1; 16]);
+        for r in [
+            req("POST", "/v1/connect/pc1", "ops", BOOT),
+            req("GET", "/v1/connect/pc2", "ops", BOOT),
+            req("GET", "/v1/connect/pc1", "other", BOOT),
+            req("GET", "/v1/connect/pc1", "ops", Binding::Boot(Some(BootId([8; 16])))),
+            req("GET", "/v1/connect/pc1", "ops", Binding::Boot(None)),
+            req("GET", "/v1/connect/pc1", "ops", Binding::Tls([9; 32])),
         ] {
             assert_eq!(
-                ring.verify(method, target, identity, Some(&auth), 1000, &nonces),
-                Err(AuthError::BadSignature)
+                ring.verify(&r, Some(&auth), 1000, QUOTA),
+                Err(AuthError::BadSignature),
+                "{r:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_tls_proof_holds_only_for_its_own_keying_material() {
+        let key = GatewayKey::new("Testing1");
+        let ring = ring_of(&["Testing1"]);
+        let mine = req("GET", "/v1/clients", "ops", Binding::Tls([1; 32]));
+        let other = req("GET", "/v1/clients", "ops", Binding::Tls([2; 32]));
+        let auth = sign(&key, &mine, 1000, [4; 16]);
+        assert_eq!(
+            ring.verify(&other, Some(&auth), 1000, QUOTA),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(ring.verify(&mine, Some(&auth), 1000, QUOTA), Ok(key.id()));
+    }
+
+    #[test]
+    fn the_string_signed_is_exactly_as_documented() {
+        let r = req("GET", "/v1/agent/register", "pc%201", BOOT);
+        let kid = KeyId([0xab; 8]);
+        assert_eq!(
+            string_to_sign(&r, 1700000000, &[0x01; 16], kid),
+            "Ringway-HMAC-SHA256\nGET\n/v1/agent/register\n1700000000\n01010101010101010101010101010101\n\
+             abababababababab\npc%201\nboot 09090909090909090909090909090909"
+        );
+        let r = req("GET", "/v1/clients", "ops", Binding::Tls([0xff; 32]));
+        assert!(string_to_sign(&r, 1, &[0; 16], kid).ends_with(&format!("\nops\ntls {}", "ff".repeat(32))));
+    }
+
+    #[test]
+    fn honest_clock_skew_is_accepted_up_to_the_window() {
+        let key = GatewayKey::new("Testing1");
+        let ring = ring_of(&["Testing1"]);
+        for (i, skew) in [-(REPLAY_WINDOW_SECS as i64), -120, 120, REPLAY_WINDOW_SECS as i64]
+            .into_iter()
+            .enumerate()
+        {
+            let r = req("GET", "/", "x", BOOT);
+            let auth = sign(&key, &r, 10_000u64.saturating_add_signed(skew), [i as u8; 16]);
+            assert_eq!(ring.verify(&r, Some(&auth), 10_000, QUOTA), Ok(key.id()), "skew {skew}");
         }
     }
 
     #[test]
     fn unknown_key_expired_and_malformed_are_refused() {
         let ring = ring_of(&["Testing1"]);
-        let nonces = NonceCache::default();
+        let r = req("GET", "/", "x", BOOT);
         let other = GatewayKey::new("Testing2");
-        let auth = sign(&other, "GET", "/", "x", 1000, [2; 16]);
-        assert_eq!(
-            ring.verify("GET", "/", "x", Some(&auth), 1000, &nonces),
-            Err(AuthError::UnknownKey)
-        );
+        let auth = sign(&other, &r, 1000, [2; 16]);
+        assert_eq!(ring.verify(&r, Some(&auth), 1000, QUOTA), Err(AuthError::UnknownKey));
         let key = GatewayKey::new("Testing1");
-        let auth = sign(&key, "GET", "/", "x", 1000, [3; 16]);
+        let auth = sign(&key, &r, 1000, [3; 16]);
         assert_eq!(
-            ring.verify("GET", "/", "x", Some(&auth), 1000 + REPLAY_WINDOW_SECS + 1, &nonces),
+            ring.verify(&r, Some(&auth), 1000 + REPLAY_WINDOW_SECS + 1, QUOTA),
             Err(AuthError::Expired)
         );
         assert_eq!(
-            ring.verify("GET", "/", "x", Some("Bearer Testing1"), 1000, &nonces),
+            ring.verify(&r, Some("Bearer Testing1"), 1000, QUOTA),
             Err(AuthError::Malformed)
         );
+        assert_eq!(ring.verify(&r, None, 1000, QUOTA), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn schemes_match_case_insensitively() {
+        assert_eq!(strip_scheme("Bearer abc", "Bearer"), Some("abc"));
+        assert_eq!(strip_scheme("bEaReR   abc ", "Bearer"), Some("abc"));
+        assert_eq!(strip_scheme("Bearerabc", "Bearer"), None);
+        assert_eq!(strip_scheme("Basic abc", "Bearer"), None);
+        let key = GatewayKey::new("Testing1");
+        let r = req("GET", "/", "x", BOOT);
+        let auth = sign(&key, &r, 1000, [5; 16]).replacen(SCHEME, "ringway-hmac-sha256", 1);
         assert_eq!(
-            ring.verify("GET", "/", "x", None, 1000, &nonces),
-            Err(AuthError::Missing)
+            ring_of(&["Testing1"]).verify(&r, Some(&auth), 1000, QUOTA),
+            Ok(key.id())
         );
+    }
+
+    #[test]
+    fn boot_ids_round_trip_as_32_hex_digits() {
+        let id = BootId::random();
+        assert_eq!(id.to_string().len(), 32);
+        assert_eq!(BootId::parse(&id.to_string()), Some(id));
+        assert_eq!(BootId::parse("abc"), None);
+        assert_ne!(BootId::random(), id);
     }
 
     #[test]
@@ -456,17 +584,12 @@ mod tests {
     }
 
     #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
-
-    #[test]
-    fn hex_round_trips() {
-        assert_eq!(hex(&[0, 0xab, 0xff]), "00abff");
-        assert_eq!(hex_decode("00ABff"), Some(vec![0, 0xab, 0xff]));
-        assert_eq!(hex_decode("abc"), None);
-        assert_eq!(hex_decode("zz"), None);
+    fn key_ids_parse_from_exactly_16_hex_digits() {
+        let id = KeyId::of("Testing1");
+        assert_eq!(KeyId::parse(&id.to_string()), Some(id));
+        assert_eq!(KeyId::parse(&id.to_string().to_uppercase()), Some(id));
+        assert_eq!(KeyId::parse("abc"), None);
+        assert_eq!(KeyId::parse("zz00000000000000"), None);
+        assert_eq!(KeyId::parse("000000000000000000"), None);
     }
 }

@@ -34,6 +34,11 @@ impl RequestHead {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
+    /// How many times header `name` (give it lower-case) appears.
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n == name).count()
+    }
+
     /// The target without its query string.
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or("")
@@ -197,6 +202,23 @@ pub fn reason_phrase(status: u16) -> &'static str {
 /// Builds a complete response with a body. Every error response closes the
 /// connection, so it says so.
 pub fn response(status: u16, extra_headers: &[(&str, &str)], content_type: &str, body: &[u8]) -> Vec<u8> {
+    build_response(status, extra_headers, content_type, body, "Connection: close\r\n")
+}
+
+/// As [`response`], but the connection stays open for the peer's next
+/// request (the one answer the gateway gives that way: a proof to sign
+/// again).
+pub fn response_keep_alive(status: u16, extra_headers: &[(&str, &str)], content_type: &str, body: &[u8]) -> Vec<u8> {
+    build_response(status, extra_headers, content_type, body, "")
+}
+
+fn build_response(
+    status: u16,
+    extra_headers: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+    connection: &str,
+) -> Vec<u8> {
     let mut head = String::with_capacity(160);
     // Writing to a String cannot fail.
     let _ = write!(head, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
@@ -205,7 +227,7 @@ pub fn response(status: u16, extra_headers: &[(&str, &str)], content_type: &str,
     }
     let _ = write!(
         head,
-        "Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "Content-Type: {content_type}\r\nContent-Length: {}\r\n{connection}\r\n",
         body.len()
     );
     let mut out = head.into_bytes();
@@ -214,9 +236,9 @@ pub fn response(status: u16, extra_headers: &[(&str, &str)], content_type: &str,
 }
 
 /// A plain-text error response: the reason, one line.
-pub fn error_response(status: u16, reason: &str) -> Vec<u8> {
+pub fn error_response(status: u16, extra_headers: &[(&str, &str)], reason: &str) -> Vec<u8> {
     let body = format!("{reason}\n");
-    response(status, &[], "text/plain; charset=utf-8", body.as_bytes())
+    response(status, extra_headers, "text/plain; charset=utf-8", body.as_bytes())
 }
 
 /// A `101 Switching Protocols` head; after it the connection is the
@@ -325,7 +347,7 @@ mod tests {
 
     #[test]
     fn response_round_trips() {
-        let bytes = error_response(404, "no such client");
+        let bytes = error_response(404, &[], "no such client");
         let (head, len) = parse_response(&bytes).expect("complete");
         assert_eq!(head.status, 404);
         assert_eq!(head.header("content-length"), Some("15"));

@@ -30,8 +30,38 @@ pub const H_AGENT_MAC: &str = "ringway-agent-mac";
 pub const H_AGENT_IP: &str = "ringway-agent-ip";
 /// The agent's operating system, free text.
 pub const H_AGENT_OS: &str = "ringway-agent-os";
+/// The gateway's boot id: in every answer, and in every plain-HTTP
+/// request with the id its proof signs (lower-case, for lookups).
+pub const H_BOOT: &str = "ringway-boot";
+/// [`H_BOOT`] as the gateway and clients write it.
+pub const H_BOOT_WRITTEN: &str = "Ringway-Boot";
 /// Sent in the registration response: the poll interval in seconds.
 pub const H_CMPI: &str = "ringway-cmpi";
+
+/// Headers that would give a `GET` a body, which the gateway never reads:
+/// a request with one is refused (400) rather than having bytes it
+/// ignored taken as the next request or the relayed stream.
+pub const BODY_HEADERS: [(&str, &str); 2] = [
+    ("content-length", "a GET request must not have a body (Content-Length)"),
+    (
+        "transfer-encoding",
+        "a GET request must not have a body (Transfer-Encoding)",
+    ),
+];
+
+/// Headers the gateway acts on, each allowed once: with two, which one
+/// counts would depend on who reads the head (a proxy in front may take
+/// the last, the gateway the first), so a request with two is refused
+/// (400) with the reason given here.
+pub const SINGLE_HEADERS: [(&str, &str); 7] = [
+    ("authorization", "duplicate Authorization header"),
+    (H_IDENTITY, "duplicate Ringway-Identity header"),
+    (H_BOOT, "duplicate Ringway-Boot header"),
+    ("upgrade", "duplicate Upgrade header"),
+    (H_AGENT_MAC, "duplicate Ringway-Agent-Mac header"),
+    (H_AGENT_IP, "duplicate Ringway-Agent-Ip header"),
+    (H_AGENT_OS, "duplicate Ringway-Agent-Os header"),
+];
 
 /// Longest agent or control name. Names show in the console and log; 64 is
 /// twice a NetBIOS name and more than a DNS label.
@@ -183,7 +213,8 @@ impl SessionId {
         let mut parts = s.split('.');
         let worker = parts.next()?.parse().ok()?;
         let slot = parts.next()?.parse().ok()?;
-        let token = crate::auth::hex_decode(parts.next()?)?.try_into().ok()?;
+        let mut token = [0u8; 16];
+        hex::decode_to_slice(parts.next()?, &mut token).ok()?;
         if parts.next().is_some() {
             return None;
         }
@@ -193,7 +224,7 @@ impl SessionId {
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.worker, self.slot, crate::auth::hex(&self.token))
+        write!(f, "{}.{}.{}", self.worker, self.slot, hex::encode(self.token))
     }
 }
 

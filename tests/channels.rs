@@ -10,7 +10,7 @@ use std::thread;
 
 use common::{
     AgentThread, Behaviour, EVENT_TIMEOUT, Gateway, GatewayConfig, IO_TIMEOUT, Service, block_on, echo_round_trip,
-    refusal,
+    plain_binding, refusal,
 };
 use ringway::client::{self, connect};
 use ringway::http::{HeadError, parse_response};
@@ -33,8 +33,14 @@ fn register_tiny_window(gw: &Gateway, key: &str, name: &str) -> TcpStream {
         ("Upgrade", proto::UPGRADE_AGENT.to_string()),
         ("Connection", "Upgrade".to_string()),
     ];
-    s.write_all(&client::request_head(&ep, "GET", proto::PATH_REGISTER, &extra))
-        .expect("send the registration");
+    s.write_all(&client::request_head(
+        &ep,
+        plain_binding(&ep),
+        "GET",
+        proto::PATH_REGISTER,
+        &extra,
+    ))
+    .expect("send the registration");
     let mut raw = Vec::new();
     let mut buf = [0u8; 256];
     loop {

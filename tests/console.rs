@@ -250,7 +250,9 @@ fn metrics_parse_and_count_sessions_bytes_and_auth_failures() {
     assert_eq!(m1.sum("ringway_sessions_pending", &[]), 0.0);
     // The session's two connections gave their shares back.
     assert_eq!(m1.sum("ringway_connections_open", &[]), 1.0);
-    assert_eq!(delta("ringway_auth_failures_total", &[]), 0.0);
+    // The control knew no boot id yet: its connect was signed again once.
+    assert_eq!(delta("ringway_auth_failures_total", &[]), 1.0);
+    assert_eq!(delta("ringway_auth_failures_total", &[("reason", "stale_boot")]), 1.0);
 
     let (status, _) = refusal(common::list(&gw.endpoint("not-the-key-1", "intruder")));
     assert_eq!(status, 401);

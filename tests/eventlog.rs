@@ -220,7 +220,15 @@ const FLOODER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 fn flood_bad_proofs(gateway: SocketAddr, n: usize, threads: usize) -> Vec<String> {
     let wrong = GatewayKey::new("not-the-gateway-key");
     let target = "/v1/clients";
-    let proof = auth::sign(&wrong, "GET", target, "", auth::unix_now(), auth::new_nonce());
+    // An unknown key fails whatever it is bound to; the gateway says so
+    // without first asking for its boot id.
+    let req = auth::Signed {
+        method: "GET",
+        target,
+        identity: "",
+        binding: auth::Binding::Boot(None),
+    };
+    let proof = auth::sign(&wrong, &req, auth::unix_now(), auth::new_nonce());
     let request = format!("GET {target} HTTP/1.1\r\nHost: {gateway}\r\nAuthorization: {proof}\r\n\r\n");
     let per_thread = n.div_ceil(threads);
     let workers: Vec<_> = (0..threads)

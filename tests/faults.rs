@@ -196,18 +196,29 @@ fn wait_answered(conns: &[TcpStream], n: usize) -> Vec<usize> {
 }
 
 /// Reads each of `answered` to EOF and checks it is exactly the 503 of a
-/// gateway at its connection limit.
+/// gateway at its connection limit, carrying the gateway's boot id (the
+/// same in every answer; the gateway is too full to be asked for it).
 fn assert_all_refused_full(conns: &mut [TcpStream], answered: &[usize]) {
-    let want = ringway::http::error_response(503, FULL_REASON);
-    let text = String::from_utf8_lossy(&want);
-    assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{text}");
-    assert!(text.ends_with(&format!("\r\n\r\n{FULL_REASON}\n")), "{text}");
+    let mut want: Option<String> = None;
     for &i in answered {
         let mut got = Vec::new();
         conns[i]
             .read_to_end(&mut got)
             .unwrap_or_else(|e| panic!("connection {i}: reading the refusal failed: {e}"));
-        assert_eq!(String::from_utf8_lossy(&got), text, "connection {i}'s answer");
+        let got = String::from_utf8_lossy(&got).into_owned();
+        let want = want.get_or_insert_with(|| {
+            let (head, _) = ringway::http::parse_response(got.as_bytes())
+                .unwrap_or_else(|e| panic!("connection {i}: bad answer {got:?}: {e:?}"));
+            let boot = head
+                .header("ringway-boot")
+                .unwrap_or_else(|| panic!("no Ringway-Boot in {got:?}"));
+            assert!(ringway::auth::BootId::parse(boot).is_some(), "bad boot id in {got:?}");
+            let want = ringway::http::error_response(503, &[("Ringway-Boot", boot)], FULL_REASON);
+            String::from_utf8_lossy(&want).into_owned()
+        });
+        assert!(want.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{want}");
+        assert!(want.ends_with(&format!("\r\n\r\n{FULL_REASON}\n")), "{want}");
+        assert_eq!(&got, want, "connection {i}'s answer");
     }
 }
 

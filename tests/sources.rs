@@ -46,10 +46,10 @@ fn connect_from(source: Ipv4Addr, gw: SocketAddr) -> TcpStream {
 }
 
 /// The exact bytes of a refusal with `status` and `reason`.
-fn refusal_bytes(status: &str, reason: &str) -> Vec<u8> {
+fn refusal_bytes(boot: &str, status: &str, reason: &str) -> Vec<u8> {
     let body = format!("{reason}\n");
     format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nRingway-Boot: {boot}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -92,7 +92,7 @@ fn one_source_cannot_fill_the_connection_cap() {
 
     let refused = wait_readable_many(&flood, FLOOD - HELD, EVENT_TIMEOUT);
     assert_eq!(refused.len(), FLOOD - HELD, "connections of the flood answered");
-    let expected = refusal_bytes("503 Service Unavailable", TOO_MANY_UNPROVEN);
+    let expected = refusal_bytes(&gw.boot(), "503 Service Unavailable", TOO_MANY_UNPROVEN);
     for (n, answer) in answers(&flood, &refused).iter().enumerate() {
         assert!(
             answer == &expected,
@@ -242,7 +242,7 @@ fn one_source_cannot_open_connections_faster_than_its_rate() {
 
     let refused = wait_readable_many(&tries, refusals, EVENT_TIMEOUT);
     assert_eq!(refused.len(), refusals);
-    let expected = refusal_bytes("429 Too Many Requests", TOO_FAST);
+    let expected = refusal_bytes(&gw.boot(), "429 Too Many Requests", TOO_FAST);
     for answer in answers(&tries, &refused) {
         assert!(
             answer == expected,

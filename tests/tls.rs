@@ -139,7 +139,7 @@ fn curl_browses_with_a_bearer_key_over_https_only() {
 
     // One source: the first refusal is written, the second counted and
     // summed when the window closes.
-    let plain = "Security check failed for Control browse: bearer_over_plain. Terminating connection from 127.0.0.1";
+    let plain = "Gateway key key1 was sent in clear over plain HTTP from 127.0.0.1: treat it as exposed and replace it";
     let wrong = "Security check failed for Control browse: unknown_key. Terminating connection from 127.0.0.1 \
                  … and 1 more from 127.0.0.1 in the last 10 s";
     gw.wait_for_event(wrong, REPEAT_WINDOW + EVENT_TIMEOUT);

@@ -204,10 +204,11 @@ fn bytes_sent_with_the_request_head_over_tls_reach_the_agent() {
     let target = format!("{}early-agent", ringway::proto::PATH_CONNECT_PREFIX);
     for round in 0..16u64 {
         let payload = Prng::new(70 + round).bytes(LEN);
-        let mut request = client::request_head(&control, "GET", &target, &upgrade);
-        request.extend_from_slice(&payload);
         let (back_len, back_sha256) = block_on(async {
             let conn = client::dial(&control).await.expect("dial the gateway over TLS");
+            let binding = client::binding(&control, &conn).expect("the connection's keying material");
+            let mut request = client::request_head(&control, binding, "GET", &target, &upgrade);
+            request.extend_from_slice(&payload);
             let (head, early) = client::exchange(&conn, request).await.expect("request with payload");
             assert_eq!(head.status, 101, "round {round}");
             conn.shutdown_write().await.expect("half-close the session");

@@ -35,10 +35,7 @@ pub fn run(args: GenCertArgs) -> Result<(), String> {
     // A name of its own per CA: clients pick the issuer by name, so two
     // gen-cert CAs with one name would make a wrong CA look like a bad
     // signature instead of an unknown issuer.
-    let ca_name = format!(
-        "ringway private CA {}",
-        &crate::auth::hex(&crate::auth::new_nonce())[..8]
-    );
+    let ca_name = format!("ringway private CA {}", &hex::encode(crate::auth::new_nonce())[..8]);
     ca.distinguished_name.push(DnType::CommonName, ca_name);
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -65,7 +62,7 @@ pub fn run(args: GenCertArgs) -> Result<(), String> {
         false,
     )?;
     write(&args.out.join("key.pem"), &key.serialize_pem(), true)?;
-    let pin = crate::auth::hex(&crate::tls::cert_sha256(cert.der()));
+    let pin = hex::encode(crate::tls::cert_sha256(cert.der()));
     println!("wrote {0}/ca.pem, {0}/cert.pem, {0}/key.pem", args.out.display());
     println!("certificate SHA-256 (for --pin-sha256): {pin}");
     Ok(())

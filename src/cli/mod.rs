@@ -112,9 +112,9 @@ impl ClientArgs {
         }
         if let Some(pin) = &self.pin_sha256 {
             let clean: String = pin.chars().filter(|c| *c != ':').collect();
-            let bytes = crate::auth::hex_decode(&clean)
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or("--pin-sha256 must be 64 hex digits (SHA-256 of the certificate's DER form)")?;
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(&clean, &mut bytes)
+                .map_err(|_| "--pin-sha256 must be 64 hex digits (SHA-256 of the certificate's DER form)")?;
             return Ok(Trust::Pin(bytes));
         }
         Ok(match &self.ca_file {

@@ -10,7 +10,7 @@ use compio::BufResult;
 use futures_util::future::{Either, select};
 
 use super::ranges::{clamp_cmpi, parse_cmpi, silence_deadline};
-use super::{ClientError, Endpoint, dial, exchange, refused, request_head};
+use super::{ClientError, Endpoint, dial, refused, request};
 use crate::http::pct_encode;
 use crate::proto::{self, FromAgent, SessionId, ToAgent};
 
@@ -104,7 +104,7 @@ impl AgentChannel {
             ("Ringway-Agent-Ip", pct_encode(&local_ip)),
             ("Ringway-Agent-Os", pct_encode(&info.os)),
         ];
-        let (head, early) = exchange(&stream, request_head(ep, "GET", proto::PATH_REGISTER, &extra)).await?;
+        let (head, early) = request(ep, &stream, "GET", proto::PATH_REGISTER, &extra).await?;
         if head.status != 101 {
             return Err(refused(&stream, &head, early).await);
         }

@@ -10,6 +10,7 @@ pub mod sysinfo;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use compio::BufResult;
@@ -17,7 +18,7 @@ use compio::net::{TcpSocket, TcpStream};
 
 pub use agent::{AgentChannel, AgentHandler, AgentInfo, ChannelEnd, Outgoing};
 
-use crate::auth::{GatewayKey, new_nonce, sign, unix_now};
+use crate::auth::{Binding, BootId, EXPORTER_LABEL, GatewayKey, STALE_BOOT, Signed, new_nonce, sign, unix_now};
 use crate::conn::Conn;
 use crate::http::{self, HeadError, ResponseHead, pct_encode};
 use crate::proto::{self, AgentSummary, SessionId};
@@ -58,6 +59,30 @@ pub struct Endpoint {
     pub bind: Option<IpAddr>,
     /// TLS to the gateway, if its address was given as `https://`.
     pub tls: Option<ClientTls>,
+    /// The boot id last heard from the gateway, which plain-HTTP proofs
+    /// are signed with; shared by the endpoint's clones (an agent's
+    /// channel and its sessions, a load generator's clients), so only the
+    /// first request after a gateway restart pays a second round trip.
+    pub boot: BootCache,
+}
+
+/// The gateway boot id a client last heard, shared by clones.
+#[derive(Debug, Clone, Default)]
+pub struct BootCache(Arc<Mutex<Option<BootId>>>);
+
+impl BootCache {
+    /// The id last heard, if any.
+    pub fn get(&self) -> Option<BootId> {
+        // Poisoned only if a thread panicked while storing a Copy value.
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers the `Ringway-Boot` of an answer, if it has a valid one.
+    pub fn learn(&self, head: &ResponseHead) {
+        if let Some(id) = head.header(proto::H_BOOT).and_then(BootId::parse) {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
+        }
+    }
 }
 
 /// How a client speaks TLS to the gateway.
@@ -103,6 +128,7 @@ impl Endpoint {
             identity: identity.to_string(),
             bind: None,
             tls,
+            boot: BootCache::default(),
         })
     }
 }
@@ -203,15 +229,34 @@ async fn dial_tcp(ep: &Endpoint) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// The head of a signed request.
-pub fn request_head(ep: &Endpoint, method: &str, target: &str, extra: &[(&str, String)]) -> Vec<u8> {
+/// What a proof sent on `conn` is bound to: the connection's TLS keying
+/// material, or over plain HTTP the boot id last heard from the gateway.
+pub fn binding(ep: &Endpoint, conn: &Conn) -> io::Result<Binding> {
+    match conn {
+        Conn::Tls(tls) => tls.export(EXPORTER_LABEL).map(Binding::Tls),
+        Conn::Plain(_) => Ok(Binding::Boot(ep.boot.get())),
+    }
+}
+
+/// The head of a request signed with `binding` (see [`binding`]); a boot
+/// id it is bound to goes in `Ringway-Boot` too.
+pub fn request_head(ep: &Endpoint, binding: Binding, method: &str, target: &str, extra: &[(&str, String)]) -> Vec<u8> {
     let identity = pct_encode(&ep.identity);
-    let auth = sign(&ep.key, method, target, &identity, unix_now(), new_nonce());
+    let req = Signed {
+        method,
+        target,
+        identity: &identity,
+        binding,
+    };
+    let auth = sign(&ep.key, &req, unix_now(), new_nonce());
     let mut head = format!(
         "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway/{}\r\nRingway-Identity: {identity}\r\nAuthorization: {auth}\r\n",
         ep.gateway,
         env!("CARGO_PKG_VERSION")
     );
+    if let Binding::Boot(Some(boot)) = binding {
+        head.push_str(&format!("{}: {boot}\r\n", proto::H_BOOT_WRITTEN));
+    }
     for (name, value) in extra {
         head.push_str(name);
         head.push_str(": ");
@@ -220,6 +265,37 @@ pub fn request_head(ep: &Endpoint, method: &str, target: &str, extra: &[(&str, S
     }
     head.push_str("\r\n");
     head.into_bytes()
+}
+
+/// Signs a request for `stream`, sends it and reads the answer's head,
+/// remembering the gateway's boot id from it. Over plain HTTP a `401
+/// stale_boot` (the gateway restarted since the boot id this endpoint
+/// knew, or it knew none) is read and the request signed again with the
+/// answer's boot id, once, on the same connection. Any other `401` is
+/// returned as the refusal it is.
+pub async fn request(
+    ep: &Endpoint,
+    stream: &Conn,
+    method: &str,
+    target: &str,
+    extra: &[(&str, String)],
+) -> Result<(ResponseHead, Vec<u8>), ClientError> {
+    for last in [false, true] {
+        let head = request_head(ep, binding(ep, stream)?, method, target, extra);
+        let (answer, rest) = exchange(stream, head).await?;
+        ep.boot.learn(&answer);
+        if answer.status != 401 || stream.is_tls() {
+            return Ok((answer, rest));
+        }
+        let refusal = refused(stream, &answer, rest).await;
+        match &refusal {
+            ClientError::Refused { reason, .. } if !last && reason.starts_with(STALE_BOOT) => {}
+            _ => return Err(refusal),
+        }
+    }
+    Err(ClientError::Protocol(
+        "the gateway refused the boot id it had just sent".into(),
+    ))
 }
 
 /// Sends a request head and reads the response head (within
@@ -290,7 +366,7 @@ async fn refused(stream: &Conn, head: &ResponseHead, rest: Vec<u8>) -> ClientErr
 /// The agents this key can see.
 pub async fn list_agents(ep: &Endpoint) -> Result<Vec<AgentSummary>, ClientError> {
     let stream = dial(ep).await?;
-    let (head, rest) = exchange(&stream, request_head(ep, "GET", proto::PATH_CLIENTS, &[])).await?;
+    let (head, rest) = request(ep, &stream, "GET", proto::PATH_CLIENTS, &[]).await?;
     if head.status != 200 {
         return Err(refused(&stream, &head, rest).await);
     }
@@ -304,7 +380,7 @@ async fn upgrade(ep: &Endpoint, target: &str) -> Result<Session, ClientError> {
         ("Upgrade", proto::UPGRADE_RELAY.to_string()),
         ("Connection", "Upgrade".to_string()),
     ];
-    let (head, early) = exchange(&stream, request_head(ep, "GET", target, &extra)).await?;
+    let (head, early) = request(ep, &stream, "GET", target, &extra).await?;
     if head.status != 101 {
         return Err(refused(&stream, &head, early).await);
     }

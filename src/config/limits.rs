@@ -137,6 +137,19 @@ pub const WRITE_TIMEOUT_SECS: Bound = Bound {
     min: 1,
     max: 3600,
 };
+/// `nonces_per_key`: the nonces one key's proofs may have live at once
+/// (each is remembered for the replay window, up to 11 minutes). 524,288
+/// is about 870 proofs a second from one key, sustained over the window:
+/// far past an honest tenant (15,000 agents reconnecting at once plus
+/// their sessions) and at ~40 bytes a nonce about 20 MiB, the most one
+/// key's flood can make the gateway hold. 16 lets a test reach it; past
+/// 16 million (640 MiB a key) it is a typo.
+pub const NONCES_PER_KEY: Bound = Bound {
+    key: "nonces_per_key",
+    default: 524_288,
+    min: 16,
+    max: 1 << 24,
+};
 
 /// Deadlines, sizes and shares, each defaulted by the [`Bound`] above.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +190,9 @@ pub struct Limits {
     /// Time every write to a peer must finish in; an agent whose channel
     /// has not drained for this long is stalled.
     pub write_timeout: Duration,
+    /// Proof nonces one key may have remembered at once; past it that
+    /// key's proofs get 503 while every other key's are served.
+    pub nonces_per_key: usize,
 }
 
 impl Default for Limits {
@@ -199,6 +215,7 @@ impl Default for Limits {
             new_connections_burst_per_source: size(NEW_CONNECTIONS_BURST_PER_SOURCE),
             max_agents_per_key: size(MAX_AGENTS_PER_KEY),
             write_timeout: secs(WRITE_TIMEOUT_SECS),
+            nonces_per_key: size(NONCES_PER_KEY),
         }
     }
 }
@@ -235,6 +252,7 @@ pub(super) struct RawLimits {
     new_connections_burst_per_source: Option<Spanned<u64>>,
     max_agents_per_key: Option<Spanned<u64>>,
     write_timeout_secs: Option<Spanned<u64>>,
+    nonces_per_key: Option<Spanned<u64>>,
 }
 
 /// Checks `[limits]`; an absent section is all defaults.
@@ -273,6 +291,7 @@ pub(super) fn parse_limits(raw: &RawLimits, src: &Source) -> Result<Limits, Conf
             .take_usize(&raw.new_connections_burst_per_source, src)?,
         max_agents_per_key: MAX_AGENTS_PER_KEY.take_usize(&raw.max_agents_per_key, src)?,
         write_timeout: secs(WRITE_TIMEOUT_SECS, &raw.write_timeout_secs)?,
+        nonces_per_key: NONCES_PER_KEY.take_usize(&raw.nonces_per_key, src)?,
     })
 }
 
@@ -312,7 +331,7 @@ mod tests {
     }
 
     /// Every whole-number key of `[limits]`.
-    const ALL: [Bound; 14] = [
+    const ALL: [Bound; 15] = [
         HEAD_TIMEOUT_SECS,
         PAIRING_TIMEOUT_SECS,
         RELAY_BUFFER_KB,
@@ -327,6 +346,7 @@ mod tests {
         NEW_CONNECTIONS_BURST_PER_SOURCE,
         MAX_AGENTS_PER_KEY,
         WRITE_TIMEOUT_SECS,
+        NONCES_PER_KEY,
     ];
 
     /// Raises the pending whole and the key's share to their maximum, so a
@@ -351,6 +371,7 @@ mod tests {
         assert_eq!(l.new_connections_burst_per_source, 200);
         assert_eq!(l.max_agents_per_key, 0);
         assert_eq!(l.write_timeout, Duration::from_secs(30));
+        assert_eq!(l.nonces_per_key, 524_288);
     }
 
     #[test]
@@ -406,6 +427,10 @@ mod tests {
             (
                 "new_connections_burst_per_source = 0",
                 "test.toml:2: new_connections_burst_per_source = 0 is out of range (1 to 1000000)",
+            ),
+            (
+                "nonces_per_key = 15",
+                "test.toml:2: nonces_per_key = 15 is out of range (16 to 16777216)",
             ),
             (
                 "max_agents_per_key = 4294967296",

@@ -1,8 +1,10 @@
 //! The front door of every connection: tell TLS from plain by the first
 //! byte, finish the handshake, read the request head within its deadline
 //! and size limits, then route it to its flow. Bad heads get 400/408/431
-//! and a close. A drain closes connections not yet routed and refuses
-//! the rest with 503.
+//! and a close. A plain-HTTP proof signed for another boot of the gateway
+//! gets `401 stale_boot` with the connection kept open, once, so an honest
+//! client signs again on it. A drain closes connections not yet routed
+//! and refuses the rest with 503.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -19,9 +21,10 @@ use super::core::permit::Permit;
 use super::core::reply::Refusal;
 use super::core::sources::Unauthenticated;
 use super::core::stats::Stats;
-use super::flows::answer::reject;
+use super::flows::answer::{reject, send};
 use super::flows::{agent, control, join};
 use super::shard::{Shard, Unproven};
+use crate::auth::{AuthError, BootId, parse_authorization};
 use crate::conn::Conn;
 use crate::http::{self, HeadError, MAX_HEAD_BYTES, RequestHead};
 use crate::proto;
@@ -61,6 +64,9 @@ pub(crate) async fn handle(
         reject(&shard, &conn, Refusal::ShuttingDown).await;
         return;
     }
+    let Some((head, early)) = admit(&shard, &conn, head, early).await else {
+        return;
+    };
     route(shard, conn, peer, head, early, permit).await;
 }
 
@@ -143,8 +149,92 @@ async fn prepare(shard: &Shard, stream: TcpStream, peer: SocketAddr) -> Option<(
 /// connection cap, or over its source's limits) and closes it. The answer
 /// is written unread and unencrypted, so a refusal costs no read buffer
 /// and no handshake: a TLS client will just see the close.
-pub(crate) async fn refuse_unread(stream: TcpStream, why: Refusal<'static>) {
-    let _ = (&stream).write_all(why.to_response()).await;
+pub(crate) async fn refuse_unread(stream: TcpStream, why: Refusal<'static>, boot: BootId) {
+    let _ = (&stream).write_all(why.to_response(boot)).await;
+}
+
+/// Checks a head before it is routed: a path we serve, `GET`, and, for a
+/// plain-HTTP proof of a configured key, this run's boot id. A stale or
+/// missing boot id is answered `401 stale_boot` with the connection kept
+/// open and the next head read (within a fresh head deadline), once; a
+/// second stale one is refused and closed. `None` once the connection has
+/// been answered or has gone.
+async fn admit(shard: &Shard, conn: &Conn, head: RequestHead, early: Vec<u8>) -> Option<(RequestHead, Vec<u8>)> {
+    let (mut head, mut early) = (head, early);
+    for second in [false, true] {
+        if let Err(why) = servable(&head) {
+            reject(shard, conn, why).await;
+            return None;
+        }
+        if !stale_boot(shard, conn, &head) {
+            return Some((head, early));
+        }
+        Stats::bump(&shard.stats.auth_failures, AuthError::StaleBoot.label());
+        let why = Refusal::ProofRefused(AuthError::StaleBoot);
+        if second {
+            reject(shard, conn, why).await;
+            return None;
+        }
+        send(shard, conn, why.to_keep_alive_response(shard.shared.boot))
+            .await
+            .ok()?;
+        let deadline = Instant::now() + shard.config().limits.head_timeout;
+        (head, early) = match read_head(conn, early, deadline).await {
+            Ok(Some(next)) => next,
+            Ok(None) => return None,
+            Err(HeadFailure::Timeout) => {
+                reject(shard, conn, Refusal::HeadTimeout).await;
+                return None;
+            }
+            Err(HeadFailure::Bad(e)) => {
+                reject(shard, conn, Refusal::BadHead(e)).await;
+                return None;
+            }
+        };
+    }
+    None
+}
+
+/// Whether `head` is a request the gateway serves: one of its paths,
+/// `GET`, no body, and each header it acts on at most once (400 and a
+/// close otherwise, see [`proto::BODY_HEADERS`], [`proto::SINGLE_HEADERS`]).
+fn servable(head: &RequestHead) -> Result<(), Refusal<'static>> {
+    let path = head.path();
+    let known = path == proto::PATH_REGISTER
+        || path == proto::PATH_CLIENTS
+        || path.starts_with(proto::PATH_CONNECT_PREFIX)
+        || path.starts_with(proto::PATH_SESSION_PREFIX);
+    if !known {
+        return Err(Refusal::NoEndpoint);
+    }
+    if head.method != "GET" {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    let strict = proto::BODY_HEADERS
+        .iter()
+        .map(|&(name, why)| (name, 1, why))
+        .chain(proto::SINGLE_HEADERS.iter().map(|&(name, why)| (name, 2, why)));
+    for (name, refused_at, why) in strict {
+        if head.header_count(name) >= refused_at {
+            return Err(Refusal::BadHead(HeadError::Malformed(why)));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `head` carries, over plain HTTP, a proof of one of this
+/// gateway's keys without this run's boot id in `Ringway-Boot`. A proof
+/// of an unknown key (or a broken one) is left to the flow, which refuses
+/// it for what it is: signing it again would not help.
+fn stale_boot(shard: &Shard, conn: &Conn, head: &RequestHead) -> bool {
+    if conn.is_tls() {
+        return false;
+    }
+    let Some(proof) = head.header("authorization").and_then(|v| parse_authorization(v).ok()) else {
+        return false;
+    };
+    shard.keys.borrow().contains(proof.kid)
+        && head.header(proto::H_BOOT).and_then(BootId::parse) != Some(shard.shared.boot)
 }
 
 enum HeadFailure {
@@ -181,20 +271,9 @@ async fn read_head(
     }
 }
 
+/// Hands an admitted request to its flow.
 async fn route(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, head: RequestHead, early: Vec<u8>, permit: Permit) {
     let path = head.path().to_string();
-    let known = path == proto::PATH_REGISTER
-        || path == proto::PATH_CLIENTS
-        || path.starts_with(proto::PATH_CONNECT_PREFIX)
-        || path.starts_with(proto::PATH_SESSION_PREFIX);
-    if !known {
-        reject(&shard, &stream, Refusal::NoEndpoint).await;
-        return;
-    }
-    if head.method != "GET" {
-        reject(&shard, &stream, Refusal::MethodNotAllowed).await;
-        return;
-    }
     if path == proto::PATH_REGISTER {
         agent::register(shard, stream, peer, head, early, permit).await;
     } else if path == proto::PATH_CLIENTS {

@@ -43,7 +43,7 @@ use self::core::permit::{Counter, Licence};
 use self::core::sources::Sources;
 use self::listeners::{allowed_cpus, bind_all};
 use self::shard::{Shared, source_limits};
-use crate::auth::NonceCache;
+use crate::auth::{BootId, NonceCache};
 use crate::config::Config;
 use crate::eventlog::EventLog;
 
@@ -122,6 +122,7 @@ impl Gateway {
             max_connections: AtomicUsize::new(cap),
             sources: Arc::new(Sources::new(source_limits(&config.limits, cap))),
             nonces: NonceCache::default(),
+            boot: BootId::random(),
             events,
         });
 

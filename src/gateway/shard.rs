@@ -26,7 +26,7 @@ use super::core::permit::{Counter, Licence, Permit};
 use super::core::sessions::Sessions;
 use super::core::sources::{IDLE_SOURCES, SourceLimits, Sources, Unauthenticated};
 use super::core::stats::Stats;
-use crate::auth::{KeyId, KeyRing, NonceCache};
+use crate::auth::{BootId, KeyId, KeyRing, NonceCache, unix_now};
 use crate::config::{Config, Limits};
 use crate::conn::Conn;
 use crate::eventlog::{EventLog, sanitize};
@@ -61,8 +61,12 @@ pub(crate) struct Shared {
     pub max_connections: AtomicUsize,
     /// Unauthenticated connections and new-connection buckets by source.
     pub sources: Arc<Sources>,
-    /// Proof nonces seen, for replay protection.
+    /// Proof nonces seen, per key, for replay protection: each worker's
+    /// key ring holds the same per-key sets.
     pub nonces: NonceCache,
+    /// This run's boot id: in every answer, and what plain-HTTP proofs
+    /// must be signed with, so none made for an earlier run is accepted.
+    pub boot: BootId,
     /// The administrator's event log.
     pub events: EventLog,
 }
@@ -142,10 +146,11 @@ pub(crate) fn pairing_limits(config: &Config) -> PairingLimits {
 impl Shard {
     /// A worker's state before it serves anything.
     pub fn new(index: usize, shared: Arc<Shared>, config: Arc<Config>) -> Self {
+        let keys = KeyRing::new(&config.keys, &shared.nonces, unix_now());
         Self {
             index,
             shared,
-            keys: RefCell::new(Rc::new(KeyRing::new(config.keys.iter().cloned()))),
+            keys: RefCell::new(Rc::new(keys)),
             pending: RefCell::new(Pairing::new(pairing_limits(&config))),
             config: RefCell::new(config),
             directory: RefCell::new(Directory::default()),

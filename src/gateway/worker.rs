@@ -24,7 +24,7 @@ use super::flows::handover::attach;
 use super::flows::{agent, join};
 use super::frontdoor::refuse_unread;
 use super::shard::{Shard, Shared, pairing_limits};
-use crate::auth::KeyRing;
+use crate::auth::{KeyRing, unix_now};
 use crate::config::Config;
 use crate::proto::ToAgent;
 use crate::timefmt::rfc3339;
@@ -249,7 +249,7 @@ fn add_listeners(shard: &Rc<Shard>, acceptors: &Acceptors, listeners: Vec<(Socke
 /// sessions of removed keys are closed, the rest keep running; a new CMPI
 /// is pushed to every agent.
 fn reload(shard: &Shard, config: Arc<Config>) {
-    let keys = Rc::new(KeyRing::new(config.keys.iter().cloned()));
+    let keys = Rc::new(KeyRing::new(&config.keys, &shard.shared.nonces, unix_now()));
     let old_cmpi = shard.config().cmpi;
     *shard.keys.borrow_mut() = keys.clone();
     *shard.config.borrow_mut() = config.clone();
@@ -356,7 +356,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     // still at its open-file limit, so it hears why and is
                     // closed.
                     Stats::bump(&shard.stats.rejected, 503);
-                    refuse_unread(stream, Refusal::AtConnectionLimit).await;
+                    refuse_unread(stream, Refusal::AtConnectionLimit, shard.shared.boot).await;
                     spare.restore();
                     continue;
                 }
@@ -372,7 +372,8 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 let Some(permit) = shard.shared.connection_permit() else {
                     Stats::bump(&shard.stats.rejected, 503);
-                    compio::runtime::spawn(refuse_unread(stream, Refusal::AtConnectionLimit)).detach();
+                    compio::runtime::spawn(refuse_unread(stream, Refusal::AtConnectionLimit, shard.shared.boot))
+                        .detach();
                     continue;
                 };
                 let unproven = match shard.shared.sources.admit(peer.ip(), Instant::now()) {
@@ -383,7 +384,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                         Stats::bump(&shard.stats.rejected, why.status());
                         // A flood of these is summarised per source.
                         shard.event_from(peer.ip(), refused.event_text());
-                        compio::runtime::spawn(refuse_unread(stream, why)).detach();
+                        compio::runtime::spawn(refuse_unread(stream, why, shard.shared.boot)).detach();
                         continue;
                     }
                 };

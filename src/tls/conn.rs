@@ -80,6 +80,18 @@ impl TlsConn {
         (self.tcp, self.state.into_inner(), self.pending.into_inner())
     }
 
+    /// Keying material exported from this connection under `label` (no
+    /// context), what key proofs are bound to. Both ends get the same
+    /// bytes and no other connection does; it fails before the handshake
+    /// is over (and, under TLS 1.2, without Extended Master Secret,
+    /// which the configs require).
+    pub fn export<const N: usize>(&self, label: &[u8]) -> io::Result<[u8; N]> {
+        self.state
+            .borrow()
+            .export_keying_material([0u8; N], label, None)
+            .map_err(tls_error)
+    }
+
     /// Runs the handshake to completion.
     pub async fn handshake(&self) -> io::Result<()> {
         loop {

@@ -57,6 +57,11 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerC
             )
         })?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // Key proofs are bound to the connection's exported keying material;
+    // under TLS 1.2 that is unique to the connection only with the
+    // Extended Master Secret (RFC 7627), so a 1.2 peer without it is
+    // refused at the handshake. TLS 1.3 always has it.
+    config.require_ems = true;
     Ok(Arc::new(config))
 }
 
@@ -104,6 +109,8 @@ pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, String>
             .with_no_client_auth(),
     };
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // As for the server: the proof's binding needs EMS under TLS 1.2.
+    config.require_ems = true;
     Ok(Arc::new(config))
 }
 

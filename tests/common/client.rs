@@ -3,10 +3,11 @@
 
 use std::future::Future;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
 
 use compio::runtime::Runtime;
+use ringway::auth::{Binding, BootId};
 use ringway::client::{self, ClientError, Endpoint};
 use ringway::http::{HeadError, parse_response};
 use ringway::proto::{self, AgentSummary};
@@ -36,14 +37,48 @@ pub fn names(ep: &Endpoint) -> Vec<String> {
     }
 }
 
+/// The boot id the gateway at `addr` answers with (`Ringway-Boot`),
+/// asked with a request for a path it does not serve: no event, one
+/// `404` in its counters.
+pub fn ask_boot(addr: impl ToSocketAddrs) -> BootId {
+    let mut s = TcpStream::connect(addr).expect("connect to the gateway");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("set a read timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("send a request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the 404 to its end");
+    let (head, _) = parse_response(&raw).unwrap_or_else(|e| panic!("bad answer: {e:?}"));
+    assert_eq!(head.status, 404, "{:?}", String::from_utf8_lossy(&raw));
+    let boot = head.header("ringway-boot").expect("every answer has a Ringway-Boot");
+    BootId::parse(boot).unwrap_or_else(|| panic!("bad boot id {boot:?}"))
+}
+
+/// What a plain-HTTP proof for `ep` is bound to: the boot id it knows,
+/// else the gateway's, asked now (see [`ask_boot`]) and remembered.
+pub fn plain_binding(ep: &Endpoint) -> Binding {
+    if ep.boot.get().is_none() {
+        let boot = ask_boot(ep.gateway.as_str());
+        let head = format!("HTTP/1.1 404 Not Found\r\nRingway-Boot: {boot}\r\n\r\n");
+        let (head, _) = parse_response(head.as_bytes()).expect("a head");
+        ep.boot.learn(&head);
+    }
+    Binding::Boot(ep.boot.get())
+}
+
 /// `GET /v1/clients` signed by the library but sent and read with a
 /// blocking socket: the gateway's answer, independent of how the library
 /// reads responses. Panics unless the answer is a complete `200`.
 pub fn browse_raw(ep: &Endpoint) -> Vec<AgentSummary> {
     let mut s = TcpStream::connect(ep.gateway.as_str()).expect("connect to the gateway");
     s.set_read_timeout(Some(IO_TIMEOUT)).expect("set a read timeout");
-    s.write_all(&client::request_head(ep, "GET", proto::PATH_CLIENTS, &[]))
-        .expect("send the browse request");
+    s.write_all(&client::request_head(
+        ep,
+        plain_binding(ep),
+        "GET",
+        proto::PATH_CLIENTS,
+        &[],
+    ))
+    .expect("send the browse request");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
         .expect("read the answer until the gateway closes");
@@ -63,8 +98,14 @@ pub fn register_raw(ep: &Endpoint) -> (TcpStream, Vec<u8>) {
         ("Upgrade", proto::UPGRADE_AGENT.to_string()),
         ("Connection", "Upgrade".to_string()),
     ];
-    s.write_all(&client::request_head(ep, "GET", proto::PATH_REGISTER, &extra))
-        .expect("send the registration");
+    s.write_all(&client::request_head(
+        ep,
+        plain_binding(ep),
+        "GET",
+        proto::PATH_REGISTER,
+        &extra,
+    ))
+    .expect("send the registration");
     let mut raw = Vec::new();
     let mut buf = [0u8; 1024];
     loop {

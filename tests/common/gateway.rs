@@ -182,6 +182,13 @@ impl Gateway {
         self.process.pid()
     }
 
+    /// This run's boot id, as its answers carry it (`Ringway-Boot`),
+    /// asked with a request for a path it does not serve: no event, one
+    /// `404` in its counters.
+    pub fn boot(&self) -> String {
+        super::ask_boot(self.addr()).to_string()
+    }
+
     /// A plain-HTTP endpoint for this gateway proving `key` as `identity`.
     pub fn endpoint(&self, key: &str, identity: &str) -> Endpoint {
         endpoint(self.addr(), key, identity)

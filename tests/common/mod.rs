@@ -23,6 +23,8 @@
 //!   bound.
 //! - [`Service`] (service.rs): a local TCP service on std threads.
 //! - bytes.rs: a seeded byte stream and SHA-256.
+//! - [`Tap`] (tap.rs): a forwarding proxy that records what clients send,
+//!   the eavesdropper of the replay tests.
 //! - procfs.rs: TCP sockets and descriptors from /proc, bounded waits.
 //! - Faults: [`Netns`] (netns.rs), network namespaces of the test's own;
 //!   impair.rs, veths between them with packet loss and reordering;
@@ -58,6 +60,7 @@ mod prometheus;
 mod reset;
 mod service;
 mod session;
+mod tap;
 mod testdir;
 mod tls;
 
@@ -104,6 +107,8 @@ pub use reset::*;
 pub use service::*;
 #[allow(unused_imports)]
 pub use session::*;
+#[allow(unused_imports)]
+pub use tap::*;
 #[allow(unused_imports)]
 pub use testdir::*;
 #[allow(unused_imports)]

@@ -6,8 +6,9 @@ use std::borrow::Cow;
 
 use super::pairing::PairError;
 use super::sources::SourceRefusal;
-use crate::auth::AuthError;
+use crate::auth::{AuthError, BootId, STALE_BOOT};
 use crate::http::{self, HeadError};
+use crate::proto;
 
 /// Why a request is refused. Names in it are already sanitised for
 /// display by the caller.
@@ -79,7 +80,8 @@ impl Refusal<'_> {
             | Refusal::TooManyWaiting(_)
             | Refusal::NotReading(_)
             | Refusal::WorkerBusy
-            | Refusal::WorkerSlow(_) => 503,
+            | Refusal::WorkerSlow(_)
+            | Refusal::ProofRefused(AuthError::NonceQuota) => 503,
             Refusal::MustUpgrade(..) => 426,
             Refusal::BadName(_) => 400,
             Refusal::ProofRefused(_) => 401,
@@ -118,6 +120,15 @@ impl Refusal<'_> {
             Refusal::ProofRefused(AuthError::BearerOverPlain) => {
                 "bearer keys are accepted over TLS (https) only; over plain HTTP prove the key".into()
             }
+            // Not a secret: the current boot id is in every answer.
+            Refusal::ProofRefused(AuthError::StaleBoot) => format!(
+                "{STALE_BOOT}: this proof was not signed with the gateway's current boot id; \
+                 sign again with this answer's Ringway-Boot"
+            )
+            .into(),
+            Refusal::ProofRefused(AuthError::NonceQuota) => {
+                "this gateway key has made too many key proofs in the last few minutes; try again later".into()
+            }
             Refusal::ProofRefused(_) => "gateway key proof refused".into(),
             Refusal::Licence(max) => format!("licensed maximum of {max} clients reached").into(),
             Refusal::KeyQuota(max) => format!("this gateway key has its maximum of {max} clients connected").into(),
@@ -136,9 +147,26 @@ impl Refusal<'_> {
         }
     }
 
-    /// The whole response: status line, headers and the reason as body.
-    pub fn to_response(&self) -> Vec<u8> {
-        http::error_response(self.status(), &self.reason())
+    /// The whole response: status line, headers (the gateway's boot id
+    /// among them, as in every answer) and the reason as body.
+    pub fn to_response(&self, boot: BootId) -> Vec<u8> {
+        http::error_response(
+            self.status(),
+            &[(proto::H_BOOT_WRITTEN, &boot.to_string())],
+            &self.reason(),
+        )
+    }
+
+    /// As [`Refusal::to_response`] but leaving the connection open for
+    /// the peer's next request: for a proof to be signed again.
+    pub fn to_keep_alive_response(&self, boot: BootId) -> Vec<u8> {
+        let body = format!("{}\n", self.reason());
+        http::response_keep_alive(
+            self.status(),
+            &[(proto::H_BOOT_WRITTEN, &boot.to_string())],
+            "text/plain; charset=utf-8",
+            body.as_bytes(),
+        )
     }
 }
 
@@ -161,6 +189,11 @@ mod tests {
                 Refusal::ProofRefused(AuthError::Replayed),
                 401,
                 "gateway key proof refused",
+            ),
+            (
+                Refusal::ProofRefused(AuthError::NonceQuota),
+                503,
+                "this gateway key has made too many key proofs in the last few minutes; try again later",
             ),
             (Refusal::Licence(2), 503, "licensed maximum of 2 clients reached"),
             (
@@ -221,9 +254,23 @@ mod tests {
 
     #[test]
     fn the_response_carries_status_and_reason() {
-        let bytes = Refusal::NoSuchSession.to_response();
+        let boot = BootId([0xab; 16]);
+        let bytes = Refusal::NoSuchSession.to_response(boot);
         let text = String::from_utf8(bytes).expect("ascii");
-        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
-        assert!(text.ends_with("\r\n\r\nno such session\n"), "{text}");
+        assert_eq!(
+            text,
+            format!(
+                "HTTP/1.1 404 Not Found\r\nRingway-Boot: {boot}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: 16\r\nConnection: close\r\n\r\nno such session\n"
+            )
+        );
+        let stale = Refusal::ProofRefused(AuthError::StaleBoot).to_keep_alive_response(boot);
+        let text = String::from_utf8(stale).expect("ascii");
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 401 Unauthorized\r\nRingway-Boot: {boot}\r\n")),
+            "{text}"
+        );
+        assert!(!text.contains("Connection:"), "{text}");
+        assert!(text.contains("\r\n\r\nstale_boot: "), "{text}");
     }
 }

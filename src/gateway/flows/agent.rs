@@ -90,7 +90,7 @@ pub(crate) async fn register(
         detail(proto::H_AGENT_IP),
         detail(proto::H_AGENT_OS),
     );
-    let kid = match verify(&shard, &stream, &head, &identity_raw) {
+    let kid = match verify(&shard, &stream, peer.ip(), &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
             let who = format!("Client {} ({local_ip})", sanitize(&name));
@@ -222,7 +222,11 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
     // agent did after its 101 ahead of its arrival.
     shard.event(format!("Client {shown} connected"));
     Stats::inc(&shard.stats.registrations);
-    let ok = http::switching_protocols(proto::UPGRADE_AGENT, &[("Ringway-Cmpi", &cmpi)]);
+    let boot = shard.shared.boot.to_string();
+    let ok = http::switching_protocols(
+        proto::UPGRADE_AGENT,
+        &[("Ringway-Cmpi", &cmpi), (proto::H_BOOT_WRITTEN, &boot)],
+    );
     if send(&shard, &stream, ok).await.is_err() {
         release(&shard, slot, id);
         shard.event(format!("Client {shown} Disconnected"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use compio::BufResult;
 
-use crate::auth::{AuthError, KeyId, unix_now};
+use crate::auth::{AuthError, Binding, EXPORTER_LABEL, KeyId, KeyRing, Signed, strip_scheme, unix_now};
 use crate::conn::Conn;
 use crate::gateway::core::reply::Refusal;
 use crate::gateway::core::stats::Stats;
@@ -34,35 +34,75 @@ pub(crate) fn identity(head: &RequestHead) -> Option<(String, String)> {
     Some((raw.to_string(), name))
 }
 
-/// Checks the request's key proof for `identity_raw`. Over TLS a bearer
-/// key (`Authorization: Bearer KEY`) is accepted too; over plain HTTP it is
-/// refused, since it would put the key on the wire in clear. A proven
+/// Checks the request's key proof for `identity_raw`, bound to this
+/// connection (its TLS keying material) or this gateway run (its boot id).
+/// Over TLS a bearer key (`Authorization: Bearer KEY`, the scheme in any
+/// case) is accepted too; over plain HTTP it is refused, since it put the
+/// key on the wire in clear, and that is logged by key id. A proven
 /// connection leaves its source's count of unauthenticated connections.
-pub(crate) fn verify(shard: &Shard, conn: &Conn, head: &RequestHead, identity_raw: &str) -> Result<KeyId, AuthError> {
+pub(crate) fn verify(
+    shard: &Shard,
+    conn: &Conn,
+    peer: IpAddr,
+    head: &RequestHead,
+    identity_raw: &str,
+) -> Result<KeyId, AuthError> {
     let keys = shard.keys.borrow().clone();
-    let res = if let Some(secret) = head.header("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
+    let authorization = head.header("authorization");
+    let res = if let Some(secret) = authorization.and_then(|v| strip_scheme(v, "Bearer")) {
         if conn.is_tls() {
-            keys.verify_bearer(secret.trim())
+            keys.verify_bearer(secret)
         } else {
+            exposed(shard, &keys, peer, secret);
             Err(AuthError::BearerOverPlain)
         }
     } else {
-        keys.verify(
-            &head.method,
-            &head.target,
-            identity_raw,
-            head.header("authorization"),
-            unix_now(),
-            &shard.shared.nonces,
-        )
+        let binding = match conn {
+            Conn::Tls(tls) => tls.export(EXPORTER_LABEL).map(Binding::Tls).map_err(|e| {
+                log::warn!("{peer}: no TLS keying material to bind the proof to: {e}");
+                AuthError::Unbound
+            }),
+            Conn::Plain(_) => Ok(Binding::Boot(Some(shard.shared.boot))),
+        };
+        binding.and_then(|binding| {
+            let req = Signed {
+                method: &head.method,
+                target: &head.target,
+                identity: identity_raw,
+                binding,
+            };
+            keys.verify(&req, authorization, unix_now(), shard.config().limits.nonces_per_key)
+        })
     };
     match &res {
         // The one place a connection proves a key: from here on it counts
         // against its key's shares, not its source's.
         Ok(_) => shard.proven(conn),
-        Err(why) => Stats::bump(&shard.stats.auth_failures, why.label()),
+        Err(why) => {
+            Stats::bump(&shard.stats.auth_failures, why.label());
+            // A proof over its key's nonce quota is genuine: the flood is
+            // that key's to answer for, not its source's (other keys'
+            // agents may share the address).
+            if *why == AuthError::NonceQuota {
+                shard.proven(conn);
+            }
+        }
     }
     res
+}
+
+/// Logs a bearer key that came over plain HTTP, by its name (never the
+/// key, nor its hash): whoever could see the wire has it now. Summarised per source,
+/// like failed proofs, and in their place (see [`refuse_proof`]).
+fn exposed(shard: &Shard, keys: &KeyRing, peer: IpAddr, secret: &str) {
+    let kid = KeyId::of(secret);
+    let text = if keys.contains(kid) {
+        let name = keys.name_of(kid);
+        format!("Gateway key {name} was sent in clear over plain HTTP from {peer}: treat it as exposed and replace it")
+    } else {
+        format!("A bearer key that is not one of this gateway's was sent in clear over plain HTTP from {peer}")
+    };
+    shard.event_from(peer, text);
 }
 
 /// Whether the request asks to upgrade to `protocol`.
@@ -91,17 +131,21 @@ pub(crate) async fn send(shard: &Shard, conn: &Conn, bytes: Vec<u8>) -> io::Resu
 /// out of the log.
 pub(crate) async fn refuse_proof(shard: &Shard, conn: &Conn, peer: IpAddr, why: AuthError, who: &str, then: &str) {
     let reason = why.label();
-    shard.event_from(
-        peer,
-        format!("Security check failed for {who}: {reason}. {then} from {peer}"),
-    );
+    // A bearer key in clear has had its line already, naming the key
+    // that is exposed (see `exposed`): one line per refusal.
+    if why != AuthError::BearerOverPlain {
+        shard.event_from(
+            peer,
+            format!("Security check failed for {who}: {reason}. {then} from {peer}"),
+        );
+    }
     reject(shard, conn, Refusal::ProofRefused(why)).await;
 }
 
 /// Answers with a refusal, then closes gracefully (see [`LINGER`]).
 pub(crate) async fn reject(shard: &Shard, conn: &Conn, why: Refusal<'_>) {
     Stats::bump(&shard.stats.rejected, why.status());
-    if send(shard, conn, why.to_response()).await.is_err() {
+    if send(shard, conn, why.to_response(shard.shared.boot)).await.is_err() {
         return;
     }
     if conn.shutdown_write().await.is_err() {

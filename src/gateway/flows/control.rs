@@ -41,7 +41,7 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
             return;
         }
     };
-    let kid = match verify(&shard, &stream, &head, &identity_raw) {
+    let kid = match verify(&shard, &stream, peer.ip(), &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
             refuse_proof(
@@ -79,7 +79,9 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
             return;
         }
     };
-    let _ = send(&shard, &stream, http::response(200, &[], "application/json", &body)).await;
+    let boot = shard.shared.boot.to_string();
+    let answer = http::response(200, &[(proto::H_BOOT_WRITTEN, &boot)], "application/json", &body);
+    let _ = send(&shard, &stream, answer).await;
 }
 
 /// `GET /v1/connect/<name>`: a relay session to agent `name`.
@@ -105,7 +107,7 @@ pub(crate) async fn connect(
         return;
     };
     let (agent_shown, control_shown) = (sanitize(&agent), sanitize(&control));
-    let kid = match verify(&shard, &stream, &head, &identity_raw) {
+    let kid = match verify(&shard, &stream, peer.ip(), &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
             let (who, then) = (
@@ -224,7 +226,8 @@ pub(crate) async fn connect(
     // Logged before the answers, so the log never shows what the peers do
     // after their 101 ahead of the session itself.
     let relaying = pin!(async {
-        let upgrade = http::switching_protocols(proto::UPGRADE_RELAY, &[]);
+        let boot = shard.shared.boot.to_string();
+        let upgrade = http::switching_protocols(proto::UPGRADE_RELAY, &[(proto::H_BOOT_WRITTEN, &boot)]);
         send(&shard, &stream, upgrade.clone()).await?;
         send(&shard, &agent_stream, upgrade).await?;
         relay(

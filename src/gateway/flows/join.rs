@@ -41,7 +41,7 @@ pub(crate) async fn join(
         reject(&shard, &stream, Refusal::BadName("agent name")).await;
         return;
     };
-    let kid = match verify(&shard, &stream, &head, &identity_raw) {
+    let kid = match verify(&shard, &stream, peer.ip(), &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
             let who = format!("Client {} (-)", sanitize(&agent));
