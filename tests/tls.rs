@@ -293,3 +293,53 @@ fn certificate_swap_on_sighup_serves_the_new_one_and_keeps_live_sessions() {
         EVENT_TIMEOUT,
     );
 }
+
+/// TLS budgets (hole 13): the handshake and the request head have
+/// deadlines of their own. A client whose handshake is slow still gets
+/// the whole `head_timeout_secs` after it for its head; when one deadline
+/// covered both, this head (2.5 s after the accept, 1 s after the
+/// handshake, with a 2 s head deadline) was answered 408.
+#[test]
+fn a_slow_handshake_does_not_eat_the_head_deadline() {
+    let dir = TestDir::new("tls-budgets");
+    let certs = dir.join("certs");
+    gen_cert(&certs);
+    let mut config = tls_config(KEY, &certs, false);
+    config.head_timeout_secs = Some(2);
+    config.limits_extra.push("handshake_timeout_secs = 4".to_string());
+    let gw = Gateway::start_in(&dir, &config);
+
+    let trust = ringway::tls::Trust::CaFile(certs.join("ca.pem"));
+    let client = ringway::tls::client_config(&trust).expect("client config");
+    let name = "localhost".try_into().expect("server name");
+    let mut tls = rustls::ClientConnection::new(client, name).expect("client connection");
+    let mut tcp = TcpStream::connect(gw.addr()).expect("connect");
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+
+    // The ClientHello in two halves 1.5 s apart: a slow link.
+    let mut hello = Vec::new();
+    tls.write_tls(&mut hello).expect("client hello");
+    let (first, rest) = hello.split_at(hello.len() / 2);
+    tcp.write_all(first).expect("first half");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    tcp.write_all(rest).expect("second half");
+    while tls.is_handshaking() {
+        tls.complete_io(&mut tcp).expect("handshake");
+    }
+
+    // Past where one shared 2 s deadline would have ended, well inside
+    // the head's own.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+    let head = format!("GET /v1/clients HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\n\r\n");
+    stream.write_all(head.as_bytes()).expect("head");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).expect("answer");
+        assert!(n > 0, "closed before an answer: {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 "), "answer: {text:?}");
+}
