@@ -7,6 +7,7 @@
 //! `Arc<ServerConfig>` and hand it to the same reload path.
 
 mod conn;
+pub mod record;
 mod verify;
 
 use std::path::Path;
@@ -62,6 +63,10 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerC
     // Extended Master Secret (RFC 7627), so a 1.2 peer without it is
     // refused at the handshake. TLS 1.3 always has it.
     config.require_ems = true;
+    // Agent channels hand their record protection from rustls to the
+    // gateway's own small record layer once the handshake is done (see
+    // `record`): rustls gives the traffic secrets only when allowed to.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
