@@ -224,3 +224,53 @@ fn bytes_sent_with_the_request_head_over_tls_reach_the_agent() {
         );
     }
 }
+
+/// A TLS agent's channel leaves rustls after the handshake for the
+/// gateway's own record layer (what keeps an idle TLS agent small): polls
+/// keep arriving through it, pushes reach the agent and its sessions relay
+/// exact bytes, and the layer is counted in /metrics.
+#[test]
+fn a_tls_agent_channel_polls_and_is_pushed_to_on_the_compact_record_layer() {
+    const COMPACT: &str = "ringway_tls_agent_channels_compact_total";
+    let dir = common::TestDir::new("tls-compact");
+    let certs = dir.join("certs");
+    let pin = gen_cert(&certs);
+    let mut config = common::tls_config(KEY, &certs, false);
+    config.cmpi_secs = Some(1);
+    let gw = Gateway::start_in(&dir, &config);
+    let rig = TlsRig {
+        gw,
+        key: KEY.to_string(),
+        certs,
+        pin,
+        dir,
+    };
+    let service = Service::echo();
+    let _agent = rig.agent("compact", Behaviour::Serve(service.addr()));
+    rig.gw.wait_for_event("Client compact connected", EVENT_TIMEOUT);
+    rig.gw.wait_metric(COMPACT, 1);
+
+    // Polls once a second: last_poll moves on twice, through the layer.
+    let last_poll = || {
+        rig.gw.get_json("/api/clients")[0]["last_poll"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let first = last_poll().expect("the agent is listed");
+    let second = common::poll_until(EVENT_TIMEOUT, || last_poll().filter(|p| *p != first)).expect("a poll");
+    common::poll_until(EVENT_TIMEOUT, || last_poll().filter(|p| *p != second)).expect("another poll");
+
+    // Three sessions, so OPEN is pushed three times; each echoes exactly.
+    let control = rig.endpoint("ops");
+    for i in 0..3u64 {
+        let session = open_session(&control, "compact");
+        let echoed = exchange(session, 60 + i, 100_000);
+        assert_eq!(echoed.received_len, 100_000, "session {i}");
+        assert!(
+            echoed.received_sha256 == echoed.sent_sha256,
+            "session {i}: other bytes came back"
+        );
+    }
+    assert_eq!(rig.gw.count_events("Client compact Disconnected"), 0);
+    assert_eq!(rig.gw.metric(COMPACT), 1, "one channel, taken over once");
+}

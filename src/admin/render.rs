@@ -190,6 +190,12 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
         per_worker(&|s| s.stats.handshakes),
     );
     family(
+        "ringway_tls_agent_channels_compact_total",
+        "counter",
+        "TLS agent channels handed from rustls to the gateway's own record layer after the handshake.",
+        per_worker(&|s| s.stats.tls_channels_compact),
+    );
+    family(
         "ringway_tls_handshake_failures_total",
         "counter",
         "TLS handshakes that failed or timed out.",

@@ -291,6 +291,7 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
         accepted: st.accepted.get(),
         registrations: st.registrations.get(),
         handshakes: st.handshakes.get(),
+        tls_channels_compact: st.tls_channels_compact.get(),
         handshake_failures: st
             .handshake_failures
             .borrow()

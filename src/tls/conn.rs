@@ -20,6 +20,8 @@ use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_util::lock::Mutex;
 
+use super::record::{HEADER_LEN, RecordLayer, Version};
+use super::sealed::SealedConn;
 use crate::relay::Duplex;
 
 /// Ciphertext read from the socket in one go: one full TLS record
@@ -48,6 +50,47 @@ pub struct TlsConn {
     /// Whether the next socket read is a full record's worth (bulk
     /// traffic) or [`CIPHERTEXT_IDLE_READ`] (light or idle).
     bulk: Cell<bool>,
+    /// Where the ciphertext given to rustls stands in its record framing,
+    /// so that the connection is handed to a [`SealedConn`] only between
+    /// records (rustls keeps a partial record to itself).
+    framing: Cell<Framing>,
+}
+
+/// A position in a stream of TLS records: inside a header (how much of it
+/// is in) or inside a record's body (how much of it is still to come).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Framing {
+    header: [u8; HEADER_LEN],
+    have: u8,
+    remaining: u16,
+}
+
+impl Framing {
+    /// Moves past `bytes`.
+    fn advance(mut self, mut bytes: &[u8]) -> Framing {
+        while !bytes.is_empty() {
+            if self.remaining > 0 {
+                let n = bytes.len().min(usize::from(self.remaining));
+                self.remaining -= n as u16;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let have = usize::from(self.have);
+            let n = bytes.len().min(HEADER_LEN - have);
+            self.header[have..have + n].copy_from_slice(&bytes[..n]);
+            self.have += n as u8;
+            bytes = &bytes[n..];
+            if usize::from(self.have) == HEADER_LEN {
+                self.remaining = u16::from_be_bytes([self.header[3], self.header[4]]);
+                self.have = 0;
+            }
+        }
+        self
+    }
+
+    fn between_records(self) -> bool {
+        self.have == 0 && self.remaining == 0
+    }
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {
@@ -65,7 +108,55 @@ impl TlsConn {
             out: Mutex::new(Vec::new()),
             eof: Cell::new(false),
             bulk: Cell::new(false),
+            framing: Cell::new(Framing::default()),
         }
+    }
+
+    /// Whether [`TlsConn::into_sealed`] can take this connection over now:
+    /// the handshake is done, nothing waits to be sent, and rustls holds
+    /// no part of a record.
+    pub fn can_seal(&self) -> bool {
+        let state = self.state.borrow();
+        !state.is_handshaking()
+            && !state.wants_write()
+            && self.framing.get().between_records()
+            && matches!(
+                state.protocol_version(),
+                Some(rustls::ProtocolVersion::TLSv1_2 | rustls::ProtocolVersion::TLSv1_3)
+            )
+    }
+
+    /// Hands record protection over to a [`SealedConn`], which holds far
+    /// less per connection than rustls (see [`super::record`]). Returns it
+    /// with the plaintext rustls had decrypted but nobody read yet. Check
+    /// [`TlsConn::can_seal`] first; an error here ends the connection.
+    pub fn into_sealed(self) -> io::Result<(SealedConn, Vec<u8>)> {
+        let (tcp, mut state, pending) = self.into_parts();
+        let mut unread = Vec::new();
+        loop {
+            let mut reader = state.reader();
+            match reader.fill_buf() {
+                Ok([]) => break,
+                Ok(chunk) => {
+                    let n = chunk.len();
+                    unread.extend_from_slice(chunk);
+                    reader.consume(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let version = match state.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => Version::Tls13,
+            Some(rustls::ProtocolVersion::TLSv1_2) => Version::Tls12,
+            other => {
+                return Err(io::Error::other(format!("cannot take over TLS version {other:?}")));
+            }
+        };
+        let secrets = state.dangerous_extract_secrets().map_err(tls_error)?;
+        let layer = RecordLayer::new(version, (secrets.rx.0, &secrets.rx.1), (secrets.tx.0, &secrets.tx.1))
+            .ok_or_else(|| io::Error::other("cannot take over this TLS cipher suite"))?;
+        Ok((SealedConn::new(tcp, layer, pending), unread))
     }
 
     /// The socket underneath (for addresses and socket options).
@@ -151,6 +242,7 @@ impl TlsConn {
             let mut slice: &[u8] = &pending;
             let read = state.read_tls(&mut slice);
             let used = pending.len() - slice.len();
+            self.framing.set(self.framing.get().advance(&pending[..used]));
             pending.drain(..used);
             read.and_then(|_| state.process_new_packets().map(|_| ()).map_err(tls_error))
         };
@@ -266,5 +358,29 @@ impl Duplex for TlsConn {
         self.flush().await?;
         let mut w = &self.tcp;
         w.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Framing;
+
+    #[test]
+    fn framing_follows_records_split_anywhere() {
+        // Two records (3 and 0 bytes of body) and the start of a third.
+        let stream: Vec<u8> = [&[23, 3, 3, 0, 3][..], &[1, 2, 3], &[23, 3, 3, 0, 0], &[22, 3]].concat();
+        for cut in 0..=stream.len() {
+            let f = Framing::default().advance(&stream[..cut]).advance(&stream[cut..]);
+            assert!(!f.between_records(), "a third header is half in (cut at {cut})");
+            let whole = 13;
+            if cut <= whole {
+                let f = Framing::default().advance(&stream[..cut]).advance(&stream[cut..whole]);
+                assert!(f.between_records(), "two whole records (cut at {cut})");
+            }
+        }
+        for inside in 1..8 {
+            assert!(!Framing::default().advance(&stream[..inside]).between_records());
+        }
+        assert!(Framing::default().advance(&stream[..8]).between_records());
     }
 }

@@ -8,6 +8,7 @@
 
 mod conn;
 pub mod record;
+mod sealed;
 mod verify;
 
 use std::path::Path;
@@ -17,6 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 pub use conn::TlsConn;
+pub use sealed::SealedConn;
 pub use verify::PinnedCert;
 
 /// The first byte of a TLS record carrying a handshake (ClientHello);

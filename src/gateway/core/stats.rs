@@ -18,6 +18,9 @@ pub(crate) struct Stats {
     pub handshakes: Cell<u64>,
     /// TLS handshakes that failed, by `error` or `timeout`.
     pub handshake_failures: RefCell<BTreeMap<&'static str, u64>>,
+    /// TLS agent channels handed from rustls to the gateway's own record
+    /// layer (`tls::record`).
+    pub tls_channels_compact: Cell<u64>,
     /// Agent registrations completed (101 sent) on this worker.
     pub registrations: Cell<u64>,
     /// Agents dropped for missing their heartbeat deadline.
@@ -107,6 +110,8 @@ pub struct StatsSnapshot {
     pub handshakes: u64,
     /// TLS handshakes that failed, by `error` or `timeout`.
     pub handshake_failures: BTreeMap<String, u64>,
+    /// TLS agent channels handed to the gateway's own record layer.
+    pub tls_channels_compact: u64,
     /// Agent registrations completed on this worker.
     pub registrations: u64,
     /// Agents dropped for missing their heartbeat deadline.

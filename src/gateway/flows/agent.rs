@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use compio::BufResult;
+use compio::net::TcpStream;
 use futures_util::future::{Either, select};
 
 use super::answer::{identity, refuse_handed, refuse_proof, reject, send, verify, wants_upgrade};
@@ -28,6 +29,7 @@ use crate::gateway::shard::Shard;
 use crate::http::{self, RequestHead};
 use crate::proto::{self, FrameError, FromAgent, ToAgent};
 use crate::relay::Duplex;
+use crate::tls::{SealedConn, TlsConn};
 
 /// Frames that may wait in an agent's outbox. What fills it is bounded
 /// elsewhere: an `OPEN` per waiting session (the pairing shares allow a
@@ -232,6 +234,28 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         shard.event(format!("Client {shown} Disconnected"));
         return;
     }
+    // Over TLS the channel runs on the gateway's own record layer once the
+    // handshake and the 101 are through: an idle agent then holds its keys
+    // and a small read buffer rather than rustls's state and buffers
+    // (tls::record says why). rustls stays where it cannot hand over.
+    let mut early = early;
+    let stream = match stream {
+        Conn::Tls(t) if t.can_seal() => match t.into_sealed() {
+            Ok((sealed, unread)) => {
+                Stats::inc(&shard.stats.tls_channels_compact);
+                early.extend_from_slice(&unread);
+                ChannelStream::Sealed(sealed)
+            }
+            Err(e) => {
+                log::warn!("{peer}: cannot take over the TLS records of client {shown}: {e}");
+                release(&shard, slot, id);
+                shard.event(format!("Client {shown} Disconnected"));
+                return;
+            }
+        },
+        Conn::Tls(t) => ChannelStream::Tls(t),
+        Conn::Plain(s) => ChannelStream::Plain(s),
+    };
     shard.live_agents.set(shard.live_agents.get() + 1);
     // The channel runs as a task of its own, typed by the concrete stream:
     // this setup future (its error paths, the TLS read path a plain agent
@@ -244,9 +268,21 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         _permit: permit,
     };
     match stream {
-        Conn::Plain(s) => compio::runtime::spawn(channel.run(s, early, outbox_rx)).detach(),
-        Conn::Tls(t) => compio::runtime::spawn(channel.run(*t, early, outbox_rx)).detach(),
+        ChannelStream::Plain(s) => compio::runtime::spawn(channel.run(s, early, outbox_rx)).detach(),
+        ChannelStream::Sealed(s) => compio::runtime::spawn(channel.run(s, early, outbox_rx)).detach(),
+        ChannelStream::Tls(t) => compio::runtime::spawn(channel.run(*t, early, outbox_rx)).detach(),
     }
+}
+
+/// What an agent channel runs on. It lives only until the channel task
+/// takes its stream by value, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum ChannelStream {
+    Plain(TcpStream),
+    /// TLS with the gateway's own record layer (the usual case).
+    Sealed(SealedConn),
+    /// TLS still driven by rustls (it could not hand over).
+    Tls(Box<TlsConn>),
 }
 
 /// A registered agent's channel task: what it needs to clean up after.
