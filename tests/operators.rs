@@ -474,26 +474,38 @@ fn a_source_gets_twenty_sign_ins_then_429() {
     assert_eq!(refusals, 1.0);
 }
 
+/// A sign-in connection on `ep` after its `101`, with the bytes read
+/// past the answer.
+async fn open_login(ep: &Endpoint) -> (Conn, Vec<u8>) {
+    let stream: Conn = client::dial(ep).await.expect("dial");
+    let extra = [
+        ("Upgrade", ringway::proto::UPGRADE_LOGIN.to_string()),
+        ("Connection", "Upgrade".to_string()),
+    ];
+    let (head, pending) = client::request(ep, &stream, "GET", ringway::proto::PATH_LOGIN, &extra)
+        .await
+        .expect("an answer");
+    assert_eq!(head.status, 101);
+    (stream, pending)
+}
+
+/// Every line the gateway sends until it closes.
+async fn rest_lines(stream: &Conn, pending: &mut Vec<u8>) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(Ok(line)) = compio::time::timeout(EVENT_TIMEOUT, read_line(stream, pending, 4096)).await {
+        got.push(line);
+    }
+    got
+}
+
 /// Opens a sign-in on `ep` (the upgrade), sends `lines` as they are and
 /// gives every line the gateway sent back until it closed.
 fn raw_login(ep: &Endpoint, lines: &[u8]) -> Vec<String> {
     block_on(async {
-        let stream: Conn = client::dial(ep).await.expect("dial");
-        let extra = [
-            ("Upgrade", ringway::proto::UPGRADE_LOGIN.to_string()),
-            ("Connection", "Upgrade".to_string()),
-        ];
-        let (head, mut pending) = client::request(ep, &stream, "GET", ringway::proto::PATH_LOGIN, &extra)
-            .await
-            .expect("an answer");
-        assert_eq!(head.status, 101);
+        let (stream, mut pending) = open_login(ep).await;
         let compio::BufResult(sent, _) = stream.write_all_from(lines.to_vec()).await;
         sent.expect("send the lines");
-        let mut got = Vec::new();
-        while let Ok(Ok(line)) = compio::time::timeout(EVENT_TIMEOUT, read_line(&stream, &mut pending, 4096)).await {
-            got.push(line);
-        }
-        got
+        rest_lines(&stream, &mut pending).await
     })
 }
 
@@ -598,4 +610,136 @@ fn totp_per_session_asks_a_fresh_code_for_each_connect() {
     );
     assert_eq!(refusal(connect_std(&with("123".into()), "pc-1")), fresh, "not a code");
     echo_round_trip(&with(carol_code(now + 30)), "pc-1", b"the next step's code");
+}
+
+/// A sign-in as alice made by hand: the client-first, then a proof made
+/// with the ClientKey that `client_key` gives for the server-first; every
+/// line the gateway sent back until it closed.
+fn hand_made_sign_in(ep: &Endpoint, client_key: impl Fn(&str) -> Vec<u8>) -> Vec<String> {
+    block_on(async {
+        let (stream, mut pending) = open_login(ep).await;
+        let bare = "n=alice,r=handmadehandmade00";
+        let write = |line: String| stream.write_all_from(line.into_bytes());
+        write(format!("SCRAM n,,{bare}\n")).await.0.expect("send");
+        let line = read_line(&stream, &mut pending, 4096).await.expect("server-first");
+        let server_first = line.strip_prefix("SCRAM ").expect("a SCRAM line").to_string();
+        let nonce = server_first
+            .split(',')
+            .next()
+            .and_then(|r| r.strip_prefix("r="))
+            .expect("the nonce");
+        let without_proof = format!("c={},r={nonce}", BASE64.encode(b"n,,"));
+        let auth_message = format!("{bare},{server_first},{without_proof}");
+        let client_key = client_key(&server_first);
+        let stored = ring::digest::digest(&ring::digest::SHA256, &client_key);
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, stored.as_ref());
+        let signature = ring::hmac::sign(&key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(signature.as_ref()).map(|(a, b)| a ^ b).collect();
+        write(format!("SCRAM {without_proof},p={}\n", BASE64.encode(&proof)))
+            .await
+            .0
+            .expect("send");
+        rest_lines(&stream, &mut pending).await
+    })
+}
+
+/// What a stolen verifier gives: StoredKey and ServerKey, not ClientKey
+/// (a SHA-256 preimage of StoredKey). The best a thief can put in
+/// ClientKey's place is refused; the same hand-made exchange with the
+/// ClientKey from the password signs in, so the forgery is built right.
+#[test]
+fn a_proof_forged_from_the_stored_key_is_refused() {
+    let text = verifier(ALICE_PASSWORD);
+    let gw = Gateway::start(&config(
+        "totp = \"off\"\n",
+        &[format!("[[operators]]\nname = \"alice\"\nverifier = {text:?}\n")],
+    ));
+    let ep = gw.endpoint(ACME.1, "ops");
+    let field = |n: usize| {
+        let b64 = text.rsplit('$').nth(n).expect("a verifier field");
+        data_encoding::BASE64_NOPAD.decode(b64.as_bytes()).expect("base64")
+    };
+    let (server_key, stored_key) = (field(0), field(1));
+    for (what, key) in [("StoredKey", stored_key), ("ServerKey", server_key)] {
+        assert_eq!(
+            hand_made_sign_in(&ep, |_| key.clone()),
+            ["FAIL invalid-proof"],
+            "{what} as ClientKey"
+        );
+    }
+    let real = hand_made_sign_in(&ep, |_| {
+        let salted = ringway::auth::scram::salted_password(ALICE_PASSWORD.as_bytes(), &verifier_salt(&text), &FAST)
+            .expect("argon2");
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salted);
+        ring::hmac::sign(&key, b"Client Key").as_ref().to_vec()
+    });
+    assert_eq!(real.len(), 2, "{real:?}");
+    assert!(
+        real[0].starts_with("SCRAM v=") && real[1].starts_with("TICKET rwt1."),
+        "{real:?}"
+    );
+}
+
+/// The salt of a verifier's text.
+fn verifier_salt(text: &str) -> Vec<u8> {
+    let b64 = text.rsplit('$').nth(2).expect("the salt");
+    data_encoding::BASE64_NOPAD.decode(b64.as_bytes()).expect("base64")
+}
+
+#[test]
+fn the_real_login_binary_reads_the_code_from_ringway_totp_once() {
+    let carol = operator("carol", CAROL_PASSWORD, &format!("totp_secret = {CAROL_SECRET:?}\n"));
+    let gw = Gateway::start(&config("totp = \"required\"\n", &[carol]));
+    let home = TestDir::new("operator-home-totp");
+    let addr = gw.addr().to_string();
+    let code = carol_code(settled_step());
+    let login = || {
+        let mut cmd = control_command(
+            home.path(),
+            &["control", "login", "--gateway", &addr, "--user", "carol", "--as", "ops"],
+        );
+        cmd.env("RINGWAY_PASSWORD", CAROL_PASSWORD).env("RINGWAY_TOTP", &code);
+        run(cmd)
+    };
+    let first = login();
+    assert!(first.success(), "{first:?}");
+    let again = login();
+    assert!(!again.success(), "the same code twice: {again:?}");
+    assert!(
+        again.stderr.contains(&format!("gateway refused (401): {REFUSED}")),
+        "{again:?}"
+    );
+    let ls = run(control_command(
+        home.path(),
+        &["control", "ls", "--json", "--gateway", &addr],
+    ));
+    assert!(ls.success(), "the first sign-in's ticket is still kept: {ls:?}");
+    assert_eq!(json_names(&ls.stdout), Vec::<String>::new());
+}
+
+#[test]
+fn a_state_dir_that_cannot_be_made_stops_the_start_with_its_path() {
+    let dir = TestDir::new("operators-state");
+    std::fs::write(dir.join("not-a-folder"), b"x").expect("a file");
+    let cfg = config("", &[operator("alice", ALICE_PASSWORD, "")]);
+    let text = cfg.to_toml(dir.path());
+    let blocked = dir.join("not-a-folder").join("state");
+    let text = text.replacen(
+        "[gateway]\n",
+        &format!("[gateway]\nstate_dir = {:?}\n", blocked.to_str().expect("UTF-8")),
+        1,
+    );
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, text).expect("write the config");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"));
+    cmd.arg("serve").arg("--config").arg(&file);
+    let done = run(cmd);
+    assert!(!done.success(), "{done:?}");
+    assert!(
+        done.stderr.contains(&format!(
+            "Failed to start Gateway - cannot read the ticket key {}: Not a directory",
+            blocked.join("ticket.key").display()
+        )),
+        "{done:?}"
+    );
 }

@@ -249,6 +249,22 @@ pub(crate) async fn connect(
         }
     };
 
+    // A reload may have revoked the operator while its agent was joining:
+    // the session would outlive the revocation that was to end it.
+    if let Some(g) = &granted {
+        let now = shard.config();
+        if !now
+            .operators
+            .iter()
+            .any(|o| o.name == g.operator && o.generation == g.generation)
+        {
+            shard.event(format!(
+                "Operator {control_shown} was revoked while Client {agent_shown} joined: the session is not started"
+            ));
+            reject(&shard, &stream, Refusal::SignInAgain).await;
+            return;
+        }
+    }
     let agent_stream = joined.stream;
     // The data connection's share of the cap lives as long as the relay.
     let _agent_permit = joined.permit;
