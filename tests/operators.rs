@@ -743,3 +743,11 @@ fn a_state_dir_that_cannot_be_made_stops_the_start_with_its_path() {
         "{done:?}"
     );
 }
+
+#[test]
+fn with_totp_off_an_operators_secret_is_not_asked_for() {
+    let carol = operator("carol", CAROL_PASSWORD, &format!("totp_secret = {CAROL_SECRET:?}\n"));
+    let gw = Gateway::start(&config("totp = \"off\"\n", &[carol]));
+    let ep = sign_in(&gw.endpoint(ACME.1, "ops"), "carol", CAROL_PASSWORD, None).expect("no code asked");
+    assert_eq!(names(&ep), Vec::<String>::new());
+}
