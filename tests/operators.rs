@@ -751,3 +751,44 @@ fn with_totp_off_an_operators_secret_is_not_asked_for() {
     let ep = sign_in(&gw.endpoint(ACME.1, "ops"), "carol", CAROL_PASSWORD, None).expect("no code asked");
     assert_eq!(names(&ep), Vec::<String>::new());
 }
+
+/// A connect waiting for its agent when a reload removes its operator:
+/// the agent joins after the revocation, and the session must not start.
+#[test]
+fn an_operator_revoked_while_its_agent_joins_gets_no_session() {
+    let alice = operator("alice", ALICE_PASSWORD, "");
+    let bob = operator("bob", BOB_PASSWORD, "");
+    let mut cfg = config("", &[alice, bob.clone()]);
+    let gw = Gateway::start(&cfg);
+    let agent = gw.endpoint(ACME.1, "pc-1");
+    let (mut channel, early) = common::register_raw(&agent);
+    assert!(early.is_empty());
+    gw.wait_for_event("Client pc-1 connected", EVENT_TIMEOUT);
+    let ep = sign_in(&gw.endpoint(ACME.1, "ops"), "alice", ALICE_PASSWORD, None).expect("alice");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(connect_std(&ep, "pc-1").map(|_| ()));
+    });
+    // The gateway's OPEN for the session, a byte at a time.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while channel.read(&mut byte).expect("the agent's channel") == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8(line).expect("text");
+    let sid = line.strip_prefix("OPEN ").expect("an OPEN frame");
+    let sid = ringway::proto::SessionId::parse(sid).expect("a session id");
+
+    cfg.tail = vec!["[auth]\n".to_string(), bob];
+    gw.rewrite(&cfg);
+    gw.reload_by_sighup();
+    let joined = block_on(client::join(&agent, sid));
+    assert!(joined.is_err(), "the agent's data connection is closed");
+    let control = rx.recv_timeout(EVENT_TIMEOUT).expect("the connect's answer");
+    assert_eq!(refusal(control), (401, SIGN_IN_AGAIN.to_string()));
+    gw.wait_for_event(
+        "Operator alice was revoked while Client pc-1 joined: the session is not started",
+        EVENT_TIMEOUT,
+    );
+    assert_eq!(gw.count_events("Control alice connected to Client pc-1"), 0);
+}
