@@ -227,6 +227,10 @@ fn without_a_ticket_browse_and_connect_get_the_exact_error() {
     let _pc1 = gw.serving_agent(ACME.1, "pc-1", echo.addr());
     let ep = gw.endpoint(ACME.1, "ops");
     assert_eq!(refusal(list(&ep)), (401, SIGN_IN_FIRST.to_string()));
+    gw.wait_for_event(
+        "Sign-in check failed for Control ops: no_ticket. Terminating connection from 127.0.0.1",
+        EVENT_TIMEOUT,
+    );
     assert_eq!(refusal(connect_std(&ep, "pc-1")), (401, SIGN_IN_FIRST.to_string()));
     assert_eq!(echo.accepted(), 0, "the agent is never asked");
     // A ticket for another control name is refused as well.
@@ -282,6 +286,16 @@ fn wrong_password_unknown_user_and_locked_get_the_same_answer_and_five_failures_
         "Sign-in failed for Operator bob: locked. Rejecting sign-in from 127.0.0.1",
         REPEAT_WINDOW + EVENT_TIMEOUT,
     );
+    let m = gw.metrics();
+    for (outcome, n) in [
+        ("ok", 1.0),
+        ("wrong_password", 9.0),
+        ("unknown_operator", 1.0),
+        ("locked", 1.0),
+    ] {
+        assert_eq!(m.sum("ringway_sign_ins_total", &[("outcome", outcome)]), n, "{outcome}");
+    }
+    assert_eq!(m.sum("ringway_sign_ins_total", &[]), 12.0, "no other outcome");
 }
 
 #[test]
