@@ -87,6 +87,12 @@ pub const SINGLE_HEADERS: [(&str, &str); 10] = [
 /// twice a NetBIOS name and more than a DNS label.
 pub const MAX_NAME_CHARS: usize = 64;
 
+/// Longest line of the sign-in exchange either side sends, newline
+/// included: a SCRAM message is at most 512 bytes and a ticket 1 KiB, so
+/// a `TICKET` line (word, ticket, expiry) is the longest; nothing longer
+/// is read.
+pub const MAX_LOGIN_LINE: usize = 1100;
+
 /// Longest frame line on the agent channel, newline included. Every frame
 /// we define is under 100 bytes; the rest is room for later fields.
 pub const MAX_FRAME_LINE: usize = 512;

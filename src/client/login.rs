@@ -13,12 +13,8 @@ use super::{ClientError, Endpoint, dial, refused, request};
 use crate::auth::scram::{self, ChannelBinding, Client, ParamPolicy, ScramError};
 use crate::conn::Conn;
 use crate::lines::{LineError, read_line};
-use crate::proto;
+use crate::proto::{self, MAX_LOGIN_LINE};
 use crate::relay::Duplex;
-
-/// Longest line read from the gateway, newline included: a `TICKET` line
-/// (a ticket is at most 1 KiB).
-pub const MAX_LOGIN_LINE: usize = 1100;
 
 /// What a sign-in earns: the ticket and the key proving it is ours.
 /// `Debug` hides both.

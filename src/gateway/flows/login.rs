@@ -33,13 +33,8 @@ use crate::gateway::core::stats::Stats;
 use crate::gateway::shard::{Shard, SignInKeys};
 use crate::http::{self, RequestHead};
 use crate::lines::{LineError, read_line};
-use crate::proto;
+use crate::proto::{self, MAX_LOGIN_LINE};
 use crate::relay::Duplex;
-
-/// Longest line either side sends, newline included: a SCRAM message is
-/// at most 512 bytes and a ticket 1 KiB, so a `TICKET` line is the
-/// longest; nothing longer is read.
-pub(crate) const MAX_LOGIN_LINE: usize = 1100;
 
 /// Each of the client's plain steps (its first message, its code).
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(30);
