@@ -8,6 +8,7 @@
 //!   sign-in tickets), [`proto`] (paths, headers,
 //!   agent channel frames, session ids), [`config`] (TOML into checked
 //!   types), [`timefmt`].
+//! - [`lines`]: the sign-in exchange's text lines over a connection.
 //! - [`relay`]: two sockets, one buffer per direction, half-close carried.
 //! - [`tls`] and [`conn`]: rustls over compio, plain or TLS behind one type.
 //! - [`gateway`] (Linux, io_uring): workers, listeners, directory, sessions.
@@ -29,6 +30,7 @@ pub mod eventlog;
 #[cfg(target_os = "linux")]
 pub mod gateway;
 pub mod http;
+pub mod lines;
 pub mod proto;
 pub mod relay;
 pub mod timefmt;

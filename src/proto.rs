@@ -16,11 +16,15 @@ pub const PATH_SESSION_PREFIX: &str = "/v1/session/";
 pub const PATH_CLIENTS: &str = "/v1/clients";
 /// Control opening a relay session: `/v1/connect/<pct-encoded name>`.
 pub const PATH_CONNECT_PREFIX: &str = "/v1/connect/";
+/// An operator signing in (upgrade to the login exchange).
+pub const PATH_LOGIN: &str = "/v1/login";
 
 /// `Upgrade:` token of the agent channel.
 pub const UPGRADE_AGENT: &str = "ringway-agent/1";
 /// `Upgrade:` token of a relay connection (control or agent data).
 pub const UPGRADE_RELAY: &str = "ringway-relay/1";
+/// `Upgrade:` token of the operator sign-in exchange.
+pub const UPGRADE_LOGIN: &str = "ringway-login/1";
 
 /// Who is asking: the agent's or control's name, percent-encoded.
 pub const H_IDENTITY: &str = "ringway-identity";
@@ -37,6 +41,19 @@ pub const H_BOOT: &str = "ringway-boot";
 pub const H_BOOT_WRITTEN: &str = "Ringway-Boot";
 /// Sent in the registration response: the poll interval in seconds.
 pub const H_CMPI: &str = "ringway-cmpi";
+/// An operator's ticket, next to the key proof of a browse or connect.
+pub const H_TICKET: &str = "ringway-ticket";
+/// [`H_TICKET`] as clients write it.
+pub const H_TICKET_WRITTEN: &str = "Ringway-Ticket";
+/// Proof of holding the ticket's possession key: 64 hex digits of
+/// HMAC-SHA-256(possession key, the key proof's signed string).
+pub const H_TICKET_PROOF: &str = "ringway-ticket-proof";
+/// [`H_TICKET_PROOF`] as clients write it.
+pub const H_TICKET_PROOF_WRITTEN: &str = "Ringway-Ticket-Proof";
+/// A fresh TOTP code for a connect, with `[auth] totp_per_session`.
+pub const H_TOTP: &str = "ringway-totp";
+/// [`H_TOTP`] as clients write it.
+pub const H_TOTP_WRITTEN: &str = "Ringway-Totp";
 
 /// Headers that would give a `GET` a body, which the gateway never reads:
 /// a request with one is refused (400) rather than having bytes it
@@ -53,7 +70,7 @@ pub const BODY_HEADERS: [(&str, &str); 2] = [
 /// counts would depend on who reads the head (a proxy in front may take
 /// the last, the gateway the first), so a request with two is refused
 /// (400) with the reason given here.
-pub const SINGLE_HEADERS: [(&str, &str); 7] = [
+pub const SINGLE_HEADERS: [(&str, &str); 10] = [
     ("authorization", "duplicate Authorization header"),
     (H_IDENTITY, "duplicate Ringway-Identity header"),
     (H_BOOT, "duplicate Ringway-Boot header"),
@@ -61,11 +78,20 @@ pub const SINGLE_HEADERS: [(&str, &str); 7] = [
     (H_AGENT_MAC, "duplicate Ringway-Agent-Mac header"),
     (H_AGENT_IP, "duplicate Ringway-Agent-Ip header"),
     (H_AGENT_OS, "duplicate Ringway-Agent-Os header"),
+    (H_TICKET, "duplicate Ringway-Ticket header"),
+    (H_TICKET_PROOF, "duplicate Ringway-Ticket-Proof header"),
+    (H_TOTP, "duplicate Ringway-Totp header"),
 ];
 
 /// Longest agent or control name. Names show in the console and log; 64 is
 /// twice a NetBIOS name and more than a DNS label.
 pub const MAX_NAME_CHARS: usize = 64;
+
+/// Longest line of the sign-in exchange either side sends, newline
+/// included: a SCRAM message is at most 512 bytes and a ticket 1 KiB, so
+/// a `TICKET` line (word, ticket, expiry) is the longest; nothing longer
+/// is read.
+pub const MAX_LOGIN_LINE: usize = 1100;
 
 /// Longest frame line on the agent channel, newline included. Every frame
 /// we define is under 100 bytes; the rest is room for later fields.

@@ -13,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use common::{COMMAND_TIMEOUT, EVENT_TIMEOUT, Gateway, GatewayConfig, TestDir, run_bounded, spawn_agent_binary};
+use ringway::auth::scram::{Argon2Params, Verifier};
+use ringway::auth::totp::{self, TotpSecret};
 
 const KEY: &str = "Testing1";
 const SSHD: &str = "/usr/sbin/sshd";
@@ -68,13 +70,13 @@ impl Drop for SshdService {
     }
 }
 
-#[test]
-fn an_openssh_session_runs_through_agent_gateway_and_control() {
+/// sshd's files in `dir` (host key, the user's key, authorized_keys,
+/// sshd_config) and the service running `sshd -i`; the user's key path.
+fn sshd_in(dir: &TestDir) -> (SshdService, PathBuf) {
     assert!(
         Path::new(SSHD).exists(),
         "{SSHD} is missing: install openssh-server and openssh-client (apt-get install -y openssh-server openssh-client)"
     );
-    let dir = TestDir::new("openssh");
     let (host_key, user_key) = (dir.join("host_key"), dir.join("user_key"));
     keygen(&host_key);
     keygen(&user_key);
@@ -94,13 +96,12 @@ fn an_openssh_session_runs_through_agent_gateway_and_control() {
         ),
     )
     .expect("write sshd_config");
-    let sshd = SshdService::start(sshd_config);
+    (SshdService::start(sshd_config), user_key)
+}
 
-    let gw = Gateway::start(&GatewayConfig::new(&[KEY]));
-    let gateway = gw.addr().to_string();
-    let _agent = spawn_agent_binary(&gateway, KEY, "pc1", sshd.addr, &[]);
-    gw.wait_for_event("Client pc1 connected", EVENT_TIMEOUT);
-
+/// `ssh` to pc1 through `ringway control connect --stdio` on `gateway`,
+/// with `env` for the ProxyCommand; checks the remote command's output.
+fn ssh_through(gateway: &str, dir: &TestDir, user_key: &Path, env: &[(&str, &str)]) {
     let proxy = format!(
         "ProxyCommand={} control connect pc1 --gateway {gateway} --as ops --stdio",
         env!("CARGO_BIN_EXE_ringway")
@@ -108,6 +109,7 @@ fn an_openssh_session_runs_through_agent_gateway_and_control() {
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
     let mut ssh = Command::new("ssh");
     ssh.env("RINGWAY_KEY", KEY)
+        .envs(env.iter().copied())
         .args([
             "-F",
             "/dev/null",
@@ -119,7 +121,7 @@ fn an_openssh_session_runs_through_agent_gateway_and_control() {
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", dir.join("known_hosts").display()))
         .arg("-i")
-        .arg(&user_key)
+        .arg(user_key)
         .arg("-o")
         .arg(proxy)
         .arg(format!("{user}@pc1"))
@@ -127,7 +129,85 @@ fn an_openssh_session_runs_through_agent_gateway_and_control() {
     let done = run_bounded(ssh, b"", COMMAND_TIMEOUT);
     assert!(done.success(), "ssh failed ({:?}): {}", done.code, done.stderr);
     assert_eq!(done.stdout, "through-ringway-42\n100000\n");
+}
 
+#[test]
+fn an_openssh_session_runs_through_agent_gateway_and_control() {
+    let dir = TestDir::new("openssh");
+    let (sshd, user_key) = sshd_in(&dir);
+    let gw = Gateway::start(&GatewayConfig::new(&[KEY]));
+    let gateway = gw.addr().to_string();
+    let _agent = spawn_agent_binary(&gateway, KEY, "pc1", sshd.addr, &[]);
+    gw.wait_for_event("Client pc1 connected", EVENT_TIMEOUT);
+    ssh_through(&gateway, &dir, &user_key, &[]);
     gw.wait_for_event("Control ops connected to Client pc1", EVENT_TIMEOUT);
     gw.wait_for_event("Control ops disconnected from Client pc1", EVENT_TIMEOUT);
+}
+
+/// The same with an operator who signs in with a password and a TOTP
+/// code, and gives a fresh code for the session (`totp_per_session`).
+#[test]
+fn an_openssh_session_runs_with_operators_and_totp_on() {
+    const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    const PASSWORD: &str = "ssh through two factors";
+    let dir = TestDir::new("openssh-operators");
+    let (sshd, user_key) = sshd_in(&dir);
+    let fast = Argon2Params {
+        m_kib: 19_456,
+        t: 2,
+        p: 1,
+    };
+    let verifier = Verifier::generate(PASSWORD.as_bytes(), &fast)
+        .expect("a verifier")
+        .to_text();
+    let mut config = GatewayConfig::new(&[KEY]);
+    config.tail = vec![format!(
+        "[auth]\ntotp = \"required\"\ntotp_per_session = true\n[[operators]]\nname = \"alice\"\nverifier = {verifier:?}\ntotp_secret = {SECRET:?}\n"
+    )];
+    let gw = Gateway::start(&config);
+    let gateway = gw.addr().to_string();
+    let _agent = spawn_agent_binary(&gateway, KEY, "pc1", sshd.addr, &[]);
+    gw.wait_for_event("Client pc1 connected", EVENT_TIMEOUT);
+
+    // Codes for this step and the one before, judged within this step:
+    // wait, if need be, until 5 s of it remain at least (no event marks a
+    // step's start).
+    let now = loop {
+        let now = common::unix_now();
+        if now % 30 < 25 {
+            break now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let secret = TotpSecret::from_base32(SECRET).expect("a secret");
+    let code = |at: u64| totp::code_at(&secret, &totp::Params::DEFAULT, at);
+    let home = dir.join("home");
+    let home = home.to_str().expect("UTF-8");
+    let mut login = common::ringway_client(
+        KEY,
+        &[
+            "control",
+            "login",
+            "--gateway",
+            &gateway,
+            "--user",
+            "alice",
+            "--as",
+            "ops",
+        ],
+    );
+    login
+        .env("XDG_CONFIG_HOME", home)
+        .env("RINGWAY_PASSWORD", PASSWORD)
+        .env("RINGWAY_TOTP", code(now - 30));
+    let done = run_bounded(login, b"", COMMAND_TIMEOUT);
+    assert!(done.success(), "login failed: {}", done.stderr);
+    ssh_through(
+        &gateway,
+        &dir,
+        &user_key,
+        &[("XDG_CONFIG_HOME", home), ("RINGWAY_TOTP", &code(now))],
+    );
+    gw.wait_for_event("Control alice connected to Client pc1", EVENT_TIMEOUT);
+    gw.wait_for_event("Control alice disconnected from Client pc1", EVENT_TIMEOUT);
 }

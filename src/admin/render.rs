@@ -219,6 +219,24 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
         "Connections refused for their source: too many unauthenticated, too fast, or too many sources.",
         summed(snaps, "reason", |s| &s.stats.source_refusals),
     );
+    type Labelled = fn(&WorkerSnapshot) -> &std::collections::BTreeMap<String, u64>;
+    let operators: [(&str, &str, &str, Labelled); 2] = [
+        (
+            "ringway_sign_ins_total",
+            "Operator sign-ins, by outcome: ok, or why not.",
+            "outcome",
+            |s| &s.stats.sign_ins,
+        ),
+        (
+            "ringway_ticket_refusals_total",
+            "Browses and connects refused for their operator ticket or TOTP code, by reason.",
+            "reason",
+            |s| &s.stats.ticket_refusals,
+        ),
+    ];
+    for (name, help, label, counter) in operators {
+        family(name, "counter", help, summed(snaps, label, counter));
+    }
     family(
         "ringway_key_quota_refusals_total",
         "counter",
@@ -438,6 +456,7 @@ pub(crate) mod tests {
             stats: StatsSnapshot {
                 sessions_total: 3,
                 source_refusals: [("unauthenticated".to_string(), 7)].into(),
+                sign_ins: [("ok".to_string(), 2), ("locked".to_string(), 1)].into(),
                 key_quota_refusals: 2,
                 ..Default::default()
             },
@@ -461,6 +480,8 @@ pub(crate) mod tests {
         assert!(text.contains("ringway_agents_by_key{key=\"k\"} 1\n"), "{text}");
         assert!(text.contains("ringway_sessions_total{worker=\"0\"} 3\n"));
         assert!(text.contains("ringway_source_refusals_total{reason=\"unauthenticated\"} 7\n"));
+        assert!(text.contains("ringway_sign_ins_total{outcome=\"ok\"} 2\n"));
+        assert!(text.contains("ringway_sign_ins_total{outcome=\"locked\"} 1\n"));
         assert!(text.contains("ringway_key_quota_refusals_total{worker=\"0\"} 2\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("sample has a value");

@@ -1,23 +1,52 @@
-//! `ringway control`: list agents, and open sessions to them from local
-//! TCP connections or from stdin/stdout (ssh's ProxyCommand).
+//! `ringway control`: sign in as an operator, list agents, and open
+//! sessions to them from local TCP connections or from stdin/stdout
+//! (ssh's ProxyCommand).
+//!
+//! With operators on the gateway, `login` keeps a ticket per gateway
+//! (`tickets.rs`) that `ls` and `connect` then send; without one the
+//! gateway answers `sign in first: ringway control login`.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use compio::net::TcpListener;
 
 use super::ClientArgs;
-use crate::client::{self, Endpoint, sysinfo};
+use super::operator::PASSWORD_ENV;
+use super::tickets::{self, Stored};
+use crate::client::{self, ClientError, Endpoint, Session, sysinfo};
 use crate::eventlog::sanitize;
 use crate::relay::{Counters, relay};
 
 /// Relay buffer per direction on the control's side.
 const RELAY_BUFFER: usize = 64 * 1024;
 
+/// The environment variable a script gives the TOTP code in.
+pub const TOTP_ENV: &str = "RINGWAY_TOTP";
+
+/// What the gateway answers a connect that needs a fresh TOTP code.
+const FRESH_CODE: &str = "a fresh TOTP code is needed";
+
 /// `ringway control` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum ControlCommand {
+    /// Sign in as an operator (password, then a TOTP code if the gateway
+    /// asks) and keep the ticket for this gateway.
+    Login {
+        #[command(flatten)]
+        common: ControlArgs,
+        /// The operator's name.
+        #[arg(long)]
+        user: String,
+    },
+    /// Forget this gateway's ticket.
+    Logout {
+        /// The gateway, as given to `login`.
+        #[arg(long, short)]
+        gateway: String,
+    },
     /// List the agents this key can see.
     Ls {
         #[command(flatten)]
@@ -59,13 +88,49 @@ impl ControlArgs {
         }
         self.client.endpoint(&identity)
     }
+
+    /// The endpoint with this gateway's stored ticket, if there is one,
+    /// and a TOTP code from the environment for a connect. Without `--as`
+    /// the control takes the name its ticket is bound to.
+    fn signed_endpoint(mut self) -> Result<Endpoint, String> {
+        let stored = tickets::load(&self.client.gateway)?;
+        if self.name.is_none() {
+            self.name = stored.as_ref().map(|s| s.control.clone());
+        }
+        let gateway = self.client.gateway.clone();
+        let mut ep = self.endpoint()?;
+        if let Some(s) = stored {
+            if s.control != ep.identity {
+                log::warn!(
+                    "the ticket for {gateway} is bound to control {:?}, not {:?}: sign in again as this one",
+                    s.control,
+                    ep.identity
+                );
+            } else if s.expires_at <= crate::auth::unix_now() {
+                log::warn!("the ticket for {gateway} has expired: sign in again (ringway control login)");
+            } else {
+                ep.operator = s.ticket().map(Arc::new);
+            }
+        }
+        ep.totp = std::env::var(TOTP_ENV).ok().filter(|c| !c.is_empty());
+        Ok(ep)
+    }
 }
 
 /// Runs a control subcommand.
 pub fn run(cmd: ControlCommand) -> Result<(), String> {
     match cmd {
+        ControlCommand::Login { common, user } => login(common, &user),
+        ControlCommand::Logout { gateway } => {
+            if tickets::remove(&gateway)? {
+                eprintln!("Signed out of {gateway}: its ticket is removed");
+            } else {
+                eprintln!("No ticket for {gateway}");
+            }
+            Ok(())
+        }
         ControlCommand::Ls { common, json } => {
-            let ep = common.endpoint()?;
+            let ep = common.signed_endpoint()?;
             let agents = super::client_runtime()?
                 .block_on(client::list_agents(&ep))
                 .map_err(|e| e.to_string())?;
@@ -99,13 +164,76 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
             listen,
             stdio,
         } => {
-            let ep = common.endpoint()?;
+            let ep = common.signed_endpoint()?;
             if stdio {
                 return connect_stdio(&ep, &agent);
             }
             let listen = listen.ok_or("give --listen ADDR or --stdio")?;
             connect_listen(ep, agent, listen)
         }
+    }
+}
+
+/// `ringway control login`: signs in and stores the ticket.
+fn login(common: ControlArgs, user: &str) -> Result<(), String> {
+    if !crate::auth::scram::valid_user(user) {
+        return Err(format!("invalid operator name {user:?}"));
+    }
+    let gateway = common.client.gateway.clone();
+    let ep = common.endpoint()?;
+    let password = match std::env::var(PASSWORD_ENV) {
+        Ok(p) => p,
+        Err(_) if std::io::stdin().is_terminal() => rpassword::prompt_password(format!("Password for {user}: "))
+            .map_err(|e| format!("cannot read the password: {e}"))?,
+        Err(_) => {
+            return Err(format!(
+                "no password: set {PASSWORD_ENV} or run in a terminal to type it"
+            ));
+        }
+    };
+    let mut code = || read_code("TOTP code (empty if you have none): ");
+    let signed = super::client_runtime()?
+        .block_on(client::login(&ep, user, password.as_bytes(), &mut code))
+        .map_err(|e| e.to_string())?;
+    let path = tickets::save(&Stored::new(&gateway, &ep.identity, &signed))?;
+    let until = std::time::UNIX_EPOCH + std::time::Duration::from_secs(signed.expires_at);
+    eprintln!(
+        "Signed in to {gateway} as {user} (control {}); the ticket is valid until {} and kept in {}",
+        ep.identity,
+        crate::timefmt::rfc3339(until),
+        path.display()
+    );
+    Ok(())
+}
+
+/// A TOTP code from `RINGWAY_TOTP`, or typed at the terminal; none if
+/// neither (the gateway then hears `CODE none`).
+fn read_code(prompt: &str) -> Result<Option<String>, String> {
+    if let Ok(code) = std::env::var(TOTP_ENV) {
+        return Ok(Some(code.trim().to_string()));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let code = rpassword::prompt_password(prompt).map_err(|e| format!("cannot read the code: {e}"))?;
+    Ok(Some(code.trim().to_string()))
+}
+
+/// Opens a session; with `[auth] totp_per_session` a refused connect
+/// without a code is asked again once, with a code typed at the terminal.
+async fn open_session(ep: &Endpoint, agent: &str) -> Result<Session, ClientError> {
+    match client::connect(ep, agent).await {
+        Err(ClientError::Refused { status: 401, reason }) if reason == FRESH_CODE && std::io::stdin().is_terminal() => {
+            let code = read_code("TOTP code for this session: ")
+                .map_err(|e| ClientError::Io(std::io::Error::other(e)))?
+                .ok_or_else(|| ClientError::Protocol("no TOTP code given".into()))?;
+            let ep = Endpoint {
+                totp: Some(code),
+                ..ep.clone()
+            };
+            client::connect(&ep, agent).await
+        }
+        other => other,
     }
 }
 
@@ -128,7 +256,7 @@ fn connect_listen(ep: Endpoint, agent: String, listen: String) -> Result<(), Str
             let _ = conn.set_nodelay(true);
             let (ep, agent) = (ep.clone(), agent.clone());
             compio::runtime::spawn(async move {
-                match client::connect(&ep, &agent).await {
+                match open_session(&ep, &agent).await {
                     Ok(session) => {
                         log::info!("{peer}: session to {agent} open");
                         let counters = Counters::default();
@@ -185,7 +313,7 @@ fn connect_stdio(ep: &Endpoint, agent: &str) -> Result<(), String> {
     });
     let runtime = super::client_runtime()?;
     let result = runtime.block_on(async {
-        let session = client::connect(ep, agent).await.map_err(|e| e.to_string())?;
+        let session = open_session(ep, agent).await.map_err(|e| e.to_string())?;
         let inner = compio::net::TcpStream::from_std(inner).map_err(|e| e.to_string())?;
         let counters = Counters::default();
         relay(

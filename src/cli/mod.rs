@@ -10,6 +10,7 @@ mod genkey;
 mod operator;
 #[cfg(target_os = "linux")]
 mod serve;
+mod tickets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -100,12 +100,6 @@ pub fn serve(path: &Path) -> Result<(), String> {
     {
         log::warn!("the example gateway key is configured: replace it before exposing this gateway");
     }
-    if !config.operators.is_empty() {
-        // TODO(login flow): gone once browse and connect ask for a ticket.
-        log::warn!(
-            "[[operators]] is configured, but this version does not ask for operator sign-in yet: the gateway key alone still admits a control"
-        );
-    }
 
     let fail = |why: String| {
         events.event(format!("Failed to start Gateway - {why}"));

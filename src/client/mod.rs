@@ -4,6 +4,7 @@
 
 mod agent;
 pub mod backoff;
+pub mod login;
 pub mod ranges;
 pub mod sysinfo;
 
@@ -17,8 +18,11 @@ use compio::BufResult;
 use compio::net::{TcpSocket, TcpStream};
 
 pub use agent::{AgentChannel, AgentHandler, AgentInfo, ChannelEnd, Outgoing};
+pub use login::{Credential, OperatorTicket, login, login_with};
 
-use crate::auth::{Binding, BootId, EXPORTER_LABEL, GatewayKey, STALE_BOOT, Signed, new_nonce, sign, unix_now};
+use crate::auth::{
+    Binding, BootId, EXPORTER_LABEL, GatewayKey, STALE_BOOT, Signed, new_nonce, sign, string_to_sign, unix_now,
+};
 use crate::conn::Conn;
 use crate::http::{self, HeadError, ResponseHead, pct_encode};
 use crate::proto::{self, AgentSummary, SessionId};
@@ -64,6 +68,12 @@ pub struct Endpoint {
     /// channel and its sessions, a load generator's clients), so only the
     /// first request after a gateway restart pays a second round trip.
     pub boot: BootCache,
+    /// The operator's ticket, once signed in: sent with its proof next to
+    /// every key proof (none for agents, or a gateway without operators).
+    pub operator: Option<Arc<OperatorTicket>>,
+    /// A fresh TOTP code for the next connect, with `[auth]
+    /// totp_per_session` (each code opens one session).
+    pub totp: Option<String>,
 }
 
 /// The gateway boot id a client last heard, shared by clones.
@@ -129,6 +139,8 @@ impl Endpoint {
             bind: None,
             tls,
             boot: BootCache::default(),
+            operator: None,
+            totp: None,
         })
     }
 }
@@ -248,7 +260,8 @@ pub fn request_head(ep: &Endpoint, binding: Binding, method: &str, target: &str,
         identity: &identity,
         binding,
     };
-    let auth = sign(&ep.key, &req, unix_now(), new_nonce());
+    let (ts, nonce) = (unix_now(), new_nonce());
+    let auth = sign(&ep.key, &req, ts, nonce);
     let mut head = format!(
         "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway/{}\r\nRingway-Identity: {identity}\r\nAuthorization: {auth}\r\n",
         ep.gateway,
@@ -256,6 +269,22 @@ pub fn request_head(ep: &Endpoint, binding: Binding, method: &str, target: &str,
     );
     if let Binding::Boot(Some(boot)) = binding {
         head.push_str(&format!("{}: {boot}\r\n", proto::H_BOOT_WRITTEN));
+    }
+    if let Some(op) = &ep.operator {
+        // The ticket travels in clear on plain HTTP; what makes it ours is
+        // this HMAC over the very string the key proof signs.
+        let signed = string_to_sign(&req, ts, &nonce, ep.key.id());
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &op.possession);
+        let proof = hex::encode(ring::hmac::sign(&key, signed.as_bytes()).as_ref());
+        head.push_str(&format!(
+            "{}: {}\r\n{}: {proof}\r\n",
+            proto::H_TICKET_WRITTEN,
+            op.ticket,
+            proto::H_TICKET_PROOF_WRITTEN
+        ));
+    }
+    if let Some(code) = &ep.totp {
+        head.push_str(&format!("{}: {code}\r\n", proto::H_TOTP_WRITTEN));
     }
     for (name, value) in extra {
         head.push_str(name);
@@ -352,7 +381,7 @@ async fn read_exactly(stream: &Conn, mut body: Vec<u8>, len: usize) -> Result<Ve
 /// Turns an error status into [`ClientError::Refused`] with the body's
 /// reason, or the status line's phrase if the body is not a short reason.
 /// Control characters become `?`: the reason is printed on a terminal.
-async fn refused(stream: &Conn, head: &ResponseHead, rest: Vec<u8>) -> ClientError {
+pub(crate) async fn refused(stream: &Conn, head: &ResponseHead, rest: Vec<u8>) -> ClientError {
     let reason = match read_body(stream, head, rest, MAX_REASON_BYTES).await {
         Ok(body) => String::from_utf8_lossy(&body).trim().to_string(),
         Err(_) => head.reason.clone(),

@@ -53,6 +53,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         workers: gateway.workers,
         cmpi: gateway.cmpi,
         max_clients: gateway.max_clients,
+        state_dir: gateway.state_dir,
         keys,
         limits,
         log: parse_log(raw.log.as_ref(), &src)?,

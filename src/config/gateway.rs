@@ -3,6 +3,7 @@
 //! [`super::keys`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -20,6 +21,11 @@ pub const MAX_WORKERS: u64 = 1024;
 /// Grace past two missed polls before an agent is dropped (the rule:
 /// silent for 2 x CMPI + 10 s), covering network jitter on the last poll.
 pub const HEARTBEAT_GRACE: Duration = Duration::from_secs(10);
+
+/// `state_dir` when none is given: a `state` folder beside the config
+/// file (relative paths are taken from the config's folder), so a test or
+/// a first run works without one; packages set `/var/lib/ringway`.
+pub const DEFAULT_STATE_DIR: &str = "state";
 
 /// `workers`: 0 means one per core, the usual choice.
 pub const WORKERS: Bound = Bound {
@@ -52,6 +58,7 @@ pub(super) struct RawGateway {
     workers: Option<Spanned<u64>>,
     cmpi_secs: Option<Spanned<u64>>,
     max_clients: Option<Spanned<u64>>,
+    state_dir: Option<Spanned<String>>,
     /// Checked by [`super::keys::parse_keys`].
     pub keys: Option<Spanned<Vec<Spanned<String>>>>,
 }
@@ -63,6 +70,7 @@ pub(super) struct GatewaySection {
     pub workers: usize,
     pub cmpi: Duration,
     pub max_clients: usize,
+    pub state_dir: PathBuf,
 }
 
 /// Checks `[gateway]`'s addresses and numbers.
@@ -83,7 +91,15 @@ pub(super) fn parse_gateway(raw: &RawGateway, src: &Source) -> Result<GatewaySec
     if listen.is_empty() {
         return Err(src.error(raw.listen.span(), "listen must name at least one ip:port"));
     }
+    let state_dir = match &raw.state_dir {
+        None => PathBuf::from(DEFAULT_STATE_DIR),
+        Some(d) if d.get_ref().trim().is_empty() => {
+            return Err(src.error(d.span(), "state_dir must not be empty"));
+        }
+        Some(d) => PathBuf::from(d.get_ref()),
+    };
     Ok(GatewaySection {
+        state_dir,
         listen,
         workers: WORKERS.take_usize(&raw.workers, src)?,
         cmpi: Duration::from_secs(CMPI_SECS.take(&raw.cmpi_secs, src)?),
@@ -114,7 +130,18 @@ mod tests {
                 workers: 0,
                 cmpi: Duration::from_secs(60),
                 max_clients: 0,
+                state_dir: PathBuf::from("state"),
             })
+        );
+    }
+
+    #[test]
+    fn state_dir_is_kept_as_written_and_never_empty() {
+        let g = parse(&format!("{LISTEN}state_dir = \"/var/lib/ringway\"\n")).expect("valid");
+        assert_eq!(g.state_dir, PathBuf::from("/var/lib/ringway"));
+        assert_eq!(
+            parse(&format!("{LISTEN}state_dir = \" \"\n")),
+            Err("test.toml:3: state_dir must not be empty".into())
         );
     }
 

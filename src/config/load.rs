@@ -96,6 +96,7 @@ impl ConfigFile {
             workers: self.workers,
             cmpi: self.cmpi,
             max_clients: self.max_clients,
+            state_dir: resolve(&self.state_dir),
             keys,
             limits: self.limits,
             log,

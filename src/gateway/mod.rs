@@ -24,6 +24,7 @@ mod flows;
 mod frontdoor;
 mod listeners;
 mod shard;
+mod state;
 mod worker;
 
 pub use self::core::stats::{AgentRow, SessionRow, Snapshot, StatsSnapshot, WorkerSnapshot};
@@ -33,16 +34,17 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use self::core::drain::{DrainEnd, DrainStart};
 use self::core::handoff::ShardMsg;
 use self::core::permit::{Counter, Licence};
+use self::core::signins::SignIns;
 use self::core::sources::Sources;
 use self::listeners::{allowed_cpus, bind_all};
-use self::shard::{Shared, source_limits};
+use self::shard::{Shared, SignInKeys, source_limits};
 use crate::auth::{BootId, NonceCache};
 use crate::config::Config;
 use crate::eventlog::EventLog;
@@ -64,6 +66,8 @@ pub enum StartError {
     },
     /// A worker's io_uring runtime could not be built.
     Runtime(io::Error),
+    /// The state folder or its ticket key could not be made or read.
+    State(String),
 }
 
 impl fmt::Display for StartError {
@@ -71,6 +75,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
             StartError::Runtime(e) => write!(f, "cannot start an io_uring event loop: {e}"),
+            StartError::State(why) => f.write_str(why),
         }
     }
 }
@@ -110,6 +115,11 @@ impl Gateway {
         } else {
             config.workers
         };
+        let signin_keys = OnceLock::new();
+        if !config.operators.is_empty() {
+            let key = state::ticket_key(&config.state_dir).map_err(StartError::State)?;
+            let _ = signin_keys.set(SignInKeys::new(&key));
+        }
         let (listeners, addrs) = bind_all(&config.listen, workers)?;
 
         let (senders, receivers): (Vec<_>, Vec<_>) =
@@ -124,6 +134,8 @@ impl Gateway {
             nonces: NonceCache::default(),
             boot: BootId::random(),
             events,
+            signin_keys,
+            signins: SignIns::default(),
         });
 
         let cpus = allowed_cpus();
@@ -229,6 +241,8 @@ impl Gateway {
             events.event("Reloading Gateway Keys");
         }
 
+        self.reload_operators(old, &new, &mut report);
+
         let added: Vec<SocketAddr> = new.listen.iter().filter(|a| !old.listen.contains(a)).copied().collect();
         let removed: Vec<(SocketAddr, SocketAddr)> =
             bound.iter().filter(|(a, _)| !new.listen.contains(a)).copied().collect();
@@ -297,6 +311,37 @@ impl Gateway {
             ));
         }
         report
+    }
+
+    /// The operators' part of a reload: the ticket key made if operators
+    /// appear for the first time; the sign-in records of removed
+    /// operators dropped; a line for each operator removed or changed,
+    /// whose tickets no longer admit and whose sessions the workers end.
+    fn reload_operators(&self, old: &Config, new: &Config, report: &mut ReloadReport) {
+        if !new.operators.is_empty() && self.shared.signin_keys.get().is_none() {
+            match state::ticket_key(&new.state_dir) {
+                Ok(key) => {
+                    let _ = self.shared.signin_keys.set(SignInKeys::new(&key));
+                }
+                Err(e) => report
+                    .warnings
+                    .push(format!("{e}; operators cannot sign in until it is fixed")),
+            }
+        }
+        self.shared
+            .signins
+            .retain(|name| new.operators.iter().any(|o| o.name == name));
+        for op in &old.operators {
+            let what = match new.operators.iter().find(|o| o.name == op.name) {
+                None => "was removed",
+                Some(o) if o.generation != op.generation => "was changed",
+                Some(_) => continue,
+            };
+            self.shared.events.event(format!(
+                "Operator {} {what}: its tickets are revoked and its sessions are ended",
+                op.name
+            ));
+        }
     }
 
     /// Every worker's agents, sessions and counters. All workers are asked

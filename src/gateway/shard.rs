@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
@@ -24,8 +24,11 @@ use super::core::handoff::{Joined, OpenResult, ShardMsg};
 use super::core::pairing::{Pairing, PairingLimits};
 use super::core::permit::{Counter, Licence, Permit};
 use super::core::sessions::Sessions;
+use super::core::signins::SignIns;
 use super::core::sources::{IDLE_SOURCES, SourceLimits, Sources, Unauthenticated};
 use super::core::stats::Stats;
+use crate::auth::scram::MockVerifiers;
+use crate::auth::ticket::{TICKET_KEY_BYTES, TicketKey};
 use crate::auth::{BootId, KeyId, KeyRing, NonceCache, unix_now};
 use crate::config::{Config, Limits};
 use crate::conn::Conn;
@@ -69,6 +72,30 @@ pub(crate) struct Shared {
     pub boot: BootId,
     /// The administrator's event log.
     pub events: EventLog,
+    /// What signs tickets and answers unknown operator names: made from
+    /// the ticket key once operators are configured (at start, or by the
+    /// first reload that adds one), then kept for the process's life.
+    pub signin_keys: OnceLock<SignInKeys>,
+    /// Failures, locks and TOTP steps per operator, for every worker.
+    pub signins: SignIns,
+}
+
+/// The keys the sign-in flows use, both from the ticket key.
+pub(crate) struct SignInKeys {
+    /// Signs and checks tickets.
+    pub ticket: TicketKey,
+    /// Verifiers for names no operator has.
+    pub mock: MockVerifiers,
+}
+
+impl SignInKeys {
+    /// Both from the ticket key's bytes.
+    pub fn new(bytes: &[u8; TICKET_KEY_BYTES]) -> SignInKeys {
+        SignInKeys {
+            ticket: TicketKey::new(bytes),
+            mock: MockVerifiers::new(bytes),
+        }
+    }
 }
 
 impl Shared {

@@ -255,7 +255,18 @@ fn reload(shard: &Shard, config: Arc<Config>) {
     *shard.config.borrow_mut() = config.clone();
 
     shard.evict(|rec| !keys.contains(rec.kid), "key-removed");
-    shard.sessions.borrow_mut().end_where(|kid| !keys.contains(kid));
+    // A session opened by an operator the new config removed or changed
+    // ends with it (Gateway::reload logs which operators).
+    let operator_stays = |(name, generation): &(String, u64)| {
+        config
+            .operators
+            .iter()
+            .any(|o| o.name == *name && o.generation == *generation)
+    };
+    shard
+        .sessions
+        .borrow_mut()
+        .end_where(|s| !keys.contains(s.kid) || s.operator.as_ref().is_some_and(|o| !operator_stays(o)));
     let mut pending = shard.pending.borrow_mut();
     pending.cancel_where(|kid| !keys.contains(kid));
     pending.set_limits(pairing_limits(&config));
@@ -317,6 +328,13 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         key_quota_refusals: st.key_quota_refusals.get(),
+        sign_ins: st.sign_ins.borrow().iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        ticket_refusals: st
+            .ticket_refusals
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
     };
     let sessions: Vec<SessionRow> = shard
         .sessions
@@ -328,7 +346,7 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
             stats.bytes_to_control += down;
             SessionRow {
                 control: s.control.clone(),
-                operator: None,
+                operator: s.operator.as_ref().map(|(name, _)| name.clone()),
                 agent: s.agent.clone(),
                 key: keys.name_of(s.kid).to_string(),
                 started: rfc3339(s.started),

@@ -44,6 +44,9 @@ pub struct GatewayConfig {
     /// More `[limits]` lines as written (`"write_timeout_secs = 1"`), for
     /// settings no other test needs a field for.
     pub limits_extra: Vec<String>,
+    /// More TOML at the end of the file as written (`[auth]`,
+    /// `[[operators]]` blocks).
+    pub tail: Vec<String>,
 }
 
 /// The `[log]` section of a test config (its `dir` is always the
@@ -100,6 +103,7 @@ impl GatewayConfig {
             admin_hosts: Vec::new(),
             tls: None,
             limits_extra: Vec::new(),
+            tail: Vec::new(),
         }
     }
 
@@ -172,6 +176,12 @@ impl GatewayConfig {
                 path(&tls.key),
                 tls.require
             ));
+        }
+        for block in &self.tail {
+            text.push_str(block);
+            if !block.ends_with('\n') {
+                text.push('\n');
+            }
         }
         text
     }

@@ -60,6 +60,16 @@ pub(crate) enum Refusal<'a> {
     WorkerBusy,
     /// Another worker did not answer in time: what was asked.
     WorkerSlow(&'static str),
+    /// A sign-in to a gateway without operators.
+    NoOperators,
+    /// Sign-in cannot run: the ticket key could not be made or read.
+    SignInUnavailable,
+    /// Operators are configured and the request has no ticket.
+    SignInFirst,
+    /// The ticket or its proof failed a check.
+    SignInAgain,
+    /// `totp_per_session`: the connect's code is missing, wrong or used.
+    FreshCodeNeeded,
 }
 
 impl Refusal<'_> {
@@ -71,7 +81,7 @@ impl Refusal<'_> {
             Refusal::BadHead(e) => e.status(),
             Refusal::NoEndpoint | Refusal::NoSuchClient(_) | Refusal::NoSuchSession => 404,
             Refusal::MethodNotAllowed => 405,
-            Refusal::Source(SourceRefusal::Rate(_)) => 429,
+            Refusal::Source(SourceRefusal::Rate(_) | SourceRefusal::SignIns) => 429,
             Refusal::AtConnectionLimit
             | Refusal::Source(_)
             | Refusal::ShuttingDown
@@ -81,7 +91,10 @@ impl Refusal<'_> {
             | Refusal::NotReading(_)
             | Refusal::WorkerBusy
             | Refusal::WorkerSlow(_)
+            | Refusal::SignInUnavailable
             | Refusal::ProofRefused(AuthError::NonceQuota) => 503,
+            Refusal::NoOperators => 404,
+            Refusal::SignInFirst | Refusal::SignInAgain | Refusal::FreshCodeNeeded => 401,
             Refusal::MustUpgrade(..) => 426,
             Refusal::BadName(_) => 400,
             Refusal::ProofRefused(_) => 401,
@@ -110,6 +123,9 @@ impl Refusal<'_> {
             }
             Refusal::Source(SourceRefusal::TableFull) => {
                 "too many addresses are connecting at once; try again later".into()
+            }
+            Refusal::Source(SourceRefusal::SignIns) => {
+                "too many sign-ins from your address; wait a minute and try again".into()
             }
             Refusal::ShuttingDown => "the gateway is shutting down; try again later".into(),
             Refusal::MustUpgrade(what, proto) => format!("{what} must upgrade to {proto}").into(),
@@ -144,6 +160,11 @@ impl Refusal<'_> {
             Refusal::ControlGone => "the control stopped waiting".into(),
             Refusal::WorkerBusy => "the gateway is busy; try again shortly".into(),
             Refusal::WorkerSlow(what) => format!("a gateway worker did not answer in time ({what})").into(),
+            Refusal::NoOperators => "this gateway has no operators".into(),
+            Refusal::SignInUnavailable => "operator sign-in is unavailable on this gateway; try again later".into(),
+            Refusal::SignInFirst => "sign in first: ringway control login".into(),
+            Refusal::SignInAgain => "sign in again: ringway control login".into(),
+            Refusal::FreshCodeNeeded => "a fresh TOTP code is needed".into(),
         }
     }
 
@@ -233,6 +254,15 @@ mod tests {
                 "client mute did not join the session within 1 s",
             ),
             (Refusal::ControlGone, 410, "the control stopped waiting"),
+            (Refusal::NoOperators, 404, "this gateway has no operators"),
+            (Refusal::SignInFirst, 401, "sign in first: ringway control login"),
+            (Refusal::SignInAgain, 401, "sign in again: ringway control login"),
+            (Refusal::FreshCodeNeeded, 401, "a fresh TOTP code is needed"),
+            (
+                Refusal::Source(SourceRefusal::SignIns),
+                429,
+                "too many sign-ins from your address; wait a minute and try again",
+            ),
             (Refusal::WorkerBusy, 503, "the gateway is busy; try again shortly"),
             (
                 Refusal::WorkerSlow("client list"),

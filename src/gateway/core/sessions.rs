@@ -18,6 +18,9 @@ pub(crate) struct SessionInfo {
     pub agent: String,
     /// The key both proved.
     pub kid: KeyId,
+    /// The operator signed in on the control, and its generation then
+    /// (none without operators).
+    pub operator: Option<(String, u64)>,
     /// When the relay started.
     pub started: SystemTime,
     /// Bytes each way so far (control→agent is `a_to_b`).
@@ -44,11 +47,11 @@ impl Sessions {
         self.slab.try_remove(key);
     }
 
-    /// Ends every session whose key `keep` refuses, by dropping its record
-    /// and with it the kill switch; returns how many.
-    pub fn end_where(&mut self, doomed: impl Fn(KeyId) -> bool) -> usize {
+    /// Ends every session `doomed` picks, by dropping its record and
+    /// with it the kill switch; returns how many.
+    pub fn end_where(&mut self, doomed: impl Fn(&SessionInfo) -> bool) -> usize {
         let before = self.slab.len();
-        self.slab.retain(|_, s| !doomed(s.kid));
+        self.slab.retain(|_, s| !doomed(s));
         before - self.slab.len()
     }
 
@@ -73,6 +76,7 @@ mod tests {
             control: "ops".into(),
             agent: "pc1".into(),
             kid: KeyId([kid; 8]),
+            operator: None,
             started: SystemTime::now(),
             counters: Rc::new(Counters::default()),
             _kill: kill,
@@ -87,7 +91,7 @@ mod tests {
         let (b, mut kb) = session(2);
         s.insert(a);
         let kb_slot = s.insert(b);
-        assert_eq!(s.end_where(|k| k == KeyId([1; 8])), 1);
+        assert_eq!(s.end_where(|s| s.kid == KeyId([1; 8])), 1);
         assert_eq!(ka.try_recv(), Err(oneshot::Canceled), "key 1's relay is told to end");
         assert_eq!(kb.try_recv(), Ok(None), "key 2's relay runs on");
         assert_eq!(s.iter().count(), 1);

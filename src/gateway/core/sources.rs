@@ -47,6 +47,16 @@ const PARTS: usize = 16;
 /// new sources at thousands of connections a second.
 pub(crate) const IDLE_SOURCES: usize = 16_384;
 
+/// Sign-ins a source may start a minute once its burst is spent: an
+/// operator mistyping a password a few times is never slowed, while one
+/// address can try at most 600 passwords an hour, and can lock at most two
+/// operators (at the default five failures) a minute.
+pub(crate) const SIGNINS_PER_MINUTE: u128 = 10;
+
+/// Sign-ins a source may start at once: a team behind one NAT starting
+/// its shift together.
+pub(crate) const SIGNIN_BURST: u128 = 20;
+
 /// A token in the bucket's units: nanotokens, so that refilling by
 /// `elapsed nanoseconds x rate` is exact however often it runs.
 const TOKEN: u128 = 1_000_000_000;
@@ -101,6 +111,8 @@ pub(crate) enum SourceRefusal {
     Rate(usize),
     /// The table is full of sources with connections open.
     TableFull,
+    /// The source's sign-in bucket is empty ([`SIGNINS_PER_MINUTE`]).
+    SignIns,
 }
 
 impl SourceRefusal {
@@ -110,6 +122,7 @@ impl SourceRefusal {
             SourceRefusal::Unauthenticated(_) => "unauthenticated",
             SourceRefusal::Rate(_) => "rate",
             SourceRefusal::TableFull => "table_full",
+            SourceRefusal::SignIns => "sign_ins",
         }
     }
 
@@ -121,6 +134,7 @@ impl SourceRefusal {
             }
             SourceRefusal::Rate(n) => format!("it opens new connections faster than {n} a second"),
             SourceRefusal::TableFull => "too many sources have connections open".to_string(),
+            SourceRefusal::SignIns => format!("it starts sign-ins faster than {SIGNINS_PER_MINUTE} a minute"),
         }
     }
 }
@@ -148,7 +162,9 @@ struct Entry {
     open: usize,
     /// Its bucket, in [`TOKEN`] units.
     tokens: u128,
-    /// When `tokens` was last brought up to date.
+    /// Its sign-in bucket, in [`TOKEN`] units.
+    signins: u128,
+    /// When `tokens` and `signins` were last brought up to date.
     refilled: Instant,
 }
 
@@ -157,6 +173,7 @@ impl Entry {
         Entry {
             open: 0,
             tokens: capacity(limits),
+            signins: SIGNIN_BURST * TOKEN,
             refilled: now,
         }
     }
@@ -167,15 +184,24 @@ impl Entry {
         self.tokens.saturating_add(gained).min(capacity(limits))
     }
 
+    /// The sign-in bucket as it stands at `now`.
+    fn signins_at(&self, now: Instant) -> u128 {
+        let gained = now.saturating_duration_since(self.refilled).as_nanos() * SIGNINS_PER_MINUTE / 60;
+        self.signins.saturating_add(gained).min(SIGNIN_BURST * TOKEN)
+    }
+
     fn refill(&mut self, now: Instant, limits: &SourceLimits) {
         self.tokens = self.tokens_at(now, limits);
+        self.signins = self.signins_at(now);
         self.refilled = now;
     }
 
     /// Nothing left to remember: no connection open and a full bucket (a
     /// new entry would start the same).
     fn idle(&self, now: Instant, limits: &SourceLimits) -> bool {
-        self.open == 0 && self.tokens_at(now, limits) >= capacity(limits)
+        self.open == 0
+            && self.tokens_at(now, limits) >= capacity(limits)
+            && self.signins_at(now) >= SIGNIN_BURST * TOKEN
     }
 }
 
@@ -209,6 +235,23 @@ impl Part {
             self.map.retain(|_, e| e.open > 0);
         }
         self.map.len() < bound
+    }
+}
+
+impl Part {
+    /// `source`'s entry, brought up to `now`: made if need be, room made
+    /// first at the bound, or the table is full.
+    fn entry_at(&mut self, source: Source, now: Instant) -> Result<&mut Entry, Refused> {
+        if !self.map.contains_key(&source) && self.map.len() >= self.bound() && !self.make_room(now) {
+            return Err(Refused {
+                source,
+                why: SourceRefusal::TableFull,
+            });
+        }
+        let limits = self.limits;
+        let entry = self.map.entry(source).or_insert_with(|| Entry::new(now, &limits));
+        entry.refill(now, &limits);
+        Ok(entry)
     }
 }
 
@@ -256,15 +299,8 @@ impl Sources {
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Unauthenticated, Refused> {
         let source = Source::of(ip);
         let mut part = self.part(source);
-        if !part.map.contains_key(&source) && part.map.len() >= part.bound() && !part.make_room(now) {
-            return Err(Refused {
-                source,
-                why: SourceRefusal::TableFull,
-            });
-        }
         let limits = part.limits;
-        let entry = part.map.entry(source).or_insert_with(|| Entry::new(now, &limits));
-        entry.refill(now, &limits);
+        let entry = part.entry_at(source, now)?;
         if entry.open >= limits.unauthenticated {
             return Err(Refused {
                 source,
@@ -286,6 +322,23 @@ impl Sources {
             source,
             proven: false,
         })
+    }
+
+    /// Takes one sign-in from `ip`'s source's bucket ([`SIGNIN_BURST`],
+    /// then [`SIGNINS_PER_MINUTE`]), or refuses it. The entry is made if
+    /// need be, under the same bound as [`Sources::admit`]'s.
+    pub fn take_signin(&self, ip: IpAddr, now: Instant) -> Result<(), Refused> {
+        let source = Source::of(ip);
+        let mut part = self.part(source);
+        let entry = part.entry_at(source, now)?;
+        if entry.signins < TOKEN {
+            return Err(Refused {
+                source,
+                why: SourceRefusal::SignIns,
+            });
+        }
+        entry.signins -= TOKEN;
+        Ok(())
     }
 
     /// Gives back a connection's place and, if it proved a key, its token.

@@ -40,6 +40,10 @@ pub(crate) struct Stats {
     pub source_refusals: RefCell<BTreeMap<&'static str, u64>>,
     /// Agent registrations refused by their key's quota.
     pub key_quota_refusals: Cell<u64>,
+    /// Operator sign-ins, by outcome (`ok` or why not).
+    pub sign_ins: RefCell<BTreeMap<&'static str, u64>>,
+    /// Browses and connects refused for their ticket, by reason.
+    pub ticket_refusals: RefCell<BTreeMap<&'static str, u64>>,
 }
 
 impl Stats {
@@ -132,6 +136,10 @@ pub struct StatsSnapshot {
     pub source_refusals: BTreeMap<String, u64>,
     /// Agent registrations refused by their key's quota.
     pub key_quota_refusals: u64,
+    /// Operator sign-ins, by outcome.
+    pub sign_ins: BTreeMap<String, u64>,
+    /// Browses and connects refused for their ticket, by reason.
+    pub ticket_refusals: BTreeMap<String, u64>,
 }
 
 /// Everything one worker reports to the admin listener.

@@ -16,6 +16,7 @@ use futures_channel::oneshot;
 use futures_util::future::{Either, select};
 
 use super::answer::{identity, refuse_proof, reject, send, verify, wants_upgrade};
+use super::operator::{fresh_code, grant};
 use crate::auth::new_nonce;
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
@@ -56,6 +57,14 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
             return;
         }
     };
+    let control = http::pct_decode(&identity_raw).unwrap_or_default();
+    let granted = match grant(&shard, &stream, peer.ip(), &head, &identity_raw, &control, kid) {
+        Ok(g) => g,
+        Err(why) => {
+            reject(&shard, &stream, why).await;
+            return;
+        }
+    };
     let mut agents: Vec<AgentSummary> = Vec::new();
     for w in 0..shard.workers() {
         if w == shard.index {
@@ -70,6 +79,9 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
                 return;
             }
         }
+    }
+    if let Some(g) = &granted {
+        agents.retain(|a| g.scope.may_reach(&a.name));
     }
     agents.sort_by(|a, b| a.name.cmp(&b.name));
     let body = match serde_json::to_vec(&agents) {
@@ -118,6 +130,35 @@ pub(crate) async fn connect(
             return;
         }
     };
+    let granted = match grant(&shard, &stream, peer.ip(), &head, &identity_raw, &control, kid) {
+        Ok(g) => g,
+        Err(why) => {
+            reject(&shard, &stream, why).await;
+            return;
+        }
+    };
+    // With operators, the log names the operator where the seed's lines
+    // name the control.
+    let control_shown = granted.as_ref().map_or(control_shown, |g| sanitize(&g.operator));
+    if let Some(g) = &granted {
+        if !g.scope.may_reach(&agent) {
+            // As for an agent that is not there: an operator learns
+            // nothing of the agents outside its patterns.
+            shard.event_from(
+                peer.ip(),
+                format!(
+                    "Operator {control_shown} may not reach Client {agent_shown}. Rejecting connection request from {}",
+                    peer.ip()
+                ),
+            );
+            reject(&shard, &stream, Refusal::NoSuchClient(&agent_shown)).await;
+            return;
+        }
+        if let Err(why) = fresh_code(&shard, peer.ip(), &head, g) {
+            reject(&shard, &stream, why).await;
+            return;
+        }
+    }
 
     let config = shard.config();
     let (tx, rx) = oneshot::channel();
@@ -208,6 +249,22 @@ pub(crate) async fn connect(
         }
     };
 
+    // A reload may have revoked the operator while its agent was joining:
+    // the session would outlive the revocation that was to end it.
+    if let Some(g) = &granted {
+        let now = shard.config();
+        if !now
+            .operators
+            .iter()
+            .any(|o| o.name == g.operator && o.generation == g.generation)
+        {
+            shard.event(format!(
+                "Operator {control_shown} was revoked while Client {agent_shown} joined: the session is not started"
+            ));
+            reject(&shard, &stream, Refusal::SignInAgain).await;
+            return;
+        }
+    }
     let agent_stream = joined.stream;
     // The data connection's share of the cap lives as long as the relay.
     let _agent_permit = joined.permit;
@@ -217,6 +274,7 @@ pub(crate) async fn connect(
         control: control.clone(),
         agent: agent.clone(),
         kid,
+        operator: granted.as_ref().map(|g| (g.operator.clone(), g.generation)),
         started: SystemTime::now(),
         counters: counters.clone(),
         _kill: kill,

@@ -7,3 +7,5 @@ pub(crate) mod answer;
 pub(crate) mod control;
 pub(crate) mod handover;
 pub(crate) mod join;
+pub(crate) mod login;
+pub(crate) mod operator;

@@ -226,6 +226,32 @@ fn a_lowered_limit_applies_to_new_connections() {
     assert!(t.admit(v4(1), now).is_ok());
 }
 
+#[test]
+fn sign_ins_have_a_burst_then_ten_a_minute_per_source() {
+    let t = table(limits(4, 0, 1));
+    let now = Instant::now();
+    for i in 0..SIGNIN_BURST {
+        assert!(t.take_signin(v4(1), now).is_ok(), "sign-in {i} is within the burst");
+    }
+    assert_eq!(
+        t.take_signin(v4(1), now).expect_err("spent").why,
+        SourceRefusal::SignIns
+    );
+    assert!(t.take_signin(v4(2), now).is_ok(), "another source has its own bucket");
+    let later = now + Duration::from_secs(6);
+    assert!(t.take_signin(v4(1), later).is_ok(), "one more after 6 s");
+    assert_eq!(
+        t.take_signin(v4(1), later).expect_err("spent").why,
+        SourceRefusal::SignIns
+    );
+    // A spent bucket is remembered: the entry is not idle until it is full.
+    t.sweep(later, 0, 1);
+    assert_eq!(
+        t.take_signin(v4(1), later).expect_err("spent").why,
+        SourceRefusal::SignIns
+    );
+}
+
 proptest! {
     /// Whatever the order of accepts, closes and proofs, a source's count
     /// is exactly its connections not yet closed or proven, never above
