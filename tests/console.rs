@@ -141,7 +141,7 @@ fn the_console_renders_in_headless_chromium() {
 // 3. Metrics.
 
 /// The families docs/ADMIN.md lists, with their types.
-const FAMILIES: [(&str, &str); 24] = [
+const FAMILIES: [(&str, &str); 25] = [
     ("ringway_workers", "gauge"),
     ("ringway_workers_answered", "gauge"),
     ("ringway_agents_connected", "gauge"),
@@ -159,6 +159,7 @@ const FAMILIES: [(&str, &str); 24] = [
     ("ringway_registrations_total", "counter"),
     ("ringway_heartbeat_expired_total", "counter"),
     ("ringway_tls_handshakes_total", "counter"),
+    ("ringway_tls_agent_channels_compact_total", "counter"),
     ("ringway_tls_handshake_failures_total", "counter"),
     ("ringway_auth_failures_total", "counter"),
     ("ringway_rejected_total", "counter"),
