@@ -21,6 +21,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod admin;
+pub mod approve;
 pub mod auth;
 pub mod cli;
 pub mod client;

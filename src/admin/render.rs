@@ -220,7 +220,7 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
         summed(snaps, "reason", |s| &s.stats.source_refusals),
     );
     type Labelled = fn(&WorkerSnapshot) -> &std::collections::BTreeMap<String, u64>;
-    let operators: [(&str, &str, &str, Labelled); 2] = [
+    let operators: [(&str, &str, &str, Labelled); 3] = [
         (
             "ringway_sign_ins_total",
             "Operator sign-ins, by outcome: ok, or why not.",
@@ -232,6 +232,12 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
             "Browses and connects refused for their operator ticket or TOTP code, by reason.",
             "reason",
             |s| &s.stats.ticket_refusals,
+        ),
+        (
+            "ringway_approvals_total",
+            "Connects put to the approval hook, by outcome: yes, no, or busy (refused unasked).",
+            "outcome",
+            |s| &s.stats.approvals,
         ),
     ];
     for (name, help, label, counter) in operators {

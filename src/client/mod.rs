@@ -34,6 +34,12 @@ use crate::tls::{TlsConn, Trust};
 /// 10 s by default), so this leaves room past that.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a connect waits for its answer: the gateway may first ask its
+/// approval hook (up to `[auth] approve_timeout_secs`, at most 60 s: a
+/// person answering a push) and then wait for the agent to join (10 s by
+/// default).
+pub const CONNECT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// How long a client waits for the TCP connection to the gateway. A
 /// dropped SYN is retried by the kernel for minutes; 10 s is long enough
 /// for a slow uplink and short enough that an agent moves on to its
@@ -311,7 +317,12 @@ pub async fn request(
 ) -> Result<(ResponseHead, Vec<u8>), ClientError> {
     for last in [false, true] {
         let head = request_head(ep, binding(ep, stream)?, method, target, extra);
-        let (answer, rest) = exchange(stream, head).await?;
+        let within = if target.starts_with(proto::PATH_CONNECT_PREFIX) {
+            CONNECT_RESPONSE_TIMEOUT
+        } else {
+            RESPONSE_TIMEOUT
+        };
+        let (answer, rest) = exchange_within(stream, head, within).await?;
         ep.boot.learn(&answer);
         if answer.status != 401 || stream.is_tls() {
             return Ok((answer, rest));
@@ -330,9 +341,18 @@ pub async fn request(
 /// Sends a request head and reads the response head (within
 /// [`RESPONSE_TIMEOUT`]); returns it with the bytes read past it.
 pub async fn exchange(stream: &Conn, head: Vec<u8>) -> Result<(ResponseHead, Vec<u8>), ClientError> {
+    exchange_within(stream, head, RESPONSE_TIMEOUT).await
+}
+
+/// As [`exchange`], waiting `within` for the answer.
+async fn exchange_within(
+    stream: &Conn,
+    head: Vec<u8>,
+    within: Duration,
+) -> Result<(ResponseHead, Vec<u8>), ClientError> {
     let BufResult(res, _) = stream.write_all_from(head).await;
     res?;
-    compio::time::timeout(RESPONSE_TIMEOUT, read_response(stream))
+    compio::time::timeout(within, read_response(stream))
         .await
         .map_err(|_| ClientError::Timeout("no response from the gateway in time"))?
 }

@@ -40,6 +40,17 @@ pub const LOCKOUT_MINUTES: Bound = Bound {
     max: 1440,
 };
 
+/// `approve_timeout_secs`: how long the approval hook may take to say yes.
+/// A minute by default, as long as Duo's own push waits for a person to
+/// pick up a phone; no longer, since the control's CLI waits 90 s for a
+/// connect's answer (approval, then the agent's join).
+pub const APPROVE_TIMEOUT_SECS: Bound = Bound {
+    key: "approve_timeout_secs",
+    default: 60,
+    min: 1,
+    max: 60,
+};
+
 /// Longest `approve_command` or `approve_url`: a command line or URL, not
 /// a script.
 pub const MAX_APPROVE_CHARS: usize = 2048;
@@ -92,6 +103,8 @@ pub struct AuthConfig {
     pub lockout: Duration,
     /// An approval asked before each connect, if any.
     pub approve: Option<Approve>,
+    /// How long the approval may take; no answer in time is no.
+    pub approve_timeout: Duration,
 }
 
 impl Default for AuthConfig {
@@ -104,6 +117,7 @@ impl Default for AuthConfig {
             lockout_after: LOCKOUT_AFTER.default as u32,
             lockout: Duration::from_secs(LOCKOUT_MINUTES.default * 60),
             approve: None,
+            approve_timeout: Duration::from_secs(APPROVE_TIMEOUT_SECS.default),
         }
     }
 }
@@ -119,6 +133,7 @@ pub(super) struct RawAuth {
     lockout_minutes: Option<Spanned<u64>>,
     approve_command: Option<Spanned<String>>,
     approve_url: Option<Spanned<String>>,
+    approve_timeout_secs: Option<Spanned<u64>>,
 }
 
 /// Checks `[auth]`. Absent: every default.
@@ -162,6 +177,7 @@ pub(super) fn parse_auth(raw: Option<&RawAuth>, src: &Source) -> Result<AuthConf
         lockout_after: LOCKOUT_AFTER.take(&a.lockout_after, src)? as u32,
         lockout: Duration::from_secs(LOCKOUT_MINUTES.take(&a.lockout_minutes, src)? * 60),
         approve,
+        approve_timeout: Duration::from_secs(APPROVE_TIMEOUT_SECS.take(&a.approve_timeout_secs, src)?),
     })
 }
 
@@ -221,6 +237,7 @@ mod tests {
             lockout_after: 5,
             lockout: Duration::from_secs(30 * 60),
             approve: None,
+            approve_timeout: Duration::from_secs(60),
         };
         assert_eq!(section("", "auth", parse_auth), Ok(want.clone()));
         assert_eq!(parse(""), Ok(want.clone()));
@@ -230,7 +247,7 @@ mod tests {
     #[test]
     fn every_setting_parses() {
         let a = parse(
-            "totp = \"required\"\ntotp_per_session = true\nticket_hours = 8\nlockout_after = 3\nlockout_minutes = 60\napprove_command = \"/usr/local/bin/ask-duo --wait 30\"\n",
+            "totp = \"required\"\ntotp_per_session = true\nticket_hours = 8\nlockout_after = 3\nlockout_minutes = 60\napprove_command = \"/usr/local/bin/ask-duo --wait 30\"\napprove_timeout_secs = 45\n",
         )
         .expect("valid");
         assert_eq!(
@@ -242,6 +259,7 @@ mod tests {
                 lockout_after: 3,
                 lockout: Duration::from_secs(3600),
                 approve: Some(Approve::Command("/usr/local/bin/ask-duo --wait 30".into())),
+                approve_timeout: Duration::from_secs(45),
             }
         );
         assert_eq!(
@@ -280,6 +298,10 @@ mod tests {
             (
                 "lockout_minutes = 1441\n",
                 "test.toml:2: lockout_minutes = 1441 is out of range (1 to 1440)",
+            ),
+            (
+                "approve_timeout_secs = 61\n",
+                "test.toml:2: approve_timeout_secs = 61 is out of range (1 to 60)",
             ),
             (
                 "approve_command = \"a\"\napprove_url = \"http://x\"\n",

@@ -119,7 +119,7 @@ mod tests {
     }
 
     /// Every key some section knows, so random lines hit real checks.
-    const KNOWN_KEYS: [&str; 33] = [
+    const KNOWN_KEYS: [&str; 34] = [
         "workers",
         "cmpi_secs",
         "max_clients",
@@ -153,6 +153,7 @@ mod tests {
         "lockout_minutes",
         "approve_command",
         "approve_url",
+        "approve_timeout_secs",
     ];
 
     proptest::proptest! {

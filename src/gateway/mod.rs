@@ -136,6 +136,7 @@ impl Gateway {
             events,
             signin_keys,
             signins: SignIns::default(),
+            approver: Arc::default(),
         });
 
         let cpus = allowed_cpus();

@@ -27,6 +27,7 @@ use super::core::sessions::Sessions;
 use super::core::signins::SignIns;
 use super::core::sources::{IDLE_SOURCES, SourceLimits, Sources, Unauthenticated};
 use super::core::stats::Stats;
+use crate::approve::Approver;
 use crate::auth::scram::MockVerifiers;
 use crate::auth::ticket::{TICKET_KEY_BYTES, TicketKey};
 use crate::auth::{BootId, KeyId, KeyRing, NonceCache, unix_now};
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     pub signin_keys: OnceLock<SignInKeys>,
     /// Failures, locks and TOTP steps per operator, for every worker.
     pub signins: SignIns,
+    /// Asks the approval hook, off the event loops, for every worker.
+    pub approver: Arc<Approver>,
 }
 
 /// The keys the sign-in flows use, both from the ticket key.

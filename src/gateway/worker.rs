@@ -335,6 +335,7 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
+        approvals: st.approvals.borrow().iter().map(|(k, v)| (k.to_string(), *v)).collect(),
     };
     let sessions: Vec<SessionRow> = shard
         .sessions

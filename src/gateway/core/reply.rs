@@ -70,6 +70,10 @@ pub(crate) enum Refusal<'a> {
     SignInAgain,
     /// `totp_per_session`: the connect's code is missing, wrong or used.
     FreshCodeNeeded,
+    /// The approval hook said no, or did not answer in time.
+    NotApproved,
+    /// Too many connects are waiting for the approval hook.
+    ApprovalsBusy,
 }
 
 impl Refusal<'_> {
@@ -92,8 +96,10 @@ impl Refusal<'_> {
             | Refusal::WorkerBusy
             | Refusal::WorkerSlow(_)
             | Refusal::SignInUnavailable
+            | Refusal::ApprovalsBusy
             | Refusal::ProofRefused(AuthError::NonceQuota) => 503,
             Refusal::NoOperators => 404,
+            Refusal::NotApproved => 403,
             Refusal::SignInFirst | Refusal::SignInAgain | Refusal::FreshCodeNeeded => 401,
             Refusal::MustUpgrade(..) => 426,
             Refusal::BadName(_) => 400,
@@ -165,6 +171,8 @@ impl Refusal<'_> {
             Refusal::SignInFirst => "sign in first: ringway control login".into(),
             Refusal::SignInAgain => "sign in again: ringway control login".into(),
             Refusal::FreshCodeNeeded => "a fresh TOTP code is needed".into(),
+            Refusal::NotApproved => "the connection was not approved".into(),
+            Refusal::ApprovalsBusy => "too many connections are waiting for approval; try again later".into(),
         }
     }
 
@@ -258,6 +266,12 @@ mod tests {
             (Refusal::SignInFirst, 401, "sign in first: ringway control login"),
             (Refusal::SignInAgain, 401, "sign in again: ringway control login"),
             (Refusal::FreshCodeNeeded, 401, "a fresh TOTP code is needed"),
+            (Refusal::NotApproved, 403, "the connection was not approved"),
+            (
+                Refusal::ApprovalsBusy,
+                503,
+                "too many connections are waiting for approval; try again later",
+            ),
             (
                 Refusal::Source(SourceRefusal::SignIns),
                 429,

@@ -44,6 +44,8 @@ pub(crate) struct Stats {
     pub sign_ins: RefCell<BTreeMap<&'static str, u64>>,
     /// Browses and connects refused for their ticket, by reason.
     pub ticket_refusals: RefCell<BTreeMap<&'static str, u64>>,
+    /// Connects put to the approval hook, by outcome (`yes`, `no`, `busy`).
+    pub approvals: RefCell<BTreeMap<&'static str, u64>>,
 }
 
 impl Stats {
@@ -140,6 +142,8 @@ pub struct StatsSnapshot {
     pub sign_ins: BTreeMap<String, u64>,
     /// Browses and connects refused for their ticket, by reason.
     pub ticket_refusals: BTreeMap<String, u64>,
+    /// Connects put to the approval hook, by outcome.
+    pub approvals: BTreeMap<String, u64>,
 }
 
 /// Everything one worker reports to the admin listener.
