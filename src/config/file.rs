@@ -7,6 +7,7 @@ use toml::Spanned;
 
 use super::ConfigFile;
 use super::admin::{RawAdmin, parse_admin};
+use super::audit::{RawAudit, parse_audit};
 use super::auth::{RawAuth, parse_auth};
 use super::error::{ConfigError, Source};
 use super::event_log::{RawLog, parse_log};
@@ -27,6 +28,7 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     tls: Option<RawTls>,
     auth: Option<RawAuth>,
+    audit: Option<RawAudit>,
     operators: Option<Spanned<Vec<Spanned<RawOperator>>>>,
 }
 
@@ -57,6 +59,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         keys,
         limits,
         log: parse_log(raw.log.as_ref(), &src)?,
+        audit: parse_audit(raw.audit.as_ref(), &src)?,
         admin: parse_admin(raw.admin.as_ref(), &src)?,
         tls: parse_tls(raw.tls.as_ref(), &src)?,
         operators,
@@ -119,7 +122,7 @@ mod tests {
     }
 
     /// Every key some section knows, so random lines hit real checks.
-    const KNOWN_KEYS: [&str; 34] = [
+    const KNOWN_KEYS: [&str; 35] = [
         "workers",
         "cmpi_secs",
         "max_clients",
@@ -154,6 +157,7 @@ mod tests {
         "approve_command",
         "approve_url",
         "approve_timeout_secs",
+        "file",
     ];
 
     proptest::proptest! {

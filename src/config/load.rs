@@ -85,6 +85,10 @@ impl ConfigFile {
             l.dir = resolve(&l.dir);
             l
         });
+        let audit = self.audit.clone().map(|mut a| {
+            a.file = resolve(&a.file);
+            a
+        });
         let operators = self
             .operators
             .iter()
@@ -100,6 +104,7 @@ impl ConfigFile {
             keys,
             limits: self.limits,
             log,
+            audit,
             admin,
             tls,
             auth: self.auth,

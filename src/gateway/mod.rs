@@ -45,6 +45,7 @@ use self::core::signins::SignIns;
 use self::core::sources::Sources;
 use self::listeners::{allowed_cpus, bind_all};
 use self::shard::{Shared, SignInKeys, source_limits};
+use crate::audit::Audit;
 use crate::auth::{BootId, NonceCache};
 use crate::config::Config;
 use crate::eventlog::EventLog;
@@ -68,6 +69,8 @@ pub enum StartError {
     Runtime(io::Error),
     /// The state folder or its ticket key could not be made or read.
     State(String),
+    /// The audit file could not be opened.
+    Audit(io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -76,6 +79,7 @@ impl fmt::Display for StartError {
             StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
             StartError::Runtime(e) => write!(f, "cannot start an io_uring event loop: {e}"),
             StartError::State(why) => f.write_str(why),
+            StartError::Audit(e) => write!(f, "audit trail: {e}"),
         }
     }
 }
@@ -120,6 +124,7 @@ impl Gateway {
             let key = state::ticket_key(&config.state_dir).map_err(StartError::State)?;
             let _ = signin_keys.set(SignInKeys::new(&key));
         }
+        let audit = Audit::start(config.audit.clone()).map_err(StartError::Audit)?;
         let (listeners, addrs) = bind_all(&config.listen, workers)?;
 
         let (senders, receivers): (Vec<_>, Vec<_>) =
@@ -137,6 +142,7 @@ impl Gateway {
             signin_keys,
             signins: SignIns::default(),
             approver: Arc::default(),
+            audit,
         });
 
         let cpus = allowed_cpus();
@@ -278,6 +284,12 @@ impl Gateway {
                     }
                 }
             }
+        }
+
+        if new.audit != old.audit
+            && let Err(e) = self.shared.audit.reconfigure(new.audit.clone())
+        {
+            report.warnings.push(format!("audit settings not applied: {e}"));
         }
 
         if new.log != old.log {

@@ -28,6 +28,7 @@ use super::core::signins::SignIns;
 use super::core::sources::{IDLE_SOURCES, SourceLimits, Sources, Unauthenticated};
 use super::core::stats::Stats;
 use crate::approve::Approver;
+use crate::audit::Audit;
 use crate::auth::scram::MockVerifiers;
 use crate::auth::ticket::{TICKET_KEY_BYTES, TicketKey};
 use crate::auth::{BootId, KeyId, KeyRing, NonceCache, unix_now};
@@ -81,6 +82,8 @@ pub(crate) struct Shared {
     pub signins: SignIns,
     /// Asks the approval hook, off the event loops, for every worker.
     pub approver: Arc<Approver>,
+    /// The audit trail (`[audit]`), for every worker.
+    pub audit: Audit,
 }
 
 /// The keys the sign-in flows use, both from the ticket key.

@@ -164,6 +164,16 @@ pub(crate) async fn login(
         Err(_) => (None, Outcome::Abandoned, None),
     };
     Stats::bump(&shard.stats.sign_ins, outcome.label());
+    shard.shared.audit.record(
+        "sign_in",
+        &[
+            ("operator", user.clone().unwrap_or_default().into()),
+            ("key", key_name.as_str().into()),
+            ("control", control.as_str().into()),
+            ("source", peer.ip().to_string().into()),
+            ("outcome", outcome.label().into()),
+        ],
+    );
     let user_shown = user.as_deref().map_or_else(|| "?".to_string(), sanitize);
     if outcome == Outcome::Ok {
         shard.event(format!(
