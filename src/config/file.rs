@@ -53,6 +53,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         workers: gateway.workers,
         cmpi: gateway.cmpi,
         max_clients: gateway.max_clients,
+        role: gateway.role,
         keys,
         limits,
         log: parse_log(raw.log.as_ref(), &src)?,
@@ -118,8 +119,9 @@ mod tests {
     }
 
     /// Every key some section knows, so random lines hit real checks.
-    const KNOWN_KEYS: [&str; 33] = [
+    const KNOWN_KEYS: [&str; 34] = [
         "workers",
+        "role",
         "cmpi_secs",
         "max_clients",
         "head_timeout_secs",

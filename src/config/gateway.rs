@@ -1,6 +1,6 @@
 //! The `[gateway]` section: where to listen, how many event loops, the
-//! agents' poll interval and the licence. Its `keys` are checked in
-//! [`super::keys`].
+//! agents' poll interval, the licence and the gateway's role (primary or
+//! secondary). Its `keys` are checked in [`super::keys`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,6 +44,31 @@ pub const MAX_CLIENTS: Bound = Bound {
     max: u32::MAX as u64,
 };
 
+/// What this gateway is to its agents: the seed product's "standalone
+/// Primary" or "standalone Secondary which will act as a backup". Agents
+/// decide where to register themselves (their own list of gateways); the
+/// role is what the console, `/metrics` and `GET /v1/health` say, so an
+/// operator sees which gateway is the backup and whether it is idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// The gateway agents prefer (the default: a lone gateway is primary).
+    #[default]
+    Primary,
+    /// A backup: agents register here while their primary is down, and
+    /// go home once it is back. With no agents it is in standby.
+    Secondary,
+}
+
+impl Role {
+    /// The role as the config, `/metrics` and the health probe write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        }
+    }
+}
+
 /// `[gateway]` as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +77,7 @@ pub(super) struct RawGateway {
     workers: Option<Spanned<u64>>,
     cmpi_secs: Option<Spanned<u64>>,
     max_clients: Option<Spanned<u64>>,
+    role: Option<Spanned<String>>,
     /// Checked by [`super::keys::parse_keys`].
     pub keys: Option<Spanned<Vec<Spanned<String>>>>,
 }
@@ -63,6 +89,7 @@ pub(super) struct GatewaySection {
     pub workers: usize,
     pub cmpi: Duration,
     pub max_clients: usize,
+    pub role: Role,
 }
 
 /// Checks `[gateway]`'s addresses and numbers.
@@ -83,7 +110,18 @@ pub(super) fn parse_gateway(raw: &RawGateway, src: &Source) -> Result<GatewaySec
     if listen.is_empty() {
         return Err(src.error(raw.listen.span(), "listen must name at least one ip:port"));
     }
+    let role = match raw.role.as_ref() {
+        None => Role::default(),
+        Some(r) => match r.get_ref().as_str() {
+            "primary" => Role::Primary,
+            "secondary" => Role::Secondary,
+            other => {
+                return Err(src.error(r.span(), format!("role {other:?} is not \"primary\" or \"secondary\"")));
+            }
+        },
+    };
     Ok(GatewaySection {
+        role,
         listen,
         workers: WORKERS.take_usize(&raw.workers, src)?,
         cmpi: Duration::from_secs(CMPI_SECS.take(&raw.cmpi_secs, src)?),
@@ -114,7 +152,20 @@ mod tests {
                 workers: 0,
                 cmpi: Duration::from_secs(60),
                 max_clients: 0,
+                role: Role::Primary,
             })
+        );
+    }
+
+    #[test]
+    fn role_is_primary_or_secondary() {
+        let role = |line: &str| parse(&format!("{LISTEN}{line}\n")).map(|g| g.role);
+        assert_eq!(role(""), Ok(Role::Primary));
+        assert_eq!(role("role = \"primary\""), Ok(Role::Primary));
+        assert_eq!(role("role = \"secondary\""), Ok(Role::Secondary));
+        assert_eq!(
+            role("role = \"Secondary\""),
+            Err("test.toml:3: role \"Secondary\" is not \"primary\" or \"secondary\"".into())
         );
     }
 

@@ -96,6 +96,7 @@ impl ConfigFile {
             workers: self.workers,
             cmpi: self.cmpi,
             max_clients: self.max_clients,
+            role: self.role,
             keys,
             limits: self.limits,
             log,

@@ -46,7 +46,9 @@ pub use bound::Bound;
 pub use error::{ConfigError, Located};
 pub use event_log::{LOG_MAX_FILE_KB, LOG_MAX_FILES};
 pub use file::parse_str;
-pub use gateway::{CMPI_SECS, DEFAULT_CMPI_SECS, HEARTBEAT_GRACE, MAX_CLIENTS, MAX_CMPI_SECS, MAX_WORKERS, WORKERS};
+pub use gateway::{
+    CMPI_SECS, DEFAULT_CMPI_SECS, HEARTBEAT_GRACE, MAX_CLIENTS, MAX_CMPI_SECS, MAX_WORKERS, Role, WORKERS,
+};
 pub use keys::{KeyEntry, KeySecret, MAX_KEY_NAME_LEN, SHORT_KEY_CHARS, WEAK_KEY_BITS, check_key_name, estimated_bits};
 pub use limits::{
     AUTO_UNAUTHENTICATED_DIVISOR, HANDSHAKE_TIMEOUT_SECS, HEAD_TIMEOUT_SECS, Limits, MAX_AGENTS_PER_KEY,
@@ -78,6 +80,9 @@ pub struct Settings<A, T, K, O> {
     pub cmpi: Duration,
     /// Licensed agents; 0 = unlimited.
     pub max_clients: usize,
+    /// Primary or secondary (`[gateway] role`), for the console, metrics
+    /// and the health probe.
+    pub role: Role,
     /// Gateway keys (at least one), in the order given.
     pub keys: Vec<K>,
     /// Deadlines, sizes and shares.

@@ -316,6 +316,7 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         key_quota_refusals: st.key_quota_refusals.get(),
+        health_probes: st.health_probes.get(),
     };
     let sessions: Vec<SessionRow> = shard
         .sessions

@@ -37,6 +37,9 @@ pub(crate) struct Stats {
     pub source_refusals: RefCell<BTreeMap<&'static str, u64>>,
     /// Agent registrations refused by their key's quota.
     pub key_quota_refusals: Cell<u64>,
+    /// `GET /v1/health` probes answered (agents on a secondary checking
+    /// whether their primary is back).
+    pub health_probes: Cell<u64>,
 }
 
 impl Stats {
@@ -127,6 +130,8 @@ pub struct StatsSnapshot {
     pub source_refusals: BTreeMap<String, u64>,
     /// Agent registrations refused by their key's quota.
     pub key_quota_refusals: u64,
+    /// `GET /v1/health` probes answered.
+    pub health_probes: u64,
 }
 
 /// Everything one worker reports to the admin listener.

@@ -6,4 +6,5 @@ pub(crate) mod agent;
 pub(crate) mod answer;
 pub(crate) mod control;
 pub(crate) mod handover;
+pub(crate) mod health;
 pub(crate) mod join;
