@@ -130,6 +130,8 @@ async fn agent(ep: Endpoint, index: u64, churn: Option<(Churn, Instant)>, rec: R
                         ErrorKind::Closed,
                         &format!("{}: the gateway closed the channel", ep.identity),
                     ),
+                    // The load generator never queues a BYE of its own.
+                    Ok(ChannelEnd::Left(_)) => {}
                     Err(e) => rec.client_error(Op::Channel, &e),
                 }
                 backoff.after_channel(replaced, since.elapsed(), frac)

@@ -1,20 +1,31 @@
 //! `ringway agent`: publish a local TCP service through a gateway, and
-//! stay registered: reconnect with jittered exponential backoff whenever
-//! the gateway goes away, and back off much longer when the gateway gave
-//! the name to another machine (see [`crate::client::backoff`]).
+//! stay registered: move to the next gateway of its list (`--secondary`)
+//! when one goes away, back to the primary once it has stayed up for the
+//! hold-down (see [`crate::client::failover`]), reconnect with jittered
+//! exponential backoff when none answers, and back off much longer when
+//! the gateway gave the name to another machine (see
+//! [`crate::client::backoff`]).
 
 use std::cell::Cell;
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use compio::net::TcpStream;
+use futures_util::future::{Either, select};
 use ring::rand::SecureRandom;
 
 use super::ClientArgs;
 use crate::client::backoff::{Backoff, Pause};
-use crate::client::{self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, Endpoint, Outgoing, sysinfo};
-use crate::proto::{FromAgent, SessionId};
+use crate::client::failover::{
+    HoldDown, PROBE_TIMEOUT, REGISTER_TIMEOUT, attempt_order, default_hold_down, default_probe_interval, move_kind,
+    probe_pause,
+};
+use crate::client::{
+    self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, ClientError, Endpoint, Outgoing, sysinfo,
+};
+use crate::proto::{FromAgent, Move, SessionId};
 use crate::relay::{Counters, relay};
 
 /// Most sessions served at once. Each holds two relay buffers (128 KiB)
@@ -42,6 +53,35 @@ pub struct AgentArgs {
     /// The local service to publish, HOST:PORT (e.g. 127.0.0.1:22).
     #[arg(long)]
     expose: String,
+    /// Treat a gateway that sends nothing for this long as gone, and move
+    /// to the next (default: the gateway's CMPI + 10 s). Down to 2 s: the
+    /// agent then polls every half of it.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    dead_after: Option<u64>,
+    /// While on a secondary, probe the gateways before it this often,
+    /// jittered between half and all of it (default: CMPI / 5, 1 to 60 s).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    probe_secs: Option<u64>,
+    /// Move back only to a gateway that has answered every probe for this
+    /// long (default: two probe intervals), so a flapping primary does not
+    /// make agents flap.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    hold_down_secs: Option<u64>,
+}
+
+/// How long the agent gives its old channel to write `BYE failback`
+/// after registering elsewhere; the old gateway drops it anyway once the
+/// socket closes.
+const BYE_WAIT: Duration = Duration::from_secs(2);
+
+/// How the agent moves between its gateways.
+struct Moves {
+    /// `--dead-after`, if given.
+    dead_after: Option<Duration>,
+    /// `--probe-secs`, if given (else from the CMPI).
+    probe: Option<Duration>,
+    /// `--hold-down-secs`, if given (else from the probe interval).
+    hold_down: Option<Duration>,
 }
 
 /// Runs the agent until killed.
@@ -50,61 +90,189 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
     if !crate::proto::valid_name(&name) {
         return Err(format!("invalid agent name {name:?}: 1 to 64 characters, not blank"));
     }
-    let ep = args.client.endpoint(&name)?;
+    let eps = args.client.endpoints(&name)?;
+    let moves = Moves {
+        dead_after: args.dead_after.map(Duration::from_secs),
+        probe: args.probe_secs.map(Duration::from_secs),
+        hold_down: args.hold_down_secs.map(Duration::from_secs),
+    };
     let expose = Rc::new(args.expose);
     super::client_runtime()?.block_on(async move {
         let mut backoff = Backoff::new();
         let sessions = Rc::new(Cell::new(0usize));
+        // The gateway whose channel this agent held last, and the one to
+        // try last in the next round (it just failed).
+        let mut last: Option<usize> = None;
+        let mut avoid: Option<usize> = None;
         loop {
             let info = AgentInfo {
                 mac: sysinfo::mac_address(),
                 local_ip: String::new(),
                 os: sysinfo::os_description(),
             };
-            let pause = match AgentChannel::register(&ep, &info).await {
-                Ok(channel) => {
-                    backoff.registered();
-                    log::info!(
-                        "registered with {} as {:?} (poll every {} s)",
-                        ep.gateway,
-                        ep.identity,
-                        channel.cmpi().as_secs()
-                    );
-                    let handler = Sessions {
-                        ep: ep.clone(),
-                        expose: expose.clone(),
-                        outgoing: channel.outgoing(),
-                        running: sessions.clone(),
-                    };
-                    let since = Instant::now();
-                    let end = channel.run(&handler).await;
-                    let replaced = matches!(&end, Ok(end) if end.is_replaced());
-                    match end {
-                        // Said below, with the pause.
-                        Ok(_) if replaced => {}
-                        Ok(ChannelEnd::Bye(reason)) => log::warn!("gateway closed the channel: {reason}"),
-                        Ok(ChannelEnd::Closed) => log::warn!("gateway closed the channel"),
-                        Err(e) => log::warn!("channel lost: {e}"),
-                    }
-                    backoff.after_channel(replaced, since.elapsed(), random_fraction())
-                }
-                Err(e) => {
-                    log::warn!("cannot register with {}: {e}", ep.gateway);
-                    backoff.after_failure(random_fraction())
-                }
+            let Some((at, channel)) = register_somewhere(&eps, &info, last, avoid).await else {
+                avoid = None;
+                let pause = backoff.after_failure(random_fraction());
+                log::info!("reconnecting in {:.1} s", pause.duration().as_secs_f64());
+                compio::time::sleep(pause.duration()).await;
+                continue;
             };
+            backoff.registered();
+            let since = Instant::now();
+            let (at, end) = hold(&eps, &info, &moves, &expose, &sessions, at, channel, &mut last).await;
+            let replaced = matches!(&end, Ok(end) if end.is_replaced());
+            let gw = &eps[at].gateway;
+            match end {
+                // Said below, with the pause.
+                Ok(_) if replaced => {}
+                Ok(ChannelEnd::Bye(reason)) => log::warn!("gateway {gw} closed the channel: {reason}"),
+                Ok(ChannelEnd::Closed) => log::warn!("gateway {gw} closed the channel"),
+                Ok(ChannelEnd::Left(reason)) => log::info!("left gateway {gw} ({reason})"),
+                Err(e) => log::warn!("channel to {gw} lost: {e}"),
+            }
+            // The next round tries the others first; a pause of the quick
+            // ladder (0.5-1 s after a channel that worked) spreads agents
+            // that lost their gateway together.
+            avoid = Some(at);
+            let pause = backoff.after_channel(replaced, since.elapsed(), random_fraction());
             match pause {
                 Pause::Retry(d) => log::info!("reconnecting in {:.1} s", d.as_secs_f64()),
                 Pause::NameInUse(d) => log::warn!(
-                    "the name {:?} is in use by another machine: the gateway gave it to a newer registration. \
+                    "the name {name:?} is in use by another machine: the gateway gave it to a newer registration. \
                      Trying again in {:.0} s; give each machine its own name with --name",
-                    ep.identity,
                     d.as_secs_f64()
                 ),
             }
             compio::time::sleep(pause.duration()).await;
         }
     })
+}
+
+/// One round of registrations: each gateway in [`attempt_order`] until one
+/// takes the agent. A gateway that does not answer gets
+/// [`REGISTER_TIMEOUT`] when there is another to try.
+async fn register_somewhere(
+    eps: &[Endpoint],
+    info: &AgentInfo,
+    last: Option<usize>,
+    avoid: Option<usize>,
+) -> Option<(usize, AgentChannel)> {
+    for i in attempt_order(eps.len(), avoid) {
+        let previous = move_kind(last, i)
+            .zip(last)
+            .map(|(kind, from)| (kind, eps[from].gateway.as_str()));
+        let attempt = AgentChannel::register_moved(&eps[i], info, previous);
+        let res = if eps.len() > 1 {
+            compio::time::timeout(REGISTER_TIMEOUT, attempt)
+                .await
+                .unwrap_or(Err(ClientError::Timeout("the gateway did not answer the registration")))
+        } else {
+            attempt.await
+        };
+        match res {
+            Ok(channel) => return Some((i, channel)),
+            Err(e) => log::warn!("cannot register with {}: {e}", eps[i].gateway),
+        }
+    }
+    None
+}
+
+/// Serves the channel with gateway `at`, and, while that is not the
+/// first in the list, probes the ones before it and moves back to one
+/// that has stayed up for the hold-down: register there, then `BYE
+/// failback` to the old one. Returns when a channel ends otherwise: the
+/// gateway it was with, and how it ended. `last` follows the gateway held.
+#[allow(clippy::too_many_arguments)]
+async fn hold(
+    eps: &[Endpoint],
+    info: &AgentInfo,
+    moves: &Moves,
+    expose: &Rc<String>,
+    sessions: &Rc<Cell<usize>>,
+    mut at: usize,
+    mut channel: AgentChannel,
+    last: &mut Option<usize>,
+) -> (usize, Result<ChannelEnd, ClientError>) {
+    loop {
+        *last = Some(at);
+        let ep = &eps[at];
+        channel.set_dead_after(moves.dead_after);
+        log::info!(
+            "registered with {} as {:?} (poll every {} s)",
+            ep.gateway,
+            ep.identity,
+            channel.cmpi().as_secs()
+        );
+        let probe = moves.probe.unwrap_or_else(|| default_probe_interval(channel.cmpi()));
+        let hold_down = moves.hold_down.unwrap_or_else(|| default_hold_down(probe));
+        // Sessions carry the endpoint of the gateway that opened them, so
+        // a move of the channel leaves them where they are.
+        let handler = Sessions {
+            ep: ep.clone(),
+            expose: expose.clone(),
+            outgoing: channel.outgoing(),
+            running: sessions.clone(),
+        };
+        let outgoing = channel.outgoing();
+        let mut run = pin!(channel.run(&handler));
+        if at == 0 {
+            return (at, run.await);
+        }
+        let home = pin!(go_home(&eps[..at], info, &ep.gateway, probe, hold_down));
+        match select(run.as_mut(), home).await {
+            Either::Left((end, _)) => return (at, end),
+            Either::Right(((home, new_channel), _)) => {
+                // Registered at home already: leave the old gateway. Its
+                // sessions go on, on their own connections.
+                outgoing.send(FromAgent::Bye(Move::Failback.as_str().into())).await;
+                let _ = compio::time::timeout(BYE_WAIT, run).await;
+                log::info!(
+                    "moved back to {} (failback from {}); sessions through {} go on",
+                    eps[home].gateway,
+                    ep.gateway,
+                    ep.gateway
+                );
+                (at, channel) = (home, new_channel);
+            }
+        }
+    }
+}
+
+/// Probes `better` (the gateways before the current one, best first)
+/// with `GET /v1/health`, jittered around `probe`, until one has answered
+/// every probe for `hold_down`; then registers there (`Ringway-Previous:
+/// failback <from>`) and returns its index and channel. A gateway that
+/// answers is the one watched: those after it are not probed meanwhile.
+async fn go_home(
+    better: &[Endpoint],
+    info: &AgentInfo,
+    from: &str,
+    probe: Duration,
+    hold_down: Duration,
+) -> (usize, AgentChannel) {
+    let mut holds: Vec<HoldDown> = better.iter().map(|_| HoldDown::new(hold_down)).collect();
+    loop {
+        compio::time::sleep(probe_pause(probe, random_fraction())).await;
+        for (i, ep) in better.iter().enumerate() {
+            let answer = compio::time::timeout(PROBE_TIMEOUT, client::health(ep))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            let boot = answer.as_ref().map(|a| a.boot.as_str());
+            if holds[i].probed(boot, Instant::now()) {
+                let attempt = AgentChannel::register_moved(ep, info, Some((Move::Failback, from)));
+                match compio::time::timeout(REGISTER_TIMEOUT, attempt).await {
+                    Ok(Ok(channel)) => return (i, channel),
+                    Ok(Err(e)) => log::warn!("cannot move back to {}: {e}", ep.gateway),
+                    Err(_) => log::warn!("cannot move back to {}: it did not answer in time", ep.gateway),
+                }
+                holds[i] = HoldDown::new(hold_down);
+            }
+            if answer.is_some() {
+                break;
+            }
+        }
+    }
 }
 
 /// A random fraction between 0 and 1 to place a pause in its jitter range.

@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use compio::net::TcpListener;
 
 use super::ClientArgs;
-use crate::client::{self, Endpoint, sysinfo};
+use crate::client::failover::{PROBE_TIMEOUT, merge};
+use crate::client::{self, ClientError, Endpoint, Session, sysinfo};
 use crate::eventlog::sanitize;
 use crate::relay::{Counters, relay};
 
@@ -52,36 +53,140 @@ pub struct ControlArgs {
 }
 
 impl ControlArgs {
-    fn endpoint(self) -> Result<Endpoint, String> {
+    /// The primary's endpoint first, then each secondary's.
+    fn endpoints(self) -> Result<Vec<Endpoint>, String> {
         let identity = self.name.unwrap_or_else(sysinfo::hostname);
         if !crate::proto::valid_name(&identity) {
             return Err(format!("invalid control name {identity:?}"));
         }
-        self.client.endpoint(&identity)
+        self.client.endpoints(&identity)
     }
+}
+
+/// How long a listing may take from one gateway of several: one that
+/// does not answer (down, stopped) must not hold the others' answer for
+/// the full answer deadline. Twice a health probe's: a list is longer.
+const LIST_TIMEOUT: std::time::Duration = PROBE_TIMEOUT.saturating_mul(2);
+
+/// An agent as `ls` shows it with several gateways: where it is.
+#[derive(serde::Serialize)]
+struct Listed {
+    #[serde(flatten)]
+    agent: crate::proto::AgentSummary,
+    /// The gateway its channel is on, as given on the command line.
+    gateway: String,
+}
+
+/// Every gateway's list, merged: each agent once, with the index of the
+/// gateway it is on (see [`merge`]). The secondaries are asked first and
+/// the primary last: an agent moving home registers at the primary before
+/// it leaves the secondary, so one that moves during the listing is still
+/// seen. A gateway that cannot be asked is left out with a warning; if
+/// none can, the first error is the answer.
+async fn list_all(eps: &[Endpoint]) -> Result<Vec<(usize, crate::proto::AgentSummary)>, ClientError> {
+    if eps.len() == 1 {
+        return Ok(client::list_agents(&eps[0])
+            .await?
+            .into_iter()
+            .map(|a| (0, a))
+            .collect());
+    }
+    let mut lists = vec![Vec::new(); eps.len()];
+    let mut answered = false;
+    let mut first_error = None;
+    for (i, ep) in eps.iter().enumerate().rev() {
+        let res = compio::time::timeout(LIST_TIMEOUT, client::list_agents(ep))
+            .await
+            .unwrap_or(Err(ClientError::Timeout("the gateway did not list its agents in time")));
+        match res {
+            Ok(list) => {
+                lists[i] = list;
+                answered = true;
+            }
+            Err(e) => {
+                log::warn!("cannot list the agents of {}: {e}", ep.gateway);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match (answered, first_error) {
+        (false, Some(e)) => Err(e),
+        _ => Ok(merge(lists)),
+    }
+}
+
+/// Opens a session to `agent` on the gateway it is on: where the merged
+/// list shows it, then the others in order (it may have moved since).
+/// With one gateway, a plain connect.
+async fn connect_any(eps: &[Endpoint], agent: &str) -> Result<Session, ClientError> {
+    if eps.len() == 1 {
+        return client::connect(&eps[0], agent).await;
+    }
+    let at = list_all(eps)
+        .await
+        .ok()
+        .and_then(|l| l.into_iter().find(|(_, a)| a.name == agent).map(|(i, _)| i));
+    let order = at.into_iter().chain((0..eps.len()).filter(|&i| Some(i) != at));
+    let mut last = None;
+    for i in order {
+        match client::connect(&eps[i], agent).await {
+            Ok(session) => return Ok(session),
+            // Not there, or the gateway is not: the agent may be on the next.
+            Err(e @ (ClientError::Refused { status: 404, .. } | ClientError::Io(_) | ClientError::Timeout(_))) => {
+                log::debug!("{}: cannot open a session to {agent}: {e}", eps[i].gateway);
+                last = Some(e);
+            }
+            // The gateway has the agent and gave its answer (a 502 from the
+            // agent's service, a 503, a 504): that is the answer.
+            Err(e) => return Err(e),
+        }
+    }
+    // Invariant: the list of gateways is never empty, so one was tried.
+    Err(last.unwrap_or(ClientError::Protocol("no gateway to try".into())))
 }
 
 /// Runs a control subcommand.
 pub fn run(cmd: ControlCommand) -> Result<(), String> {
     match cmd {
         ControlCommand::Ls { common, json } => {
-            let ep = common.endpoint()?;
+            let eps = common.endpoints()?;
             let agents = super::client_runtime()?
-                .block_on(client::list_agents(&ep))
+                .block_on(list_all(&eps))
                 .map_err(|e| e.to_string())?;
-            if json {
+            let several = eps.len() > 1;
+            if json && several {
+                let listed: Vec<Listed> = agents
+                    .into_iter()
+                    .map(|(i, agent)| Listed {
+                        agent,
+                        gateway: eps[i].gateway.clone(),
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&listed).map_err(|e| e.to_string())?);
+            } else if json {
+                let agents: Vec<_> = agents.into_iter().map(|(_, a)| a).collect();
                 println!("{}", serde_json::to_string_pretty(&agents).map_err(|e| e.to_string())?);
             } else {
                 // Agents choose their names and details, and the gateway
                 // the rest: control characters become `?` in every field,
                 // so none can add rows or drive the terminal.
+                let gw_head = if several {
+                    format!("{:<22} ", "GATEWAY")
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{:<24} {:<22} {:<21} {:<17} {:<15} OS",
+                    "{:<24} {gw_head}{:<22} {:<21} {:<17} {:<15} OS",
                     "NAME", "EXTERNAL", "CONNECTED SINCE", "MAC", "LOCAL IP"
                 );
-                for a in agents {
+                for (i, a) in agents {
+                    let gw = if several {
+                        format!("{:<22} ", eps[i].gateway)
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "{:<24} {:<22} {:<21} {:<17} {:<15} {}",
+                        "{:<24} {gw}{:<22} {:<21} {:<17} {:<15} {}",
                         sanitize(&a.name),
                         sanitize(&a.external_addr),
                         sanitize(&a.connected_since),
@@ -99,24 +204,24 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
             listen,
             stdio,
         } => {
-            let ep = common.endpoint()?;
+            let eps = common.endpoints()?;
             if stdio {
-                return connect_stdio(&ep, &agent);
+                return connect_stdio(&eps, &agent);
             }
             let listen = listen.ok_or("give --listen ADDR or --stdio")?;
-            connect_listen(ep, agent, listen)
+            connect_listen(eps, agent, listen)
         }
     }
 }
 
-fn connect_listen(ep: Endpoint, agent: String, listen: String) -> Result<(), String> {
+fn connect_listen(eps: Vec<Endpoint>, agent: String, listen: String) -> Result<(), String> {
     super::client_runtime()?.block_on(async move {
         let listener = TcpListener::bind(listen.as_str())
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         log::info!("listening on {local}; each connection becomes a session to {agent}");
-        let (ep, agent) = (Rc::new(ep), Rc::new(agent));
+        let (eps, agent) = (Rc::new(eps), Rc::new(agent));
         loop {
             let (conn, peer) = match listener.accept().await {
                 Ok(c) => c,
@@ -126,9 +231,9 @@ fn connect_listen(ep: Endpoint, agent: String, listen: String) -> Result<(), Str
                 }
             };
             let _ = conn.set_nodelay(true);
-            let (ep, agent) = (ep.clone(), agent.clone());
+            let (eps, agent) = (eps.clone(), agent.clone());
             compio::runtime::spawn(async move {
-                match client::connect(&ep, &agent).await {
+                match connect_any(&eps, &agent).await {
                     Ok(session) => {
                         log::info!("{peer}: session to {agent} open");
                         let counters = Counters::default();
@@ -160,7 +265,7 @@ fn connect_listen(ep: Endpoint, agent: String, listen: String) -> Result<(), Str
 /// portably by a completion runtime, so two plain threads move them
 /// to and from one end of a loopback TCP pair, and the runtime relays the
 /// other end to the session (plain or TLS) like any other connection.
-fn connect_stdio(ep: &Endpoint, agent: &str) -> Result<(), String> {
+fn connect_stdio(eps: &[Endpoint], agent: &str) -> Result<(), String> {
     let (bridge, inner) = loopback_pair().map_err(|e| format!("cannot set up the stdio bridge: {e}"))?;
     let mut up = bridge.try_clone().map_err(|e| e.to_string())?;
     std::thread::spawn(move || {
@@ -185,7 +290,7 @@ fn connect_stdio(ep: &Endpoint, agent: &str) -> Result<(), String> {
     });
     let runtime = super::client_runtime()?;
     let result = runtime.block_on(async {
-        let session = client::connect(ep, agent).await.map_err(|e| e.to_string())?;
+        let session = connect_any(eps, agent).await.map_err(|e| e.to_string())?;
         let inner = compio::net::TcpStream::from_std(inner).map_err(|e| e.to_string())?;
         let counters = Counters::default();
         relay(

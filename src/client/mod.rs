@@ -4,6 +4,7 @@
 
 mod agent;
 pub mod backoff;
+pub mod failover;
 pub mod ranges;
 pub mod sysinfo;
 
@@ -361,6 +362,31 @@ async fn refused(stream: &Conn, head: &ResponseHead, rest: Vec<u8>) -> ClientErr
         status: head.status,
         reason: reason.chars().map(|c| if c.is_control() { '?' } else { c }).collect(),
     }
+}
+
+/// Largest health answer read: the body is two short strings.
+pub const MAX_HEALTH_BYTES: usize = 1024;
+
+/// Asks the gateway `GET /v1/health`, unauthenticated: whether it is up,
+/// its role and boot id. Registers nothing and leaves no line in the
+/// gateway's log, so an agent on a secondary can ask its primary often.
+/// The caller bounds the whole exchange (dial and answer have their own
+/// deadlines, [`CONNECT_TIMEOUT`] and [`RESPONSE_TIMEOUT`], too long for
+/// a probe).
+pub async fn health(ep: &Endpoint) -> Result<proto::HealthAnswer, ClientError> {
+    let stream = dial(ep).await?;
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway/{}\r\n\r\n",
+        proto::PATH_HEALTH,
+        ep.gateway,
+        env!("CARGO_PKG_VERSION")
+    );
+    let (head, rest) = exchange(&stream, head.into_bytes()).await?;
+    if head.status != 200 {
+        return Err(refused(&stream, &head, rest).await);
+    }
+    let body = read_body(&stream, &head, rest, MAX_HEALTH_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("bad health answer: {e}")))
 }
 
 /// The agents this key can see.
