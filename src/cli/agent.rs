@@ -19,8 +19,8 @@ use ring::rand::SecureRandom;
 use super::ClientArgs;
 use crate::client::backoff::{Backoff, Pause};
 use crate::client::failover::{
-    HoldDown, PROBE_TIMEOUT, REGISTER_TIMEOUT, attempt_order, default_hold_down, default_probe_interval, move_kind,
-    probe_pause,
+    HoldDown, PROBE_TIMEOUT, REGISTER_TIMEOUT, attempt_order, default_hold_down, default_probe_interval,
+    homecoming_spread, move_kind, probe_pause,
 };
 use crate::client::{
     self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, ClientError, Endpoint, Outgoing, sysinfo,
@@ -203,7 +203,8 @@ async fn hold(
             ep.identity,
             channel.cmpi().as_secs()
         );
-        let probe = moves.probe.unwrap_or_else(|| default_probe_interval(channel.cmpi()));
+        let channel_cmpi = channel.cmpi();
+        let probe = moves.probe.unwrap_or_else(|| default_probe_interval(channel_cmpi));
         let hold_down = moves.hold_down.unwrap_or_else(|| default_hold_down(probe));
         // Sessions carry the endpoint of the gateway that opened them, so
         // a move of the channel leaves them where they are.
@@ -218,7 +219,8 @@ async fn hold(
         if at == 0 {
             return (at, run.await);
         }
-        let home = pin!(go_home(&eps[..at], info, &ep.gateway, probe, hold_down));
+        let spread = homecoming_spread(channel_cmpi, probe, hold_down);
+        let home = pin!(go_home(&eps[..at], info, &ep.gateway, probe, hold_down, spread));
         match select(run.as_mut(), home).await {
             Either::Left((end, _)) => return (at, end),
             Either::Right(((home, new_channel), _)) => {
@@ -240,15 +242,17 @@ async fn hold(
 
 /// Probes `better` (the gateways before the current one, best first)
 /// with `GET /v1/health`, jittered around `probe`, until one has answered
-/// every probe for `hold_down`; then registers there (`Ringway-Previous:
-/// failback <from>`) and returns its index and channel. A gateway that
-/// answers is the one watched: those after it are not probed meanwhile.
+/// every probe for `hold_down`; then, after a random part of `spread`,
+/// registers there (`Ringway-Previous: failback <from>`) and returns its
+/// index and channel. A gateway that answers is the one watched: those
+/// after it are not probed meanwhile.
 async fn go_home(
     better: &[Endpoint],
     info: &AgentInfo,
     from: &str,
     probe: Duration,
     hold_down: Duration,
+    spread: Duration,
 ) -> (usize, AgentChannel) {
     let mut holds: Vec<HoldDown> = better.iter().map(|_| HoldDown::new(hold_down)).collect();
     loop {
@@ -260,6 +264,7 @@ async fn go_home(
                 .and_then(Result::ok);
             let boot = answer.as_ref().map(|a| a.boot.as_str());
             if holds[i].probed(boot, Instant::now()) {
+                compio::time::sleep(spread.mul_f64(random_fraction())).await;
                 let attempt = AgentChannel::register_moved(ep, info, Some((Move::Failback, from)));
                 match compio::time::timeout(REGISTER_TIMEOUT, attempt).await {
                     Ok(Ok(channel)) => return (i, channel),
