@@ -132,8 +132,10 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
             }
             // The next round tries the others first; a pause of the quick
             // ladder (0.5-1 s after a channel that worked) spreads agents
-            // that lost their gateway together.
-            avoid = Some(at);
+            // that lost their gateway together. A replaced channel says
+            // nothing against its gateway (another machine has the name),
+            // so the next round starts with the primary as usual.
+            avoid = (!replaced).then_some(at);
             let pause = backoff.after_channel(replaced, since.elapsed(), random_fraction());
             match pause {
                 Pause::Retry(d) => log::info!("reconnecting in {:.1} s", d.as_secs_f64()),
