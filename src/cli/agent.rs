@@ -7,25 +7,20 @@
 //! [`crate::client::backoff`]).
 
 use std::cell::Cell;
-use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use compio::net::TcpStream;
-use futures_util::future::{Either, select};
 use ring::rand::SecureRandom;
 
 use super::ClientArgs;
 use crate::client::backoff::{Backoff, Pause};
-use crate::client::failover::{
-    HoldDown, PROBE_TIMEOUT, REGISTER_TIMEOUT, attempt_order, default_hold_down, default_probe_interval,
-    homecoming_spread, move_kind, probe_pause,
-};
+use crate::client::roam::{self, Home, Homing, Moved};
 use crate::client::{
     self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, ClientError, Endpoint, Outgoing, sysinfo,
 };
-use crate::proto::{FromAgent, Move, SessionId};
+use crate::proto::{FromAgent, SessionId};
 use crate::relay::{Counters, relay};
 
 /// Most sessions served at once. Each holds two relay buffers (128 KiB)
@@ -69,11 +64,6 @@ pub struct AgentArgs {
     hold_down_secs: Option<u64>,
 }
 
-/// How long the agent gives its old channel to write `BYE failback`
-/// after registering elsewhere; the old gateway drops it anyway once the
-/// socket closes.
-const BYE_WAIT: Duration = Duration::from_secs(2);
-
 /// How the agent moves between its gateways.
 struct Moves {
     /// `--dead-after`, if given.
@@ -110,7 +100,8 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
                 local_ip: String::new(),
                 os: sysinfo::os_description(),
             };
-            let Some((at, channel)) = register_somewhere(&eps, &info, last, avoid).await else {
+            let failed = |i: usize, e: ClientError| log::warn!("cannot register with {}: {e}", eps[i].gateway);
+            let Some((at, channel)) = roam::register_round(&eps, &info, last, avoid, failed).await else {
                 avoid = None;
                 let pause = backoff.after_failure(random_fraction());
                 log::info!("reconnecting in {:.1} s", pause.duration().as_secs_f64());
@@ -150,35 +141,6 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
     })
 }
 
-/// One round of registrations: each gateway in [`attempt_order`] until one
-/// takes the agent. A gateway that does not answer gets
-/// [`REGISTER_TIMEOUT`] when there is another to try.
-async fn register_somewhere(
-    eps: &[Endpoint],
-    info: &AgentInfo,
-    last: Option<usize>,
-    avoid: Option<usize>,
-) -> Option<(usize, AgentChannel)> {
-    for i in attempt_order(eps.len(), avoid) {
-        let previous = move_kind(last, i)
-            .zip(last)
-            .map(|(kind, from)| (kind, eps[from].gateway.as_str()));
-        let attempt = AgentChannel::register_moved(&eps[i], info, previous);
-        let res = if eps.len() > 1 {
-            compio::time::timeout(REGISTER_TIMEOUT, attempt)
-                .await
-                .unwrap_or(Err(ClientError::Timeout("the gateway did not answer the registration")))
-        } else {
-            attempt.await
-        };
-        match res {
-            Ok(channel) => return Some((i, channel)),
-            Err(e) => log::warn!("cannot register with {}: {e}", eps[i].gateway),
-        }
-    }
-    None
-}
-
 /// Serves the channel with gateway `at`, and, while that is not the
 /// first in the list, probes the ones before it and moves back to one
 /// that has stayed up for the hold-down: register there, then `BYE
@@ -205,9 +167,7 @@ async fn hold(
             ep.identity,
             channel.cmpi().as_secs()
         );
-        let channel_cmpi = channel.cmpi();
-        let probe = moves.probe.unwrap_or_else(|| default_probe_interval(channel_cmpi));
-        let hold_down = moves.hold_down.unwrap_or_else(|| default_hold_down(probe));
+        let homing = Homing::for_cmpi(channel.cmpi(), moves.probe, moves.hold_down);
         // Sessions carry the endpoint of the gateway that opened them, so
         // a move of the channel leaves them where they are.
         let handler = Sessions {
@@ -217,19 +177,21 @@ async fn hold(
             running: sessions.clone(),
         };
         let outgoing = channel.outgoing();
-        let mut run = pin!(channel.run(&handler));
+        let run = channel.run(&handler);
         if at == 0 {
             return (at, run.await);
         }
-        let spread = homecoming_spread(channel_cmpi, probe, hold_down);
-        let home = pin!(go_home(&eps[..at], info, &ep.gateway, probe, hold_down, spread));
-        match select(run.as_mut(), home).await {
-            Either::Left((end, _)) => return (at, end),
-            Either::Right(((home, new_channel), _)) => {
-                // Registered at home already: leave the old gateway. Its
-                // sessions go on, on their own connections.
-                outgoing.send(FromAgent::Bye(Move::Failback.as_str().into())).await;
-                let _ = compio::time::timeout(BYE_WAIT, run).await;
+        let home = Home {
+            better: &eps[..at],
+            info,
+            from: &ep.gateway,
+            homing,
+        };
+        let failed = |i: usize, e: ClientError| log::warn!("cannot move back to {}: {e}", eps[i].gateway);
+        match roam::run_or_go_home(run, &outgoing, home, random_fraction, failed).await {
+            Moved::Ended(end) => return (at, end),
+            Moved::Home(home, new_channel) => {
+                // Its sessions go on, on their own connections.
                 log::info!(
                     "moved back to {} (failback from {}); sessions through {} go on",
                     eps[home].gateway,
@@ -237,46 +199,6 @@ async fn hold(
                     ep.gateway
                 );
                 (at, channel) = (home, new_channel);
-            }
-        }
-    }
-}
-
-/// Probes `better` (the gateways before the current one, best first)
-/// with `GET /v1/health`, jittered around `probe`, until one has answered
-/// every probe for `hold_down`; then, after a random part of `spread`,
-/// registers there (`Ringway-Previous: failback <from>`) and returns its
-/// index and channel. A gateway that answers is the one watched: those
-/// after it are not probed meanwhile.
-async fn go_home(
-    better: &[Endpoint],
-    info: &AgentInfo,
-    from: &str,
-    probe: Duration,
-    hold_down: Duration,
-    spread: Duration,
-) -> (usize, AgentChannel) {
-    let mut holds: Vec<HoldDown> = better.iter().map(|_| HoldDown::new(hold_down)).collect();
-    loop {
-        compio::time::sleep(probe_pause(probe, random_fraction())).await;
-        for (i, ep) in better.iter().enumerate() {
-            let answer = compio::time::timeout(PROBE_TIMEOUT, client::health(ep))
-                .await
-                .ok()
-                .and_then(Result::ok);
-            let boot = answer.as_ref().map(|a| a.boot.as_str());
-            if holds[i].probed(boot, Instant::now()) {
-                compio::time::sleep(spread.mul_f64(random_fraction())).await;
-                let attempt = AgentChannel::register_moved(ep, info, Some((Move::Failback, from)));
-                match compio::time::timeout(REGISTER_TIMEOUT, attempt).await {
-                    Ok(Ok(channel)) => return (i, channel),
-                    Ok(Err(e)) => log::warn!("cannot move back to {}: {e}", ep.gateway),
-                    Err(_) => log::warn!("cannot move back to {}: it did not answer in time", ep.gateway),
-                }
-                holds[i] = HoldDown::new(hold_down);
-            }
-            if answer.is_some() {
-                break;
             }
         }
     }

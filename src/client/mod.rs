@@ -6,6 +6,7 @@ mod agent;
 pub mod backoff;
 pub mod failover;
 pub mod ranges;
+pub mod roam;
 pub mod sysinfo;
 
 use std::fmt;
