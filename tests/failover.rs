@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    COMMAND_TIMEOUT, EVENT_TIMEOUT, Gateway, GatewayConfig, IO_TIMEOUT, LoggedChild, Prng, Service, block_on,
+    COMMAND_TIMEOUT, EVENT_TIMEOUT, Gateway, GatewayConfig, IO_TIMEOUT, LoggedChild, Prng, Service, TlsRig, block_on,
     connect_std, echo_round_trip, http_exchange, is_listening, names, plain_binding, poll_until, read_hashed, refusal,
     ringway_client, ringway_command, run_bounded, spawn_agent_binary, spawn_control_binary,
 };
@@ -237,6 +237,20 @@ fn the_health_probe_answers_role_and_boot_without_a_log_line() {
     let _agent = s.serving_agent(KEY, "pc1", echo.addr());
     assert!(s.get("/metrics").body.contains("\nringway_standby 0\n"));
     assert_eq!(status(s), "Role: secondary");
+}
+
+#[test]
+fn the_health_probe_answers_over_tls_and_when_tls_is_required() {
+    let rig = TlsRig::start(KEY, true);
+    let ep = rig.endpoint("prober");
+    let answer = block_on(ringway::client::health(&ep)).unwrap_or_else(|e| panic!("probe over TLS: {e}"));
+    assert_eq!(answer.role, "primary");
+    assert_eq!(answer.boot.len(), 32, "{answer:?}");
+    rig.gw.wait_metric("ringway_health_probes_total", 1);
+    // Plain HTTP to a gateway that requires TLS is no answer to go home to.
+    let plain = rig.gw.endpoint(KEY, "prober");
+    let (status, _) = refusal(block_on(ringway::client::health(&plain)));
+    assert_eq!(status, 403);
 }
 
 #[test]
