@@ -254,6 +254,25 @@ fn the_health_probe_answers_over_tls_and_when_tls_is_required() {
 }
 
 #[test]
+fn a_reload_changes_the_role_live() {
+    let mut config = GatewayConfig::new(&[KEY]);
+    config.admin = true;
+    let gw = Gateway::start(&config);
+    let role = || {
+        block_on(ringway::client::health(&gw.endpoint(KEY, "p")))
+            .expect("a health answer")
+            .role
+    };
+    assert_eq!(role(), "primary");
+    config.listen = vec![gw.addr()];
+    config.role = Some("secondary");
+    gw.rewrite(&config);
+    gw.reload_by_sighup();
+    assert_eq!(role(), "secondary");
+    assert!(gw.get("/metrics").body.contains("\nringway_standby 1\n"));
+}
+
+#[test]
 fn a_hostile_previous_header_is_ignored() {
     let pair = Pair::start();
     let s = &pair.secondary;
