@@ -254,6 +254,36 @@ fn the_health_probe_answers_over_tls_and_when_tls_is_required() {
 }
 
 #[test]
+fn a_gateway_older_than_the_probe_counts_as_up() {
+    // What a gateway without /v1/health answers: 404, with its boot id.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let boot = "0123456789abcdef0123456789abcdef";
+    let server = std::thread::spawn(move || {
+        for answer in [
+            format!("HTTP/1.1 404 Not Found\r\nRingway-Boot: {boot}\r\nContent-Length: 17\r\n\r\nno such endpoint\n"),
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n".to_string(),
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
+        ] {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut head = [0u8; 1024];
+            let _ = s.read(&mut head).expect("read the probe");
+            s.write_all(answer.as_bytes()).expect("answer");
+        }
+    });
+    let ep = common::endpoint(addr, KEY, "prober");
+    let up = block_on(ringway::client::health(&ep)).expect("a 404 with a boot id is up");
+    assert_eq!((up.role.as_str(), up.boot.as_str()), ("", boot));
+    assert_eq!(refusal(block_on(ringway::client::health(&ep))).0, 503);
+    assert_eq!(
+        refusal(block_on(ringway::client::health(&ep))).0,
+        404,
+        "no boot id: not a gateway"
+    );
+    server.join().expect("the fake gateway");
+}
+
+#[test]
 fn a_reload_changes_the_role_live() {
     let mut config = GatewayConfig::new(&[KEY]);
     config.admin = true;

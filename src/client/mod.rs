@@ -369,7 +369,8 @@ async fn refused(stream: &Conn, head: &ResponseHead, rest: Vec<u8>) -> ClientErr
 pub const MAX_HEALTH_BYTES: usize = 1024;
 
 /// Asks the gateway `GET /v1/health`, unauthenticated: whether it is up,
-/// its role and boot id. Registers nothing and leaves no line in the
+/// its role and boot id (an older gateway's `404` with a boot id counts as
+/// up, its role empty). Registers nothing and leaves no line in the
 /// gateway's log, so an agent on a secondary can ask its primary often.
 /// The caller bounds the whole exchange (dial and answer have their own
 /// deadlines, [`CONNECT_TIMEOUT`] and [`RESPONSE_TIMEOUT`], too long for
@@ -383,6 +384,17 @@ pub async fn health(ep: &Endpoint) -> Result<proto::HealthAnswer, ClientError> {
         env!("CARGO_PKG_VERSION")
     );
     let (head, rest) = exchange(&stream, head.into_bytes()).await?;
+    // A gateway older than the probe answers 404, like any path it does
+    // not serve, with its boot id as every answer has: it is up, so an
+    // agent can go home to it. Its role is unknown (empty).
+    if head.status == 404
+        && let Some(boot) = head.header(proto::H_BOOT).and_then(BootId::parse)
+    {
+        return Ok(proto::HealthAnswer {
+            role: String::new(),
+            boot: boot.to_string(),
+        });
+    }
     if head.status != 200 {
         return Err(refused(&stream, &head, rest).await);
     }
