@@ -6,6 +6,7 @@
 //! | `GET /` | the HTML console |
 //! | `GET /console.css` | its stylesheet (no token needed: it holds no data) |
 //! | `GET /api/clients` | JSON array of agents |
+//! | `GET /api/gateway` | JSON object: role, standby, agents connected |
 //! | `GET /api/sessions` | JSON array of relay sessions |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /api/reload` | re-reads the config file and applies it |
@@ -47,8 +48,6 @@ pub trait AdminOps: Send + Sync {
     fn snapshot(&self) -> Snapshot;
     /// Gateway-wide figures that no single worker holds.
     fn totals(&self) -> render::Totals;
-    /// The licensed maximum; 0 = unlimited.
-    fn max_clients(&self) -> usize;
     /// Re-reads and applies the configuration: a summary, or why it was refused.
     fn reload(&self) -> Result<String, String>;
 }

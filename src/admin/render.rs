@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::config::Role;
 use crate::gateway::{AgentRow, SessionRow, Snapshot, WorkerSnapshot};
 
 /// All agents, sorted by name, each with its count of open sessions.
@@ -37,6 +38,15 @@ pub struct Totals {
     pub connections_open: usize,
     /// The connection cap.
     pub max_connections: usize,
+    /// `[gateway] role`.
+    pub role: Role,
+}
+
+impl Totals {
+    /// Whether this is a secondary with no agents: the seed's "standby".
+    pub fn standby(&self) -> bool {
+        self.role == Role::Secondary && self.agents_connected == 0
+    }
 }
 
 /// Prometheus text exposition format (version 0.0.4). Per-worker series
@@ -62,6 +72,18 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
             .map(|s| (format!("worker=\"{}\"", s.worker), f(s)))
             .collect()
     };
+    family(
+        "ringway_role",
+        "gauge",
+        "The gateway's [gateway] role: 1 for the one it has.",
+        vec![(format!("role=\"{}\"", totals.role.as_str()), 1)],
+    );
+    family(
+        "ringway_standby",
+        "gauge",
+        "1 while this is a secondary with no agents (standby), else 0.",
+        vec![(String::new(), u64::from(totals.standby()))],
+    );
     family(
         "ringway_workers",
         "gauge",
@@ -249,7 +271,23 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
         "Agent registrations refused by max_agents_per_key.",
         per_worker(&|s| s.stats.key_quota_refusals),
     );
+    family(
+        "ringway_health_probes_total",
+        "counter",
+        "GET /v1/health probes answered (agents on a secondary checking this gateway).",
+        per_worker(&|s| s.stats.health_probes),
+    );
     out
+}
+
+/// The role as the console and `ringway status` show it: `primary`,
+/// `secondary`, or `secondary (standby)` for a secondary with no agents.
+pub fn role_text(totals: &Totals) -> String {
+    if totals.standby() {
+        format!("{} (standby)", totals.role.as_str())
+    } else {
+        totals.role.as_str().to_string()
+    }
 }
 
 /// A labelled counter summed over workers: one sample per label value.
@@ -314,14 +352,15 @@ pub fn answered(snapshot: &Snapshot) -> String {
 /// tab, and a banner when some workers did not answer. Self-contained
 /// (no external assets), no script, no inline style; every peer-supplied
 /// string is escaped.
-pub fn console(snapshot: &Snapshot, max_clients: usize) -> String {
+pub fn console(snapshot: &Snapshot, totals: &Totals) -> String {
     let agents = agents(&snapshot.workers);
     let sessions = sessions(&snapshot.workers);
-    let max = if max_clients == 0 {
+    let max = if totals.max_clients == 0 {
         "unlimited".to_string()
     } else {
-        max_clients.to_string()
+        totals.max_clients.to_string()
     };
+    let role = role_text(totals);
     let partial = if snapshot.complete() {
         String::new()
     } else {
@@ -368,7 +407,7 @@ pub fn console(snapshot: &Snapshot, max_clients: usize) -> String {
 <link rel="stylesheet" href="/console.css">
 </head><body>
 <h1>ringway {version}</h1>
-{partial}<p class="counts"><span>Clients connected: <b id="clients-connected">{n_agents}</b></span><span>Max clients: <b id="max-clients">{max}</b></span><span>Active sessions: <b id="sessions-active">{n_sessions}</b></span></p>
+{partial}<p class="counts"><span>Clients connected: <b id="clients-connected">{n_agents}</b></span><span>Max clients: <b id="max-clients">{max}</b></span><span>Role: <b id="role">{role}</b></span><span>Active sessions: <b id="sessions-active">{n_sessions}</b></span></p>
 <div class="tabs">
 <input type="radio" name="tab" id="tab-clients" checked><label for="tab-clients">Clients</label>
 <input type="radio" name="tab" id="tab-sessions"><label for="tab-sessions">Active Sessions</label>
@@ -417,7 +456,11 @@ pub(crate) mod tests {
             workers: vec![worker(0, vec![agent("<script>alert(1)</script>")])],
             asked: 1,
         };
-        let html = console(&snapshot, 5);
+        let totals = Totals {
+            max_clients: 5,
+            ..Totals::default()
+        };
+        let html = console(&snapshot, &totals);
         assert!(!html.contains("<script>alert(1)</script>"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains(r#"<b id="max-clients">5</b>"#));
@@ -426,8 +469,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_secondary_without_agents_is_in_standby() {
+        let secondary = Totals {
+            role: Role::Secondary,
+            ..Totals::default()
+        };
+        let html = console(&Snapshot::default(), &secondary);
+        assert!(html.contains(r#"<b id="role">secondary (standby)</b>"#), "{html}");
+        let text = metrics(&Snapshot::default(), &secondary);
+        assert!(text.contains("\nringway_role{role=\"secondary\"} 1\n"), "{text}");
+        assert!(text.contains("\nringway_standby 1\n"), "{text}");
+        let serving = Totals {
+            agents_connected: 1,
+            ..secondary
+        };
+        assert_eq!(role_text(&serving), "secondary");
+        assert!(metrics(&Snapshot::default(), &serving).contains("\nringway_standby 0\n"));
+        assert_eq!(role_text(&Totals::default()), "primary");
+    }
+
+    #[test]
     fn the_console_has_no_inline_script_or_style() {
-        let html = console(&Snapshot::default(), 0);
+        let html = console(&Snapshot::default(), &Totals::default());
         for inline in ["<script", "<style", " style=", "javascript:"] {
             assert!(!html.contains(inline), "{inline} in:\n{html}");
         }
@@ -441,7 +504,7 @@ pub(crate) mod tests {
             asked: 2,
         };
         assert_eq!(answered(&snapshot), "1 of 2");
-        let html = console(&snapshot, 0);
+        let html = console(&snapshot, &Totals::default());
         assert!(
             html.contains("<p class=\"partial\" id=\"partial\">Workers answered 1 of 2: agents and sessions of the others are missing below.</p>"),
             "{html}"
@@ -472,6 +535,7 @@ pub(crate) mod tests {
             max_clients: 0,
             connections_open: 3,
             max_connections: 100,
+            role: Role::Primary,
         };
         let text = metrics(
             &Snapshot {
@@ -481,6 +545,8 @@ pub(crate) mod tests {
             &totals,
         );
         assert!(text.contains("ringway_connections_open 3\n"));
+        assert!(text.contains("\nringway_role{role=\"primary\"} 1\n"), "{text}");
+        assert!(text.contains("\nringway_standby 0\n"), "{text}");
         assert!(text.contains("ringway_connections_max 100\n"));
         assert!(text.contains("ringway_agents_connected{worker=\"0\"} 1\n"));
         assert!(text.contains("ringway_agents_by_key{key=\"k\"} 1\n"), "{text}");

@@ -41,6 +41,18 @@ pub struct Context<'a> {
     pub local: SocketAddr,
 }
 
+/// `GET /api/gateway`: what `ringway status` shows above its tables.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GatewayInfo<'a> {
+    /// `[gateway] role`: `primary` or `secondary`.
+    #[serde(borrow)]
+    pub role: &'a str,
+    /// A secondary with no agents.
+    pub standby: bool,
+    /// Agents connected now.
+    pub agents_connected: usize,
+}
+
 /// An answer before it becomes bytes.
 struct Answer {
     status: u16,
@@ -144,12 +156,24 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
     match (safe, head.method.as_str(), path) {
         (true, _, "/") => {
             let snapshot = ops.snapshot();
-            let html = render::console(&snapshot, ops.max_clients());
+            let html = render::console(&snapshot, &ops.totals());
             Answer::from_snapshot(&snapshot, "text/html; charset=utf-8", html)
         }
         (true, _, "/api/clients") => {
             let snapshot = ops.snapshot();
             json(&snapshot, &render::agents(&snapshot.workers))
+        }
+        (true, _, "/api/gateway") => {
+            let totals = ops.totals();
+            let info = GatewayInfo {
+                role: totals.role.as_str(),
+                standby: totals.standby(),
+                agents_connected: totals.agents_connected,
+            };
+            match serde_json::to_vec(&info) {
+                Ok(body) => Answer::ok("application/json", body),
+                Err(e) => Answer::error(500, &format!("cannot encode: {e}")),
+            }
         }
         (true, _, "/api/sessions") => {
             let snapshot = ops.snapshot();
@@ -164,9 +188,11 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
             Ok(summary) => Answer::ok("text/plain; charset=utf-8", format!("{summary}\n")),
             Err(why) => Answer::error(400, &why),
         },
-        (_, _, "/" | "/api/clients" | "/api/sessions" | "/metrics" | "/api/reload" | "/console.css") => {
-            Answer::error(405, "method not allowed here")
-        }
+        (
+            _,
+            _,
+            "/" | "/api/clients" | "/api/gateway" | "/api/sessions" | "/metrics" | "/api/reload" | "/console.css",
+        ) => Answer::error(405, "method not allowed here"),
         _ => Answer::error(404, "no such endpoint"),
     }
 }
@@ -205,9 +231,6 @@ mod tests {
         }
         fn totals(&self) -> render::Totals {
             render::Totals::default()
-        }
-        fn max_clients(&self) -> usize {
-            0
         }
         fn reload(&self) -> Result<String, String> {
             self.reloads.fetch_add(1, Ordering::Relaxed);

@@ -4,8 +4,10 @@
 
 mod agent;
 pub mod backoff;
+pub mod failover;
 pub mod login;
 pub mod ranges;
+pub mod roam;
 pub mod sysinfo;
 
 use std::fmt;
@@ -410,6 +412,43 @@ pub(crate) async fn refused(stream: &Conn, head: &ResponseHead, rest: Vec<u8>) -
         status: head.status,
         reason: reason.chars().map(|c| if c.is_control() { '?' } else { c }).collect(),
     }
+}
+
+/// Largest health answer read: the body is two short strings.
+pub const MAX_HEALTH_BYTES: usize = 1024;
+
+/// Asks the gateway `GET /v1/health`, unauthenticated: whether it is up,
+/// its role and boot id (an older gateway's `404` with a boot id counts as
+/// up, its role empty). Registers nothing and leaves no line in the
+/// gateway's log, so an agent on a secondary can ask its primary often.
+/// The caller bounds the whole exchange (dial and answer have their own
+/// deadlines, [`CONNECT_TIMEOUT`] and [`RESPONSE_TIMEOUT`], too long for
+/// a probe).
+pub async fn health(ep: &Endpoint) -> Result<proto::HealthAnswer, ClientError> {
+    let stream = dial(ep).await?;
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway/{}\r\n\r\n",
+        proto::PATH_HEALTH,
+        ep.gateway,
+        env!("CARGO_PKG_VERSION")
+    );
+    let (head, rest) = exchange(&stream, head.into_bytes()).await?;
+    // A gateway older than the probe answers 404, like any path it does
+    // not serve, with its boot id as every answer has: it is up, so an
+    // agent can go home to it. Its role is unknown (empty).
+    if head.status == 404
+        && let Some(boot) = head.header(proto::H_BOOT).and_then(BootId::parse)
+    {
+        return Ok(proto::HealthAnswer {
+            role: String::new(),
+            boot: boot.to_string(),
+        });
+    }
+    if head.status != 200 {
+        return Err(refused(&stream, &head, rest).await);
+    }
+    let body = read_body(&stream, &head, rest, MAX_HEALTH_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("bad health answer: {e}")))
 }
 
 /// The agents this key can see.

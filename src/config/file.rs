@@ -56,6 +56,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         cmpi: gateway.cmpi,
         max_clients: gateway.max_clients,
         state_dir: gateway.state_dir,
+        role: gateway.role,
         keys,
         limits,
         log: parse_log(raw.log.as_ref(), &src)?,
@@ -122,8 +123,9 @@ mod tests {
     }
 
     /// Every key some section knows, so random lines hit real checks.
-    const KNOWN_KEYS: [&str; 35] = [
+    const KNOWN_KEYS: [&str; 36] = [
         "workers",
+        "role",
         "cmpi_secs",
         "max_clients",
         "head_timeout_secs",

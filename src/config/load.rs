@@ -101,6 +101,7 @@ impl ConfigFile {
             cmpi: self.cmpi,
             max_clients: self.max_clients,
             state_dir: resolve(&self.state_dir),
+            role: self.role,
             keys,
             limits: self.limits,
             log,

@@ -49,7 +49,8 @@ pub use error::{ConfigError, Located};
 pub use event_log::{LOG_MAX_FILE_KB, LOG_MAX_FILES};
 pub use file::parse_str;
 pub use gateway::{
-    CMPI_SECS, DEFAULT_CMPI_SECS, DEFAULT_STATE_DIR, HEARTBEAT_GRACE, MAX_CLIENTS, MAX_CMPI_SECS, MAX_WORKERS, WORKERS,
+    CMPI_SECS, DEFAULT_CMPI_SECS, DEFAULT_STATE_DIR, HEARTBEAT_GRACE, MAX_CLIENTS, MAX_CMPI_SECS, MAX_WORKERS, Role,
+    WORKERS,
 };
 pub use keys::{KeyEntry, KeySecret, MAX_KEY_NAME_LEN, SHORT_KEY_CHARS, WEAK_KEY_BITS, check_key_name, estimated_bits};
 pub use limits::{
@@ -87,6 +88,9 @@ pub struct Settings<A, T, K, O> {
     /// key). In a [`ConfigFile`] as written; in a [`Config`] a relative
     /// one is taken from the file's folder. Made only once needed.
     pub state_dir: PathBuf,
+    /// Primary or secondary (`[gateway] role`), for the console, metrics
+    /// and the health probe.
+    pub role: Role,
     /// Gateway keys (at least one), in the order given.
     pub keys: Vec<K>,
     /// Deadlines, sizes and shares.

@@ -336,6 +336,7 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         approvals: st.approvals.borrow().iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        health_probes: st.health_probes.get(),
     };
     let sessions: Vec<SessionRow> = shard
         .sessions

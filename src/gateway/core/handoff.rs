@@ -47,6 +47,10 @@ pub(crate) struct Registration {
     pub local_ip: String,
     /// Its operating system as it reported it.
     pub os: String,
+    /// Where it came from, if it moved (`Ringway-Previous`, checked):
+    /// `failover from <gateway>` or `failback from <gateway>`, for the
+    /// arrival's event line.
+    pub previous: Option<String>,
     /// Its share of the connection cap.
     pub permit: Permit,
 }

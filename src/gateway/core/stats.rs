@@ -46,6 +46,9 @@ pub(crate) struct Stats {
     pub ticket_refusals: RefCell<BTreeMap<&'static str, u64>>,
     /// Connects put to the approval hook, by outcome (`yes`, `no`, `busy`).
     pub approvals: RefCell<BTreeMap<&'static str, u64>>,
+    /// `GET /v1/health` probes answered (agents on a secondary checking
+    /// whether their primary is back).
+    pub health_probes: Cell<u64>,
 }
 
 impl Stats {
@@ -144,6 +147,8 @@ pub struct StatsSnapshot {
     pub ticket_refusals: BTreeMap<String, u64>,
     /// Connects put to the approval hook, by outcome.
     pub approvals: BTreeMap<String, u64>,
+    /// `GET /v1/health` probes answered.
+    pub health_probes: u64,
 }
 
 /// Everything one worker reports to the admin listener.
