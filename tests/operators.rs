@@ -880,3 +880,39 @@ fn the_audit_file_has_exactly_the_records_of_a_sessions_life() {
         );
     }
 }
+
+/// The console's sign-in history: the latest sign-ins, newest first, in
+/// `/api/signins` and on the `/signins` page the console links to.
+#[test]
+fn the_console_shows_the_latest_sign_ins_newest_first() {
+    let alice = operator("alice", ALICE_PASSWORD, "");
+    let gw = Gateway::start(&config("totp = \"off\"\n", &[alice]));
+    let ep = endpoint(gw.addr(), ACME.1, "ops");
+    assert_eq!(sign_in_refusal(&ep, "mallory", "guess", None).1, REFUSED);
+    sign_in(&ep, "alice", ALICE_PASSWORD, None).expect("sign-in");
+
+    let list = gw.get_json("/api/signins");
+    let rows: Vec<(&str, &str, &str, &str)> = list
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| {
+            let f = |k: &str| e[k].as_str().expect("a string");
+            (f("operator"), f("control"), f("key"), f("outcome"))
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("alice", "ops", "acme", "ok"),
+            ("mallory", "ops", "acme", "unknown_operator")
+        ]
+    );
+    let page = gw.get("/signins");
+    assert_eq!(page.status, 200);
+    let body = &page.body;
+    let ok = body.find("<td>alice</td>").expect("alice's row");
+    let failed = body.find("<td>mallory</td>").expect("mallory's row");
+    assert!(ok < failed, "newest first:\n{body}");
+    assert!(gw.get("/").body.contains(r#"<a id="signins-link" href="/signins">"#));
+}

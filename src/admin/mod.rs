@@ -8,6 +8,8 @@
 //! | `GET /api/clients` | JSON array of agents |
 //! | `GET /api/gateway` | JSON object: role, standby, agents connected |
 //! | `GET /api/sessions` | JSON array of relay sessions |
+//! | `GET /signins` | the sign-in history page (the latest 200) |
+//! | `GET /api/signins` | the same as a JSON array, newest first |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /api/reload` | re-reads the config file and applies it |
 //!
@@ -50,6 +52,10 @@ pub trait AdminOps: Send + Sync {
     fn totals(&self) -> render::Totals;
     /// Re-reads and applies the configuration: a summary, or why it was refused.
     fn reload(&self) -> Result<String, String>;
+    /// The latest operator sign-ins, newest first.
+    fn signins(&self) -> Vec<crate::gateway::SignInEntry> {
+        Vec::new()
+    }
 }
 
 /// How long the `status` and `reload` commands wait for an answer: a

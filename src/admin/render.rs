@@ -352,7 +352,7 @@ pub fn answered(snapshot: &Snapshot) -> String {
 /// tab, and a banner when some workers did not answer. Self-contained
 /// (no external assets), no script, no inline style; every peer-supplied
 /// string is escaped.
-pub fn console(snapshot: &Snapshot, totals: &Totals) -> String {
+pub fn console(snapshot: &Snapshot, totals: &Totals, query: Option<&str>) -> String {
     let agents = agents(&snapshot.workers);
     let sessions = sessions(&snapshot.workers);
     let max = if totals.max_clients == 0 {
@@ -407,6 +407,7 @@ pub fn console(snapshot: &Snapshot, totals: &Totals) -> String {
 <link rel="stylesheet" href="/console.css">
 </head><body>
 <h1>ringway {version}</h1>
+<p class="nav"><a id="signins-link" href="{signins_href}">Sign-in history</a></p>
 {partial}<p class="counts"><span>Clients connected: <b id="clients-connected">{n_agents}</b></span><span>Max clients: <b id="max-clients">{max}</b></span><span>Role: <b id="role">{role}</b></span><span>Active sessions: <b id="sessions-active">{n_sessions}</b></span></p>
 <div class="tabs">
 <input type="radio" name="tab" id="tab-clients" checked><label for="tab-clients">Clients</label>
@@ -416,8 +417,55 @@ pub fn console(snapshot: &Snapshot, totals: &Totals) -> String {
 </div></body></html>
 "#,
         version = env!("CARGO_PKG_VERSION"),
+        signins_href = escape(&with_query("/signins", query)),
         n_agents = agents.len(),
         n_sessions = sessions.len(),
+    )
+}
+
+/// `path`, with the page's own query (a `?token=` a browser carries) so
+/// a link keeps working where a token is needed.
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_string(),
+    }
+}
+
+/// The sign-in history page: the latest sign-ins, newest first, every
+/// field escaped (names and addresses come from the network).
+pub fn signins_page(entries: &[crate::gateway::SignInEntry], query: Option<&str>) -> String {
+    let mut rows = String::new();
+    for e in entries {
+        let class = if e.outcome == "ok" {
+            "signin ok"
+        } else {
+            "signin failed"
+        };
+        let _ = write!(
+            rows,
+            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&e.at),
+            escape(&e.operator),
+            escape(&e.control),
+            escape(&e.key),
+            escape(&e.source),
+            escape(&e.outcome)
+        );
+    }
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{CONSOLE_REFRESH_SECS}">
+<title>ringway sign-ins</title>
+<link rel="stylesheet" href="/console.css">
+</head><body>
+<h1>Sign-in history</h1>
+<p class="nav"><a href="{back}">Back to the console</a> · the latest {max} sign-ins, newest first; the audit file keeps them all</p>
+<table id="signins"><thead><tr><th>When (UTC)</th><th>Operator</th><th>Control</th><th>Key</th><th>From</th><th>Outcome</th></tr></thead><tbody>{rows}</tbody></table>
+</body></html>
+"#,
+        back = escape(&with_query("/", query)),
+        max = crate::gateway::SIGNIN_HISTORY,
     )
 }
 
@@ -460,7 +508,7 @@ pub(crate) mod tests {
             max_clients: 5,
             ..Totals::default()
         };
-        let html = console(&snapshot, &totals);
+        let html = console(&snapshot, &totals, None);
         assert!(!html.contains("<script>alert(1)</script>"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains(r#"<b id="max-clients">5</b>"#));
@@ -474,7 +522,7 @@ pub(crate) mod tests {
             role: Role::Secondary,
             ..Totals::default()
         };
-        let html = console(&Snapshot::default(), &secondary);
+        let html = console(&Snapshot::default(), &secondary, None);
         assert!(html.contains(r#"<b id="role">secondary (standby)</b>"#), "{html}");
         let text = metrics(&Snapshot::default(), &secondary);
         assert!(text.contains("\nringway_role{role=\"secondary\"} 1\n"), "{text}");
@@ -490,7 +538,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_console_has_no_inline_script_or_style() {
-        let html = console(&Snapshot::default(), &Totals::default());
+        let html = console(&Snapshot::default(), &Totals::default(), None);
         for inline in ["<script", "<style", " style=", "javascript:"] {
             assert!(!html.contains(inline), "{inline} in:\n{html}");
         }
@@ -504,7 +552,7 @@ pub(crate) mod tests {
             asked: 2,
         };
         assert_eq!(answered(&snapshot), "1 of 2");
-        let html = console(&snapshot, &Totals::default());
+        let html = console(&snapshot, &Totals::default(), None);
         assert!(
             html.contains("<p class=\"partial\" id=\"partial\">Workers answered 1 of 2: agents and sessions of the others are missing below.</p>"),
             "{html}"
@@ -559,5 +607,27 @@ pub(crate) mod tests {
             let (_, value) = line.rsplit_once(' ').expect("sample has a value");
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn the_sign_in_page_escapes_every_field_and_keeps_the_token_in_its_link() {
+        let e = crate::gateway::SignInEntry {
+            at: "2026-12-02T15:00:00Z".into(),
+            operator: "<script>x</script>".into(),
+            control: "ops".into(),
+            key: "acme".into(),
+            source: "127.0.0.1".into(),
+            outcome: "wrong_password".into(),
+        };
+        let page = signins_page(&[e], Some("token=a&b"));
+        assert!(page.contains("<td>&lt;script&gt;x&lt;/script&gt;</td>"), "{page}");
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(page.contains(r#"<tr class="signin failed">"#), "{page}");
+        assert!(page.contains(r#"href="/?token=a&amp;b""#), "{page}");
+        let html = console(&Snapshot::default(), &Totals::default(), Some("token=t"));
+        assert!(
+            html.contains(r#"<a id="signins-link" href="/signins?token=t">"#),
+            "{html}"
+        );
     }
 }

@@ -156,7 +156,7 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
     match (safe, head.method.as_str(), path) {
         (true, _, "/") => {
             let snapshot = ops.snapshot();
-            let html = render::console(&snapshot, &ops.totals());
+            let html = render::console(&snapshot, &ops.totals(), head.target.split_once('?').map(|(_, q)| q));
             Answer::from_snapshot(&snapshot, "text/html; charset=utf-8", html)
         }
         (true, _, "/api/clients") => {
@@ -175,6 +175,14 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
                 Err(e) => Answer::error(500, &format!("cannot encode: {e}")),
             }
         }
+        (true, _, "/api/signins") => match serde_json::to_vec(&ops.signins()) {
+            Ok(body) => Answer::ok("application/json", body),
+            Err(e) => Answer::error(500, &format!("cannot encode: {e}")),
+        },
+        (true, _, "/signins") => Answer::ok(
+            "text/html; charset=utf-8",
+            render::signins_page(&ops.signins(), head.target.split_once('?').map(|(_, q)| q)),
+        ),
         (true, _, "/api/sessions") => {
             let snapshot = ops.snapshot();
             json(&snapshot, &render::sessions(&snapshot.workers))
@@ -191,7 +199,8 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
         (
             _,
             _,
-            "/" | "/api/clients" | "/api/gateway" | "/api/sessions" | "/metrics" | "/api/reload" | "/console.css",
+            "/" | "/api/clients" | "/api/gateway" | "/api/sessions" | "/api/signins" | "/signins" | "/metrics"
+            | "/api/reload" | "/console.css",
         ) => Answer::error(405, "method not allowed here"),
         _ => Answer::error(404, "no such endpoint"),
     }

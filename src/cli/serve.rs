@@ -37,6 +37,10 @@ impl AdminOps for Controller {
         }
     }
 
+    fn signins(&self) -> Vec<crate::gateway::SignInEntry> {
+        self.gateway.signins()
+    }
+
     fn reload(&self) -> Result<String, String> {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let new = match config::load(&self.path) {

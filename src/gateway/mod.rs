@@ -27,6 +27,7 @@ mod shard;
 mod state;
 mod worker;
 
+pub use self::core::signin_history::{SIGNIN_HISTORY, SignInEntry};
 pub use self::core::stats::{AgentRow, SessionRow, Snapshot, StatsSnapshot, WorkerSnapshot};
 
 use std::collections::HashSet;
@@ -143,6 +144,7 @@ impl Gateway {
             signins: SignIns::default(),
             approver: Arc::default(),
             audit,
+            signin_history: Mutex::default(),
         });
 
         let cpus = allowed_cpus();
@@ -355,6 +357,16 @@ impl Gateway {
                 op.name
             ));
         }
+    }
+
+    /// The latest operator sign-ins, newest first (at most
+    /// [`SIGNIN_HISTORY`]).
+    pub fn signins(&self) -> Vec<SignInEntry> {
+        self.shared
+            .signin_history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .newest_first()
     }
 
     /// Every worker's agents, sessions and counters. All workers are asked

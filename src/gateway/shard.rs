@@ -24,6 +24,7 @@ use super::core::handoff::{Joined, OpenResult, ShardMsg};
 use super::core::pairing::{Pairing, PairingLimits};
 use super::core::permit::{Counter, Licence, Permit};
 use super::core::sessions::Sessions;
+use super::core::signin_history::SignInHistory;
 use super::core::signins::SignIns;
 use super::core::sources::{IDLE_SOURCES, SourceLimits, Sources, Unauthenticated};
 use super::core::stats::Stats;
@@ -84,6 +85,8 @@ pub(crate) struct Shared {
     pub approver: Arc<Approver>,
     /// The audit trail (`[audit]`), for every worker.
     pub audit: Audit,
+    /// The latest sign-ins, for the console's history page.
+    pub signin_history: std::sync::Mutex<SignInHistory>,
 }
 
 /// The keys the sign-in flows use, both from the ticket key.
