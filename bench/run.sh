@@ -22,6 +22,7 @@ set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bench=$root/bench
+. "$bench/lib.sh"
 date_tag=$(date -u +%Y-%m-%d)
 RUNS=${RUNS:-3}
 W1_SECS=${W1_SECS:-10}
@@ -139,13 +140,7 @@ start_gateway() {
     } > "$work/gw.toml"
     "$rw" serve --config "$work/gw.toml" 2> "$work/gw.err" &
     gw_pid=$!; started+=($gw_pid)
-    gw_addr=
-    for _ in $(seq 1 100); do
-        gw_addr=$(grep -o 'Listening on port 127.0.0.1:[0-9]*' "$work/gw.err" | head -1 | sed 's/Listening on port //') || true
-        [ -n "$gw_addr" ] && break
-        sleep 0.1
-    done
-    [ -n "$gw_addr" ] || { log "gateway did not start"; cat "$work/gw.err" >&2; exit 1; }
+    gw_addr=$(listen_addr "$work/gw.err") || exit 1
     if [ "$1" = 1 ]; then
         gw_url=https://$gw_addr; tls_args=(--ca-file "$work/certs/ca.pem")
     else
