@@ -4,7 +4,9 @@
 //! the name to another machine (see [`crate::client::backoff`]).
 
 use std::cell::Cell;
+use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -13,7 +15,10 @@ use ring::rand::SecureRandom;
 
 use super::ClientArgs;
 use crate::client::backoff::{Backoff, Pause};
-use crate::client::{self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, Endpoint, Outgoing, sysinfo};
+use crate::client::identity::{AgentIdentity, default_state_dir};
+use crate::client::{
+    self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, ClientError, Endpoint, Outgoing, sysinfo,
+};
 use crate::proto::{FromAgent, SessionId};
 use crate::relay::{Counters, relay};
 
@@ -42,6 +47,11 @@ pub struct AgentArgs {
     /// The local service to publish, HOST:PORT (e.g. 127.0.0.1:22).
     #[arg(long)]
     expose: String,
+    /// Where the agent keeps its key pair (made on the first run; the
+    /// gateway pins this agent's name to it). Default:
+    /// $XDG_STATE_HOME/ringway, else ~/.local/state/ringway.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 /// Runs the agent until killed.
@@ -50,7 +60,18 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
     if !crate::proto::valid_name(&name) {
         return Err(format!("invalid agent name {name:?}: 1 to 64 characters, not blank"));
     }
-    let ep = args.client.endpoint(&name)?;
+    let state_dir = args
+        .state_dir
+        .or_else(default_state_dir)
+        .ok_or("no state folder: set --state-dir (or XDG_STATE_HOME or HOME)")?;
+    let identity = AgentIdentity::load_or_create(&state_dir)?;
+    log::info!(
+        "agent key {} (in {})",
+        identity.public(),
+        state_dir.display()
+    );
+    let mut ep = args.client.endpoint(&name)?;
+    ep.agent_key = Some(Arc::new(identity));
     let expose = Rc::new(args.expose);
     super::client_runtime()?.block_on(async move {
         let mut backoff = Backoff::new();
@@ -88,6 +109,8 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
                     }
                     backoff.after_channel(replaced, since.elapsed(), random_fraction())
                 }
+                // Said below, with the pause.
+                Err(ClientError::Refused { status: 409, .. }) => backoff.after_name_taken(random_fraction()),
                 Err(e) => {
                     log::warn!("cannot register with {}: {e}", ep.gateway);
                     backoff.after_failure(random_fraction())
@@ -98,6 +121,13 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
                 Pause::NameInUse(d) => log::warn!(
                     "the name {:?} is in use by another machine: the gateway gave it to a newer registration. \
                      Trying again in {:.0} s; give each machine its own name with --name",
+                    ep.identity,
+                    d.as_secs_f64()
+                ),
+                Pause::NameTaken(d) => log::warn!(
+                    "the name {:?} is taken by another machine: the gateway has it pinned to that machine's key. \
+                     Trying again in {:.0} s; give this machine its own name with --name, or have the \
+                     administrator release the name with `ringway agents forget`",
                     ep.identity,
                     d.as_secs_f64()
                 ),
