@@ -141,7 +141,7 @@ fn the_console_renders_in_headless_chromium() {
 // 3. Metrics.
 
 /// The families docs/ADMIN.md lists, with their types.
-const FAMILIES: [(&str, &str); 25] = [
+const FAMILIES: [(&str, &str); 26] = [
     ("ringway_workers", "gauge"),
     ("ringway_workers_answered", "gauge"),
     ("ringway_agents_connected", "gauge"),
@@ -167,6 +167,7 @@ const FAMILIES: [(&str, &str); 25] = [
     ("ringway_sign_ins_total", "counter"),
     ("ringway_ticket_refusals_total", "counter"),
     ("ringway_key_quota_refusals_total", "counter"),
+    ("ringway_pin_refusals_total", "counter"),
 ];
 
 #[test]

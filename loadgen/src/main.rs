@@ -119,6 +119,11 @@ fn plan(cmd: Command) -> Result<Plan, String> {
     // the name given.
     let gateway = resolve_once(&template.gateway).map_err(|why| format!("--gateway {:?}: {why}", client.gateway))?;
     template.gateway = gateway.to_string();
+    // One agent key for the whole run, held in memory: the run's agents
+    // are one "machine" to a gateway that pins names, so a churned agent
+    // that registers its name again replaces itself rather than being
+    // refused (an Ed25519 signature per registration is microseconds).
+    template.agent_key = Some(std::sync::Arc::new(ringway::client::identity::AgentIdentity::generate()));
     if duration == 0 || duration > MAX_DURATION_SECS {
         return Err(format!("--duration must be 1 to {MAX_DURATION_SECS} seconds"));
     }

@@ -51,6 +51,9 @@ pub trait AdminOps: Send + Sync {
     fn max_clients(&self) -> usize;
     /// Re-reads and applies the configuration: a summary, or why it was refused.
     fn reload(&self) -> Result<String, String>;
+    /// Releases the pin of agent `name` under the gateway key named `key`
+    /// (every key if `None`): a summary, or why not.
+    fn forget(&self, name: &str, key: Option<&str>) -> Result<String, String>;
 }
 
 /// How long the `status` and `reload` commands wait for an answer: a

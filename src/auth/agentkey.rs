@@ -196,12 +196,20 @@ mod tests {
         let short_key = BASE64URL_NOPAD.encode(&[1u8; 31]);
         let long_key = BASE64URL_NOPAD.encode(&[1u8; 33]);
         for bad in [short_key.as_str(), long_key.as_str(), "", "!!!!", &format!("{key}=")] {
-            assert_eq!(check(Some(bad), Some(&sig), Some("S")), Err(AgentKeyError::BadKey), "{bad:?}");
+            assert_eq!(
+                check(Some(bad), Some(&sig), Some("S")),
+                Err(AgentKeyError::BadKey),
+                "{bad:?}"
+            );
         }
         let short_sig = BASE64URL_NOPAD.encode(&[1u8; 63]);
         let padded = data_encoding::BASE64URL.encode(&[1u8; 64]);
         for bad in [short_sig.as_str(), padded.as_str(), &"A".repeat(4096)] {
-            assert_eq!(check(Some(&key), Some(bad), Some("S")), Err(AgentKeyError::BadSig), "{bad:?}");
+            assert_eq!(
+                check(Some(&key), Some(bad), Some("S")),
+                Err(AgentKeyError::BadSig),
+                "{bad:?}"
+            );
         }
         assert_eq!(AgentKeyError::BadKey.status(), 400);
         assert_eq!(AgentKeyError::Mismatch.status(), 403);

@@ -65,11 +65,7 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
         .or_else(default_state_dir)
         .ok_or("no state folder: set --state-dir (or XDG_STATE_HOME or HOME)")?;
     let identity = AgentIdentity::load_or_create(&state_dir)?;
-    log::info!(
-        "agent key {} (in {})",
-        identity.public(),
-        state_dir.display()
-    );
+    log::info!("agent key {} (in {})", identity.public(), state_dir.display());
     let mut ep = args.client.endpoint(&name)?;
     ep.agent_key = Some(Arc::new(identity));
     let expose = Rc::new(args.expose);

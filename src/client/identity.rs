@@ -182,7 +182,10 @@ mod tests {
         write_new(&path, b"not a key").expect("write");
         let e = AgentIdentity::load_or_create(&dir).expect_err("refused");
         assert!(
-            e.starts_with(&format!("cannot use the agent key {}: not an Ed25519 key", path.display())),
+            e.starts_with(&format!(
+                "cannot use the agent key {}: not an Ed25519 key",
+                path.display()
+            )),
             "{e}"
         );
         assert_eq!(fs::read(&path).expect("kept"), b"not a key");
@@ -199,7 +202,10 @@ mod tests {
             )
         );
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
-        assert_eq!(AgentIdentity::load_or_create(&dir).expect("whole again").public(), made.public());
+        assert_eq!(
+            AgentIdentity::load_or_create(&dir).expect("whole again").public(),
+            made.public()
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }

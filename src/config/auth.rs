@@ -92,6 +92,10 @@ pub struct AuthConfig {
     pub lockout: Duration,
     /// An approval asked before each connect, if any.
     pub approve: Option<Approve>,
+    /// Pin each agent name to the first agent key that registers it (per
+    /// gateway key), so another holder of the gateway key cannot take the
+    /// name; `false` is first come, as before agent keys.
+    pub pin_agent_names: bool,
 }
 
 impl Default for AuthConfig {
@@ -104,6 +108,7 @@ impl Default for AuthConfig {
             lockout_after: LOCKOUT_AFTER.default as u32,
             lockout: Duration::from_secs(LOCKOUT_MINUTES.default * 60),
             approve: None,
+            pin_agent_names: true,
         }
     }
 }
@@ -119,6 +124,7 @@ pub(super) struct RawAuth {
     lockout_minutes: Option<Spanned<u64>>,
     approve_command: Option<Spanned<String>>,
     approve_url: Option<Spanned<String>>,
+    pin_agent_names: Option<bool>,
 }
 
 /// Checks `[auth]`. Absent: every default.
@@ -162,6 +168,7 @@ pub(super) fn parse_auth(raw: Option<&RawAuth>, src: &Source) -> Result<AuthConf
         lockout_after: LOCKOUT_AFTER.take(&a.lockout_after, src)? as u32,
         lockout: Duration::from_secs(LOCKOUT_MINUTES.take(&a.lockout_minutes, src)? * 60),
         approve,
+        pin_agent_names: a.pin_agent_names.unwrap_or(true),
     })
 }
 
@@ -221,6 +228,7 @@ mod tests {
             lockout_after: 5,
             lockout: Duration::from_secs(30 * 60),
             approve: None,
+            pin_agent_names: true,
         };
         assert_eq!(section("", "auth", parse_auth), Ok(want.clone()));
         assert_eq!(parse(""), Ok(want.clone()));
@@ -242,6 +250,7 @@ mod tests {
                 lockout_after: 3,
                 lockout: Duration::from_secs(3600),
                 approve: Some(Approve::Command("/usr/local/bin/ask-duo --wait 30".into())),
+                pin_agent_names: true,
             }
         );
         assert_eq!(
@@ -313,6 +322,15 @@ mod tests {
             parse(&long).map(|_| ()),
             Err("test.toml:2: approve_command is longer than 2048 characters".into())
         );
+    }
+
+    #[test]
+    fn pin_agent_names_is_on_unless_turned_off() {
+        assert_eq!(parse("pin_agent_names = false\n").map(|a| a.pin_agent_names), Ok(false));
+        assert_eq!(parse("pin_agent_names = true\n").map(|a| a.pin_agent_names), Ok(true));
+        assert_eq!(parse("").map(|a| a.pin_agent_names), Ok(true));
+        let e = parse("pin_agent_names = \"no\"\n").expect_err("not a boolean");
+        assert!(e.contains("expected a boolean"), "{e}");
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub(crate) struct Shared {
     pub signin_keys: OnceLock<SignInKeys>,
     /// Failures, locks and TOTP steps per operator, for every worker.
     pub signins: SignIns,
+    /// Agent name pins: opened at start while `[auth] pin_agent_names`
+    /// is on (or by the first reload that turns it on), then kept.
+    pub pins: OnceLock<super::pins::PinStore>,
 }
 
 /// The keys the sign-in flows use, both from the ticket key.
