@@ -326,9 +326,9 @@ fn check_pin<'n>(
     match store.check(&key, name, agent_key, peer, Instant::now()) {
         Ok(Checked::Same) => Ok(()),
         Ok(Checked::Pinned) => {
-            shard.event(format!(
-                "Client {shown} (key {key}): name pinned to the agent key of {peer}"
-            ));
+            // Not an event: pinning is what every new agent does once;
+            // the event log keeps refusals and releases, which need a look.
+            log::info!("client {shown} (key {key}): name pinned to the agent key of {peer}");
             Ok(())
         }
         Err(PinError::Taken { pinned_from, log }) => {
