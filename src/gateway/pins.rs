@@ -10,18 +10,26 @@
 //! the disk is written only when a name is pinned for the first time (or
 //! released), never per poll or per reconnect.
 //!
-//! One store serves every worker. A name's registrations all run on its
-//! owner worker, but a pin is checked and written under one lock so that
-//! no two workers can ever pin one name to two keys (a reload that
-//! renames a key's secret moves its names to another owner).
+//! One store serves every worker. A pin is checked and entered in memory
+//! under one lock, so no two workers can ever pin one name to two keys
+//! (a reload that changes a key's secret moves its names to another
+//! owner). The disk is written by a thread of the store's own, never on a
+//! worker's event loop: a durable commit costs milliseconds (an fsync),
+//! so the thread commits every write queued meanwhile in one transaction
+//! (group commit), and a registration waits for its own pin's commit
+//! without holding up anything else. 100,000 agents pinning their names
+//! at once thus cost a few hundred commits, not 100,000.
 
 use std::collections::HashMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
+use futures_channel::oneshot;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::auth::agentkey::{AGENT_KEY_LEN, AgentPublicKey};
@@ -37,6 +45,38 @@ const PINS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pins");
 /// Longest address kept with a pin (an IPv6 address with scope and
 /// port is under 64); a longer value read back is cut.
 const MAX_FROM_LEN: usize = 64;
+
+/// Writes that may wait for the writer thread. Only first pins and
+/// releases are written; 4,096 is seconds of a mass first deployment's
+/// registrations, and past it a registration is refused (503, try again)
+/// rather than queued without bound.
+const WRITE_QUEUE: usize = 4096;
+
+/// Most writes committed in one transaction: all that queued during the
+/// last commit, up to the whole queue.
+const MAX_BATCH: usize = WRITE_QUEUE;
+
+/// The outcome of a write, to whoever waits for it.
+type WriteResult = Result<(), String>;
+
+/// Who waits for a write: a registration on a worker (async) or the admin
+/// thread (blocking).
+enum Done {
+    Async(oneshot::Sender<WriteResult>),
+    Blocking(mpsc::Sender<WriteResult>),
+}
+
+/// One write for the writer thread.
+struct Write {
+    key: String,
+    name: String,
+    /// The pin's bytes, or `None` to remove it.
+    value: Option<Vec<u8>>,
+    done: Done,
+}
+
+/// A first pin on its way to disk: await it with [`PinStore::settle`].
+pub(crate) struct Pending(oneshot::Receiver<WriteResult>);
 
 /// One pin as held in memory.
 struct Pin {
@@ -59,10 +99,10 @@ struct Pins {
 }
 
 /// What a registration's check found.
-#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Checked {
-    /// The name was free: it is now pinned to this agent key (on disk).
-    Pinned,
+    /// The name was free: it is pinned to this agent key in memory, and
+    /// on disk once the write is settled.
+    Pinning(Pending),
     /// The name is pinned to this agent key already.
     Same,
 }
@@ -80,18 +120,21 @@ pub(crate) enum PinError {
     },
     /// `max_pins` names are pinned: no new name can be.
     Full,
+    /// The writer thread has [`WRITE_QUEUE`] writes waiting.
+    Busy,
     /// The store could not be written: the name is not pinned.
     Store(String),
 }
 
 /// The pin store of a gateway.
 pub(crate) struct PinStore {
-    /// Where it is, for errors.
-    path: PathBuf,
-    /// The file; redb serialises write transactions itself.
-    db: Database,
     /// Every pin, in memory.
     pins: Mutex<Pins>,
+    /// The writer thread's queue; taken on drop so the thread ends.
+    writes: Option<SyncSender<Write>>,
+    /// The writer thread, which owns the file; joined on drop, so the
+    /// file is closed (and may be opened again) once the store is gone.
+    writer: Option<JoinHandle<()>>,
 }
 
 impl PinStore {
@@ -136,10 +179,15 @@ impl PinStore {
                 Err(e) => return Err(fail("read", &e)),
             }
         }
+        let (writes, queue) = mpsc::sync_channel(WRITE_QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("ringway-pins".into())
+            .spawn(move || write_all(db, path, queue))
+            .map_err(|e| format!("cannot start the name pins' writer thread: {e}"))?;
         Ok(PinStore {
-            path,
-            db,
             pins: Mutex::new(Pins { map, max }),
+            writes: Some(writes),
+            writer: Some(writer),
         })
     }
 
@@ -179,9 +227,53 @@ impl PinStore {
             pinned_from: from.to_string(),
             refusals: Flaps::default(),
         };
-        self.write(key, name, Some(&encode(&pin))).map_err(PinError::Store)?;
+        let (done, pending) = oneshot::channel();
+        self.queue(key, name, Some(encode(&pin)), Done::Async(done))?;
         pins.map.insert(id, pin);
-        Ok(Checked::Pinned)
+        Ok(Checked::Pinning(Pending(pending)))
+    }
+
+    /// Waits until a first pin is on disk. If it could not be written the
+    /// pin is taken back (unless released or replaced meanwhile), so the
+    /// name is free again and nothing in memory claims what the disk lacks.
+    pub async fn settle(
+        &self,
+        key: &str,
+        name: &str,
+        agent_key: AgentPublicKey,
+        pending: Pending,
+    ) -> Result<(), String> {
+        let res = match pending.0.await {
+            Ok(res) => res,
+            Err(_) => Err("the name pins' writer thread is gone".to_string()),
+        };
+        if res.is_err() {
+            let mut pins = self.lock();
+            let id: (Box<str>, Box<str>) = (key.into(), name.into());
+            if pins.map.get(&id).is_some_and(|p| p.agent_key == agent_key) {
+                pins.map.remove(&id);
+            }
+        }
+        res
+    }
+
+    /// Queues a write without waiting; refused when the queue is full.
+    fn queue(&self, key: &str, name: &str, value: Option<Vec<u8>>, done: Done) -> Result<(), PinError> {
+        let write = Write {
+            key: key.to_string(),
+            name: name.to_string(),
+            value,
+            done,
+        };
+        // Invariant: `writes` is only taken by drop.
+        let writes = self
+            .writes
+            .as_ref()
+            .expect("the writer's queue lives as long as the store");
+        writes.try_send(write).map_err(|e| match e {
+            TrySendError::Full(_) => PinError::Busy,
+            TrySendError::Disconnected(_) => PinError::Store("the name pins' writer thread is gone".into()),
+        })
     }
 
     /// Releases `name`'s pin under gateway key `key`, or under every key
@@ -195,9 +287,22 @@ impl PinStore {
             .map(|(k, _)| k.to_string())
             .collect();
         keys.sort();
+        // Queued under the lock, so a first pin of the name queued later
+        // is also written later: the disk ends as memory does.
+        let mut waits = Vec::with_capacity(keys.len());
         for k in &keys {
-            self.write(k, name, None)?;
+            let (done, wait) = mpsc::channel();
+            self.queue(k, name, None, Done::Blocking(done)).map_err(|e| match e {
+                PinError::Store(e) => e,
+                _ => "the name pins' writer is busy; try again".to_string(),
+            })?;
             pins.map.remove(&(k.as_str().into(), name.into()));
+            waits.push(wait);
+        }
+        drop(pins);
+        for wait in waits {
+            wait.recv()
+                .unwrap_or_else(|_| Err("the name pins' writer thread is gone".into()))?;
         }
         Ok(keys)
     }
@@ -212,22 +317,55 @@ impl PinStore {
     pub fn len(&self) -> usize {
         self.lock().map.len()
     }
+}
 
-    /// Writes (`Some`) or removes (`None`) one pin in its own committed,
-    /// durable transaction.
-    fn write(&self, key: &str, name: &str, value: Option<&[u8]>) -> Result<(), String> {
-        let fail = |e: &dyn std::fmt::Display| format!("cannot write the name pins {}: {e}", self.path.display());
-        let txn = self.db.begin_write().map_err(|e| fail(&e))?;
-        {
-            let mut table = txn.open_table(PINS).map_err(|e| fail(&e))?;
-            match value {
-                Some(v) => table.insert((key, name), v).map(drop),
-                None => table.remove((key, name)).map(drop),
-            }
-            .map_err(|e| fail(&e))?;
+impl Drop for PinStore {
+    fn drop(&mut self) {
+        // The writer finishes what is queued, then sees the queue close.
+        drop(self.writes.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
         }
-        txn.commit().map_err(|e| fail(&e))
     }
+}
+
+/// The writer thread: commits what is queued, as many writes per durable
+/// transaction as arrived meanwhile, and tells each waiter the outcome.
+fn write_all(db: Database, path: PathBuf, queue: Receiver<Write>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let res = commit(&db, &batch).map_err(|e| format!("cannot write the name pins {}: {e}", path.display()));
+        for w in batch {
+            match w.done {
+                Done::Async(tx) => drop(tx.send(res.clone())),
+                Done::Blocking(tx) => drop(tx.send(res.clone())),
+            }
+        }
+    }
+}
+
+/// One durable transaction holding every write of `batch`, in order;
+/// the error as text (redb's error type is large, and only shown).
+fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut table = txn.open_table(PINS).map_err(|e| e.to_string())?;
+        for w in batch {
+            let id = (w.key.as_str(), w.name.as_str());
+            match &w.value {
+                Some(v) => table.insert(id, v.as_slice()).map(drop),
+                None => table.remove(id).map(drop),
+            }
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    txn.commit().map_err(|e| e.to_string())
 }
 
 fn encode(pin: &Pin) -> Vec<u8> {
@@ -264,22 +402,74 @@ mod tests {
         SocketAddr::from(([10, 0, 0, 1], port))
     }
 
+    /// Checks a registration and, for a first pin, waits until it is on
+    /// disk: `"pinned"` or `"same"`.
+    fn pin(
+        store: &PinStore,
+        key: &str,
+        name: &str,
+        k: AgentPublicKey,
+        port: u16,
+        now: Instant,
+    ) -> Result<&'static str, PinError> {
+        match store.check(key, name, k, addr(port), now)? {
+            Checked::Same => Ok("same"),
+            Checked::Pinning(p) => {
+                let settled = compio::runtime::Runtime::new()
+                    .expect("a runtime")
+                    .block_on(store.settle(key, name, k, p));
+                settled.map(|()| "pinned").map_err(PinError::Store)
+            }
+        }
+    }
+
+    #[test]
+    fn pins_queued_together_are_all_committed() {
+        let dir = scratch("group");
+        {
+            let store = PinStore::open(&dir, 10_000).expect("open");
+            let now = Instant::now();
+            let pending: Vec<(String, Pending)> = (0..1000)
+                .map(|i| {
+                    let name = format!("pc{i}");
+                    match store.check("k", &name, A, addr(1), now) {
+                        Ok(Checked::Pinning(p)) => (name, p),
+                        _ => panic!("{name} was free"),
+                    }
+                })
+                .collect();
+            // Pinned in memory at once: a second machine is refused even
+            // before the commit.
+            assert!(matches!(
+                store.check("k", "pc7", B, addr(2), now),
+                Err(PinError::Taken { .. })
+            ));
+            let rt = compio::runtime::Runtime::new().expect("a runtime");
+            for (name, p) in pending {
+                assert_eq!(rt.block_on(store.settle("k", &name, A, p)), Ok(()), "{name}");
+            }
+        }
+        let store = PinStore::open(&dir, 10_000).expect("reopen");
+        assert_eq!(store.len(), 1000);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn the_first_key_pins_a_name_per_gateway_key() {
         let dir = scratch("first");
         let store = PinStore::open(&dir, 10).expect("open");
         let now = Instant::now();
-        assert_eq!(store.check("acme", "pc1", A, addr(1), now), Ok(Checked::Pinned));
-        assert_eq!(store.check("acme", "pc1", A, addr(2), now), Ok(Checked::Same));
+        assert_eq!(pin(&store, "acme", "pc1", A, 1, now), Ok("pinned"));
+        assert_eq!(pin(&store, "acme", "pc1", A, 2, now), Ok("same"));
         assert_eq!(
-            store.check("acme", "pc1", B, addr(3), now),
+            pin(&store, "acme", "pc1", B, 3, now),
             Err(PinError::Taken {
                 pinned_from: "10.0.0.1:1".into(),
                 log: Some(0)
             })
         );
         // The same name under another gateway key is another name.
-        assert_eq!(store.check("other", "pc1", B, addr(3), now), Ok(Checked::Pinned));
+        assert_eq!(pin(&store, "other", "pc1", B, 3, now), Ok("pinned"));
         let mode = fs::metadata(dir.join(PINS_FILE)).expect("a file").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let _ = fs::remove_dir_all(&dir);
@@ -290,20 +480,17 @@ mod tests {
         let dir = scratch("reopen");
         {
             let store = PinStore::open(&dir, 10).expect("open");
-            store.check("acme", "pc1", A, addr(1), Instant::now()).expect("pinned");
-            store.check("acme", "pc2", B, addr(2), Instant::now()).expect("pinned");
+            pin(&store, "acme", "pc1", A, 1, Instant::now()).expect("pinned");
+            pin(&store, "acme", "pc2", B, 2, Instant::now()).expect("pinned");
             assert_eq!(store.forget("pc2", None), Ok(vec!["acme".to_string()]));
         }
         let store = PinStore::open(&dir, 10).expect("reopen");
         assert_eq!(store.len(), 1);
         assert!(matches!(
-            store.check("acme", "pc1", B, addr(9), Instant::now()),
+            pin(&store, "acme", "pc1", B, 9, Instant::now()),
             Err(PinError::Taken { pinned_from, .. }) if pinned_from == "10.0.0.1:1"
         ));
-        assert_eq!(
-            store.check("acme", "pc2", A, addr(9), Instant::now()),
-            Ok(Checked::Pinned)
-        );
+        assert_eq!(pin(&store, "acme", "pc2", A, 9, Instant::now()), Ok("pinned"));
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -312,13 +499,13 @@ mod tests {
         let dir = scratch("bound");
         let store = PinStore::open(&dir, 2).expect("open");
         let now = Instant::now();
-        store.check("k", "a", A, addr(1), now).expect("pinned");
-        store.check("k", "b", A, addr(1), now).expect("pinned");
-        assert_eq!(store.check("k", "c", A, addr(1), now), Err(PinError::Full));
+        pin(&store, "k", "a", A, 1, now).expect("pinned");
+        pin(&store, "k", "b", A, 1, now).expect("pinned");
+        assert_eq!(pin(&store, "k", "c", A, 1, now), Err(PinError::Full));
         // Pinned names still work when full.
-        assert_eq!(store.check("k", "a", A, addr(1), now), Ok(Checked::Same));
+        assert_eq!(pin(&store, "k", "a", A, 1, now), Ok("same"));
         store.set_max(3);
-        assert_eq!(store.check("k", "c", A, addr(1), now), Ok(Checked::Pinned));
+        assert_eq!(pin(&store, "k", "c", A, 1, now), Ok("pinned"));
         drop(store);
         let e = PinStore::open(&dir, 2).err().expect("more pins than the bound");
         assert!(
@@ -333,9 +520,9 @@ mod tests {
         let dir = scratch("forget");
         let store = PinStore::open(&dir, 10).expect("open");
         let now = Instant::now();
-        store.check("acme", "pc1", A, addr(1), now).expect("pinned");
-        store.check("beta", "pc1", A, addr(1), now).expect("pinned");
-        store.check("beta", "pc2", A, addr(1), now).expect("pinned");
+        pin(&store, "acme", "pc1", A, 1, now).expect("pinned");
+        pin(&store, "beta", "pc1", A, 1, now).expect("pinned");
+        pin(&store, "beta", "pc2", A, 1, now).expect("pinned");
         assert_eq!(store.forget("pc1", Some("beta")), Ok(vec!["beta".to_string()]));
         assert_eq!(store.forget("pc1", Some("beta")), Ok(vec![]));
         assert_eq!(store.forget("pc9", None), Ok(vec![]));
@@ -349,11 +536,11 @@ mod tests {
         let dir = scratch("refusals");
         let store = PinStore::open(&dir, 10).expect("open");
         let now = Instant::now();
-        store.check("k", "pc1", A, addr(1), now).expect("pinned");
+        pin(&store, "k", "pc1", A, 1, now).expect("pinned");
         let logs: Vec<Option<u32>> = [0u64, 1, 2, 61]
             .iter()
             .map(
-                |&s| match store.check("k", "pc1", B, addr(2), now + std::time::Duration::from_secs(s)) {
+                |&s| match pin(&store, "k", "pc1", B, 2, now + std::time::Duration::from_secs(s)) {
                     Err(PinError::Taken { log, .. }) => log,
                     other => panic!("{other:?}"),
                 },

@@ -168,7 +168,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
     let config = shard.config();
     let shown = sanitize(&name);
     if config.auth.pin_agent_names
-        && let Err(refusal) = check_pin(&shard, kid, &name, agent_key, peer)
+        && let Err(refusal) = check_pin(&shard, kid, &name, agent_key, peer).await
     {
         reject(&shard, &stream, refusal).await;
         return;
@@ -304,8 +304,10 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
 /// Checks (and on first use makes) the pin of `name` under key `kid` for
 /// a registration by `agent_key` from `peer`, on the name's owner worker,
 /// before anything of the directory changes: a refused machine replaces
-/// nobody. The refusal is logged, at most once a minute per name.
-fn check_pin<'n>(
+/// nobody. The refusal is logged, at most once a minute per name. A first
+/// pin is answered once it is on disk (the store's writer thread commits
+/// it; this worker's loop goes on meanwhile).
+async fn check_pin<'n>(
     shard: &Shard,
     kid: KeyId,
     name: &'n str,
@@ -325,12 +327,18 @@ fn check_pin<'n>(
     let shown = sanitize(name);
     match store.check(&key, name, agent_key, peer, Instant::now()) {
         Ok(Checked::Same) => Ok(()),
-        Ok(Checked::Pinned) => {
-            // Not an event: pinning is what every new agent does once;
-            // the event log keeps refusals and releases, which need a look.
-            log::info!("client {shown} (key {key}): name pinned to the agent key of {peer}");
-            Ok(())
-        }
+        Ok(Checked::Pinning(pending)) => match store.settle(&key, name, agent_key, pending).await {
+            Ok(()) => {
+                // Not an event: pinning is what every new agent does once;
+                // the event log keeps refusals and releases, which need a look.
+                log::info!("client {shown} (key {key}): name pinned to the agent key of {peer}");
+                Ok(())
+            }
+            Err(e) => {
+                log::error!("{e}");
+                Err(Refusal::PinsUnavailable)
+            }
+        },
         Err(PinError::Taken { pinned_from, log }) => {
             Stats::inc(&shard.stats.pin_refusals);
             let pinned = match shard.directory.borrow().find(kid, name) {
@@ -354,6 +362,10 @@ fn check_pin<'n>(
                 store.len()
             ));
             Err(Refusal::PinsFull)
+        }
+        Err(PinError::Busy) => {
+            log::warn!("client {shown} from {peer}: the name pins' write queue is full; refused, to retry");
+            Err(Refusal::PinsUnavailable)
         }
         Err(PinError::Store(e)) => {
             log::error!("{e}");
