@@ -262,6 +262,10 @@ fn a_replayed_public_key_with_a_signature_for_another_binding_is_refused() {
         (reply.status, reply.body.as_str()),
         (403, "the agent key signature does not match this request\n")
     );
+    gw.wait_for_event(
+        "Security check failed for Client pc1 (): agent_key_mismatch. Terminating connection from 127.0.0.1",
+        EVENT_TIMEOUT,
+    );
     assert_eq!(gw.count_events("Client pc1 connected"), 1);
 }
 

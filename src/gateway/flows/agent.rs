@@ -17,7 +17,7 @@ use futures_util::future::{Either, select};
 use super::answer::{agent_key, identity, refuse_handed, refuse_proof, reject, send, verify, wants_upgrade};
 use super::handover::{attach, detach};
 use crate::auth::KeyId;
-use crate::auth::agentkey::AgentPublicKey;
+use crate::auth::agentkey::{AgentKeyError, AgentPublicKey};
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
 use crate::gateway::core::directory::{AdmitError, AgentRecord, owner_of};
@@ -103,22 +103,42 @@ pub(crate) async fn register(
             return;
         }
     };
-    let agent_key = match agent_key(&shard, &stream, &head, &identity_raw) {
-        Ok(k) => k,
-        Err(why) => {
-            log::info!(
-                "{peer}: agent key of client {} refused: {}",
-                sanitize(&name),
-                why.label()
-            );
-            reject(&shard, &stream, Refusal::AgentKey(why)).await;
-            return;
+    // Agent keys matter only while names are pinned; otherwise they are
+    // ignored, as a gateway older than them would.
+    let agent_key = if shard.config().auth.pin_agent_names {
+        match agent_key(&shard, &stream, &head, &identity_raw) {
+            Ok(Some(k)) => Some(k),
+            Ok(None) => {
+                reject(&shard, &stream, Refusal::AgentKeyRequired).await;
+                return;
+            }
+            Err(why) => {
+                if why == AgentKeyError::Mismatch {
+                    // A forged or replayed identity: worth the log, summarised
+                    // per source like failed key proofs.
+                    shard.event_from(
+                        peer.ip(),
+                        format!(
+                            "Security check failed for Client {} ({local_ip}): agent_key_mismatch. \
+                             Terminating connection from {}",
+                            sanitize(&name),
+                            peer.ip()
+                        ),
+                    );
+                } else {
+                    log::info!(
+                        "{peer}: agent key of client {} refused: {}",
+                        sanitize(&name),
+                        why.label()
+                    );
+                }
+                reject(&shard, &stream, Refusal::AgentKey(why)).await;
+                return;
+            }
         }
+    } else {
+        None
     };
-    if agent_key.is_none() && shard.config().auth.pin_agent_names {
-        reject(&shard, &stream, Refusal::AgentKeyRequired).await;
-        return;
-    }
     let owner = owner_of(kid, &name, shard.workers());
     let reg = Registration {
         handoff: match detach(stream, peer, early) {
