@@ -21,6 +21,8 @@
 
 #[cfg(target_os = "linux")]
 pub mod admin;
+pub mod approve;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod client;

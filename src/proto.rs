@@ -14,6 +14,8 @@ pub const PATH_REGISTER: &str = "/v1/agent/register";
 pub const PATH_SESSION_PREFIX: &str = "/v1/session/";
 /// Control browsing the agents its key can see.
 pub const PATH_CLIENTS: &str = "/v1/clients";
+/// The unauthenticated health probe: `200` with a [`HealthAnswer`].
+pub const PATH_HEALTH: &str = "/v1/health";
 /// Control opening a relay session: `/v1/connect/<pct-encoded name>`.
 pub const PATH_CONNECT_PREFIX: &str = "/v1/connect/";
 /// An operator signing in (upgrade to the login exchange).
@@ -39,6 +41,17 @@ pub const H_AGENT_OS: &str = "ringway-agent-os";
 pub const H_BOOT: &str = "ringway-boot";
 /// [`H_BOOT`] as the gateway and clients write it.
 pub const H_BOOT_WRITTEN: &str = "Ringway-Boot";
+/// Sent by an agent that registers after a move: `failover <gateway>` or
+/// `failback <gateway>`, the gateway it held its channel with before (as
+/// the agent names it), for the arrival's event line. See
+/// [`parse_previous`].
+pub const H_PREVIOUS: &str = "ringway-previous";
+/// [`H_PREVIOUS`] as clients write it.
+pub const H_PREVIOUS_WRITTEN: &str = "Ringway-Previous";
+/// Longest gateway name kept from [`H_PREVIOUS`]: a DNS name (253) and a
+/// port would fit in 260, but the log line only needs to tell gateways
+/// apart; longer is refused (the header is ignored).
+pub const MAX_PREVIOUS_CHARS: usize = 128;
 /// Sent in the registration response: the poll interval in seconds.
 pub const H_CMPI: &str = "ringway-cmpi";
 /// An operator's ticket, next to the key proof of a browse or connect.
@@ -80,7 +93,7 @@ pub const BODY_HEADERS: [(&str, &str); 2] = [
 /// counts would depend on who reads the head (a proxy in front may take
 /// the last, the gateway the first), so a request with two is refused
 /// (400) with the reason given here.
-pub const SINGLE_HEADERS: [(&str, &str); 12] = [
+pub const SINGLE_HEADERS: [(&str, &str); 13] = [
     ("authorization", "duplicate Authorization header"),
     (H_IDENTITY, "duplicate Ringway-Identity header"),
     (H_BOOT, "duplicate Ringway-Boot header"),
@@ -93,7 +106,46 @@ pub const SINGLE_HEADERS: [(&str, &str); 12] = [
     (H_TOTP, "duplicate Ringway-Totp header"),
     (H_AGENT_KEY, "duplicate Ringway-Agent-Key header"),
     (H_AGENT_SIG, "duplicate Ringway-Agent-Sig header"),
+    (H_PREVIOUS, "duplicate Ringway-Previous header"),
 ];
+
+/// Why an agent moved its channel, as [`H_PREVIOUS`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// Its preferred gateway went away; it came to a later one in its list.
+    Failover,
+    /// It came back to a gateway earlier in its list (its primary).
+    Failback,
+}
+
+impl Move {
+    /// The word on the wire and in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Move::Failover => "failover",
+            Move::Failback => "failback",
+        }
+    }
+}
+
+/// Parses a [`H_PREVIOUS`] value, `<failover|failback> <gateway>`: the
+/// move and the gateway, which is 1 to [`MAX_PREVIOUS_CHARS`] printable
+/// ASCII characters without spaces. `None` for anything else, which the
+/// gateway ignores (the arrival is logged without it).
+pub fn parse_previous(value: &str) -> Option<(Move, &str)> {
+    let (kind, gateway) = value.trim().split_once(' ')?;
+    let kind = match kind {
+        "failover" => Move::Failover,
+        "failback" => Move::Failback,
+        _ => return None,
+    };
+    let ok = (1..=MAX_PREVIOUS_CHARS).contains(&gateway.len()) && gateway.bytes().all(|b| b.is_ascii_graphic());
+    ok.then_some((kind, gateway))
+}
+
+/// Longest reason an agent's `BYE` may give; a longer or odd one makes the
+/// frame unknown (ignored).
+pub const MAX_AGENT_BYE_CHARS: usize = 32;
 
 /// Longest agent or control name. Names show in the console and log; 64 is
 /// twice a NetBIOS name and more than a DNS label.
@@ -108,6 +160,16 @@ pub const MAX_LOGIN_LINE: usize = 1100;
 /// Longest frame line on the agent channel, newline included. Every frame
 /// we define is under 100 bytes; the rest is room for later fields.
 pub const MAX_FRAME_LINE: usize = 512;
+
+/// The body of `GET /v1/health`'s `200`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HealthAnswer {
+    /// `primary` or `secondary` (`[gateway] role`).
+    pub role: String,
+    /// The gateway's boot id, as in `Ringway-Boot`: a new one means the
+    /// gateway restarted.
+    pub boot: String,
+}
 
 /// One agent as a control sees it (`GET /v1/clients` returns an array).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -157,6 +219,10 @@ pub enum FromAgent {
     Ping(u64),
     /// The agent cannot serve this session (its local service refused).
     Fail(SessionId),
+    /// The agent is leaving this channel (it moved to another gateway and
+    /// is registered there already): the reason is one word of `a-z`,
+    /// `0-9` and `-`, such as `failback`. Its sessions go on.
+    Bye(String),
     /// A frame this version does not know; ignored, for forward compatibility.
     Unknown,
 }
@@ -186,6 +252,7 @@ impl fmt::Display for FromAgent {
         match self {
             FromAgent::Ping(seq) => writeln!(f, "PING {seq}"),
             FromAgent::Fail(sid) => writeln!(f, "FAIL {sid}"),
+            FromAgent::Bye(reason) => writeln!(f, "BYE {reason}"),
             FromAgent::Unknown => writeln!(f, "NOP"),
         }
     }
@@ -212,6 +279,14 @@ pub fn parse_from_agent(buf: &[u8]) -> Result<(FromAgent, usize), FrameError> {
     let frame = match (words.next(), words.next()) {
         (Some("PING"), Some(seq)) => seq.parse().map(FromAgent::Ping).unwrap_or(FromAgent::Unknown),
         (Some("FAIL"), Some(sid)) => SessionId::parse(sid).map(FromAgent::Fail).unwrap_or(FromAgent::Unknown),
+        (Some("BYE"), Some(reason))
+            if (1..=MAX_AGENT_BYE_CHARS).contains(&reason.len())
+                && reason
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+        {
+            FromAgent::Bye(reason.to_string())
+        }
         _ => FromAgent::Unknown,
     };
     Ok((frame, used))
@@ -286,7 +361,11 @@ mod tests {
             let bytes = frame.to_string();
             assert_eq!(parse_to_agent(bytes.as_bytes()), Ok((Some(frame), bytes.len())));
         }
-        for frame in [FromAgent::Ping(3), FromAgent::Fail(sid)] {
+        for frame in [
+            FromAgent::Ping(3),
+            FromAgent::Fail(sid),
+            FromAgent::Bye("failback".into()),
+        ] {
             let bytes = frame.to_string();
             assert_eq!(parse_from_agent(bytes.as_bytes()), Ok((frame, bytes.len())));
         }
@@ -302,6 +381,37 @@ mod tests {
         );
         assert_eq!(parse_to_agent(b"NOTIFY 3\n"), Ok((None, 9)));
         assert_eq!(parse_from_agent(b"\xff\n"), Err(FrameError::Invalid));
+    }
+
+    #[test]
+    fn an_agent_bye_with_an_odd_reason_is_unknown() {
+        assert_eq!(parse_from_agent(b"BYE Failback\n"), Ok((FromAgent::Unknown, 13)));
+        assert_eq!(parse_from_agent(b"BYE\n"), Ok((FromAgent::Unknown, 4)));
+        let long = format!("BYE {}\n", "a".repeat(MAX_AGENT_BYE_CHARS + 1));
+        assert_eq!(parse_from_agent(long.as_bytes()), Ok((FromAgent::Unknown, long.len())));
+        let most = format!("BYE {}\n", "a".repeat(MAX_AGENT_BYE_CHARS));
+        assert_eq!(
+            parse_from_agent(most.as_bytes()),
+            Ok((FromAgent::Bye("a".repeat(MAX_AGENT_BYE_CHARS)), most.len()))
+        );
+    }
+
+    #[test]
+    fn a_hostile_previous_header_is_ignored() {
+        assert_eq!(parse_previous("failover gw-a:443"), Some((Move::Failover, "gw-a:443")));
+        assert_eq!(
+            parse_previous(" failback 10.0.0.1:8443 "),
+            Some((Move::Failback, "10.0.0.1:8443"))
+        );
+        assert_eq!(parse_previous("failover"), None);
+        assert_eq!(parse_previous("moved gw-a"), None);
+        assert_eq!(parse_previous("failover gw a"), None);
+        assert_eq!(parse_previous("failover gw\u{1b}[2J"), None);
+        assert_eq!(parse_previous("failover gw-\u{e9}"), None);
+        let long = format!("failover {}", "g".repeat(MAX_PREVIOUS_CHARS + 1));
+        assert_eq!(parse_previous(&long), None);
+        let most = format!("failover {}", "g".repeat(MAX_PREVIOUS_CHARS));
+        assert!(parse_previous(&most).is_some());
     }
 
     #[test]

@@ -141,7 +141,9 @@ fn the_console_renders_in_headless_chromium() {
 // 3. Metrics.
 
 /// The families docs/ADMIN.md lists, with their types.
-const FAMILIES: [(&str, &str); 26] = [
+const FAMILIES: [(&str, &str); 30] = [
+    ("ringway_role", "gauge"),
+    ("ringway_standby", "gauge"),
     ("ringway_workers", "gauge"),
     ("ringway_workers_answered", "gauge"),
     ("ringway_agents_connected", "gauge"),
@@ -166,8 +168,10 @@ const FAMILIES: [(&str, &str); 26] = [
     ("ringway_source_refusals_total", "counter"),
     ("ringway_sign_ins_total", "counter"),
     ("ringway_ticket_refusals_total", "counter"),
+    ("ringway_approvals_total", "counter"),
     ("ringway_key_quota_refusals_total", "counter"),
     ("ringway_pin_refusals_total", "counter"),
+    ("ringway_health_probes_total", "counter"),
 ];
 
 #[test]
@@ -413,7 +417,9 @@ fn the_json_api_and_status_show_one_agent_and_one_session() {
         "{}",
         status.stdout
     );
-    let lines: Vec<&str> = status.stdout.lines().collect();
+    let all: Vec<&str> = status.stdout.lines().collect();
+    assert_eq!(all[..2], ["Role: primary", ""], "{}", status.stdout);
+    let lines = &all[2..];
     assert_eq!(lines.len(), 7, "{}", status.stdout);
     assert_eq!(lines[0], "Clients (1)");
     let header: Vec<&str> = lines[1].split_whitespace().collect();
@@ -463,8 +469,10 @@ fn status_shows_a_hostile_agent_name_on_one_row_without_control_characters() {
         !out.chars().any(|c| c.is_control() && c != '\n'),
         "control characters reach the terminal: {out:?}"
     );
-    let lines: Vec<&str> = out.lines().collect();
-    // Clients (1), header, one row, blank, Active sessions (0), header.
+    let lines: Vec<&str> = out.lines().skip(2).collect();
+    // Role and a blank line, then Clients (1), header, one row, blank,
+    // Active sessions (0), header.
+    assert_eq!(out.lines().next(), Some("Role: primary"), "{out:?}");
     assert_eq!(lines.len(), 6, "one row per agent: {out:?}");
     assert!(lines[2].starts_with("evil") && lines[2].contains("fake-row"), "{out:?}");
 }

@@ -806,3 +806,113 @@ fn an_operator_revoked_while_its_agent_joins_gets_no_session() {
     );
     assert_eq!(gw.count_events("Control alice connected to Client pc-1"), 0);
 }
+
+/// `[audit] file`: a failed and a good sign-in, a browse and a session
+/// are exactly five JSON records, with who, from where, and the bytes
+/// each way, in order.
+#[test]
+fn the_audit_file_has_exactly_the_records_of_a_sessions_life() {
+    let alice = operator("alice", ALICE_PASSWORD, "");
+    let mut c = config("totp = \"off\"\n", &[alice]);
+    c.tail.push("[audit]\nfile = \"audit/trail.jsonl\"\n".to_string());
+    let gw = Gateway::start(&c);
+    let echo = Service::echo();
+    let _pc1 = gw.serving_agent(ACME.1, "pc-1", echo.addr());
+    let ep = endpoint(gw.addr(), ACME.1, "ops");
+
+    assert_eq!(sign_in_refusal(&ep, "alice", "not her password", None).1, REFUSED);
+    let alice = sign_in(&ep, "alice", ALICE_PASSWORD, None).expect("sign-in");
+    assert_eq!(names(&alice), vec!["pc-1"]);
+    echo_round_trip(&alice, "pc-1", b"eleven byte");
+    gw.wait_for_event("Control alice disconnected from Client pc-1", EVENT_TIMEOUT);
+
+    let path = gw.dir().join("audit/trail.jsonl");
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let records = common::poll_until(EVENT_TIMEOUT, || Some(read()).filter(|r| r.len() >= 5)).expect("five records");
+    let mode = std::fs::metadata(&path).expect("the file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the audit file is the administrator's");
+    let mut stamps = Vec::new();
+    let bare: Vec<serde_json::Value> = records
+        .into_iter()
+        .map(|mut r| {
+            let o = r.as_object_mut().expect("an object");
+            stamps.push(
+                o.remove("ts")
+                    .and_then(|t| t.as_str().map(str::to_string))
+                    .expect("a stamp"),
+            );
+            if let Some(start) = o.remove("start") {
+                stamps.push(start.as_str().expect("a start").to_string());
+            }
+            r
+        })
+        .collect();
+    let who = serde_json::json!({"operator": "alice", "key": "acme", "control": "ops", "source": "127.0.0.1"});
+    let with = |extra: serde_json::Value| {
+        let mut v = who.clone();
+        v.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        v
+    };
+    assert_eq!(
+        bare,
+        vec![
+            with(serde_json::json!({"event": "sign_in", "outcome": "wrong_password"})),
+            with(serde_json::json!({"event": "sign_in", "outcome": "ok"})),
+            with(serde_json::json!({"event": "browse", "agents": 1})),
+            with(serde_json::json!({"event": "session_start", "agent": "pc-1"})),
+            with(
+                serde_json::json!({"event": "session_end", "agent": "pc-1", "bytes_to_agent": 11, "bytes_to_control": 11})
+            ),
+        ]
+    );
+    for s in stamps {
+        assert!(
+            s.len() == 20 && s.ends_with('Z') && s.as_bytes()[10] == b'T',
+            "{s:?} is not RFC 3339 UTC"
+        );
+    }
+}
+
+/// The console's sign-in history: the latest sign-ins, newest first, in
+/// `/api/signins` and on the `/signins` page the console links to.
+#[test]
+fn the_console_shows_the_latest_sign_ins_newest_first() {
+    let alice = operator("alice", ALICE_PASSWORD, "");
+    let gw = Gateway::start(&config("totp = \"off\"\n", &[alice]));
+    let ep = endpoint(gw.addr(), ACME.1, "ops");
+    assert_eq!(sign_in_refusal(&ep, "mallory", "guess", None).1, REFUSED);
+    sign_in(&ep, "alice", ALICE_PASSWORD, None).expect("sign-in");
+
+    let list = gw.get_json("/api/signins");
+    let rows: Vec<(&str, &str, &str, &str)> = list
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| {
+            let f = |k: &str| e[k].as_str().expect("a string");
+            (f("operator"), f("control"), f("key"), f("outcome"))
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("alice", "ops", "acme", "ok"),
+            ("mallory", "ops", "acme", "unknown_operator")
+        ]
+    );
+    let page = gw.get("/signins");
+    assert_eq!(page.status, 200);
+    let body = &page.body;
+    let ok = body.find("<td>alice</td>").expect("alice's row");
+    let failed = body.find("<td>mallory</td>").expect("mallory's row");
+    assert!(ok < failed, "newest first:\n{body}");
+    assert!(gw.get("/").body.contains(r#"<a id="signins-link" href="/signins">"#));
+}

@@ -10,6 +10,7 @@
 //! outgoing queue), its name and a clone of the endpoint: about 8 KiB of
 //! RSS each (5,000 agents: 44 MiB), so 20,000 fit a process easily.
 
+use std::cell::Cell;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use compio::BufResult;
 use ringway::client::backoff::Backoff;
-use ringway::client::{self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, Endpoint};
-use ringway::proto::SessionId;
+use ringway::client::failover::move_kind;
+use ringway::client::roam::{self, Home, Homing, Moved};
+use ringway::client::{self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, ClientError, Endpoint};
+use ringway::proto::{Move, SessionId};
 use ringway::relay::Duplex;
 
 use crate::churn::Churn;
@@ -34,9 +37,10 @@ const AGENT_OS: &str = "ringway-loadgen";
 /// What every simulated agent of a run shares.
 #[derive(Debug)]
 pub struct AgentSpec {
-    /// The gateway, its key and TLS settings; each agent's endpoint is
-    /// this with its own name and source address.
-    pub template: Endpoint,
+    /// The gateway, its key and TLS settings, then each `--secondary`;
+    /// each agent's endpoints are these with its own name and source
+    /// address.
+    pub gateways: Vec<Endpoint>,
     /// Names are `prefix` + index.
     pub prefix: String,
     /// Index of agent 0, so that load generators can share a gateway.
@@ -58,12 +62,19 @@ impl AgentSpec {
         format!("{}{}", self.prefix, self.first_index + i)
     }
 
-    fn endpoint(&self, i: u64) -> Endpoint {
-        Endpoint {
-            identity: self.name(i),
-            bind: (!self.sources.is_empty()).then(|| self.sources[i as usize % self.sources.len()]),
-            ..self.template.clone()
-        }
+    /// Agent `i`'s endpoints, the primary first. Each shares the boot id
+    /// cache of its gateway's template with every agent's (the gateways'
+    /// boot ids differ, so each has its own).
+    fn endpoints(&self, i: u64) -> Vec<Endpoint> {
+        let bind = (!self.sources.is_empty()).then(|| self.sources[i as usize % self.sources.len()]);
+        self.gateways
+            .iter()
+            .map(|template| Endpoint {
+                identity: self.name(i),
+                bind,
+                ..template.clone()
+            })
+            .collect()
     }
 }
 
@@ -75,14 +86,17 @@ pub async fn start_share(spec: Arc<AgentSpec>, thread: u64, threads: u64, start:
             compio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / spec.ramp as f64)).await;
         }
         let churn = spec.churn.map(|c| (c, start));
-        compio::runtime::spawn(agent(spec.endpoint(i), i, churn, rec.clone())).detach();
+        compio::runtime::spawn(agent(spec.endpoints(i), i, churn, rec.clone())).detach();
     }
 }
 
 /// One agent, registered again whenever its channel ends, until the run
 /// drops it; with `churn` (and the run's start) it also hangs up on its
-/// schedule and registers again at once.
-async fn agent(ep: Endpoint, index: u64, churn: Option<(Churn, Instant)>, rec: Recorder) {
+/// schedule and registers again at once. With secondaries (`eps` holds
+/// more than the primary) it moves between them as `ringway agent` does
+/// ([`ringway::client::roam`]): on to the next gateway when its channel
+/// ends, home once the primary has stayed up for the hold-down.
+async fn agent(eps: Vec<Endpoint>, index: u64, churn: Option<(Churn, Instant)>, rec: Recorder) {
     // An empty local IP is filled in by the library from the socket.
     let info = AgentInfo {
         mac: String::new(),
@@ -92,54 +106,130 @@ async fn agent(ep: Endpoint, index: u64, churn: Option<(Churn, Instant)>, rec: R
     let mut backoff = Backoff::new();
     let mut attempts = 0u64;
     let mut registered_before = false;
+    // The gateway whose channel this agent held last, and the one the
+    // next round tries last.
+    let (mut last, mut avoid) = (None, None);
     loop {
         let asked = Instant::now();
         attempts += 1;
         let frac = spread(index, attempts);
-        let pause = match AgentChannel::register(&ep, &info).await {
-            Ok(channel) => {
+        let failed = |_, e: ClientError| rec.client_error(Op::Register, &e);
+        let pause = match roam::register_round(&eps, &info, last, avoid, failed).await {
+            Some((at, channel)) => {
                 let cmpi = channel.cmpi().as_secs();
+                let failover = move_kind(last, at) == Some(Move::Failover);
                 rec.with(|s| {
                     s.record(Metric::Register, asked.elapsed());
                     s.counters.registered += 1;
                     s.counters.agents_up += 1;
                     s.counters.reconnects += u64::from(registered_before);
+                    s.counters.failovers += u64::from(failover);
                     s.cmpi_secs = Some(cmpi);
                 });
                 registered_before = true;
                 backoff.registered();
                 let since = Instant::now();
                 let hang_up = churn.map(|(c, start)| c.next(index, start, Instant::now()));
-                let end = crate::churn::run_until(channel.run(&Echoer { ep: &ep, rec: &rec }), hang_up).await;
+                let held = Held {
+                    eps: &eps,
+                    info: &info,
+                    index,
+                    rec: &rec,
+                };
+                let (at, end) = held.hold(at, channel, hang_up, &mut last).await;
                 rec.with(|s| s.counters.agents_up -= 1);
                 let Some(end) = end else {
                     // Hung up on schedule, as a rebooted machine would:
-                    // not an error, and back at once.
+                    // not an error, and back at once (to the same list).
                     rec.with(|s| s.counters.churned += 1);
+                    avoid = None;
                     continue;
                 };
                 let replaced = matches!(&end, Ok(end) if end.is_replaced());
+                let gw = &eps[at].gateway;
                 match end {
                     Ok(ChannelEnd::Bye(reason)) => rec.error(
                         Op::Channel,
                         ErrorKind::Closed,
-                        &format!("{}: the gateway said BYE {reason}", ep.identity),
+                        &format!("{}: {gw} said BYE {reason}", eps[at].identity),
                     ),
                     Ok(ChannelEnd::Closed) => rec.error(
                         Op::Channel,
                         ErrorKind::Closed,
-                        &format!("{}: the gateway closed the channel", ep.identity),
+                        &format!("{}: {gw} closed the channel", eps[at].identity),
                     ),
+                    // Only a move home says BYE, and that channel is not
+                    // the one that ended.
+                    Ok(ChannelEnd::Left(_)) => {}
                     Err(e) => rec.client_error(Op::Channel, &e),
                 }
+                avoid = (!replaced).then_some(at);
                 backoff.after_channel(replaced, since.elapsed(), frac)
             }
-            Err(e) => {
-                rec.client_error(Op::Register, &e);
+            None => {
+                avoid = None;
                 backoff.after_failure(frac)
             }
         };
         compio::time::sleep(pause.duration()).await;
+    }
+}
+
+/// What an agent holding its channel needs besides the channel.
+struct Held<'a> {
+    eps: &'a [Endpoint],
+    info: &'a AgentInfo,
+    index: u64,
+    rec: &'a Recorder,
+}
+
+impl Held<'_> {
+    /// Serves the channel with gateway `at` until it ends or `hang_up`
+    /// comes (`None` then), moving home whenever it is on a secondary and
+    /// the primary has stayed up (counted as a failback). The gateway the
+    /// last channel was with, and how that ended.
+    async fn hold(
+        &self,
+        mut at: usize,
+        mut channel: AgentChannel,
+        hang_up: Option<Instant>,
+        last: &mut Option<usize>,
+    ) -> (usize, Option<Result<ChannelEnd, ClientError>>) {
+        // Draws for probe pauses, apart from those of the reconnect pauses.
+        let draws = Cell::new(1u64 << 32);
+        let random = || {
+            draws.set(draws.get() + 1);
+            spread(self.index, draws.get())
+        };
+        loop {
+            *last = Some(at);
+            let ep = &self.eps[at];
+            let homing = Homing::for_cmpi(channel.cmpi(), None, None);
+            let outgoing = channel.outgoing();
+            let echoer = Echoer { ep, rec: self.rec };
+            let run = crate::churn::run_until(channel.run(&echoer), hang_up);
+            if at == 0 {
+                return (at, run.await);
+            }
+            let home = Home {
+                better: &self.eps[..at],
+                info: self.info,
+                from: &ep.gateway,
+                homing,
+            };
+            let failed = |_, e: ClientError| self.rec.client_error(Op::Register, &e);
+            match roam::run_or_go_home(run, &outgoing, home, random, failed).await {
+                Moved::Ended(end) => return (at, end),
+                Moved::Home(home, new_channel) => {
+                    self.rec.with(|s| {
+                        s.counters.registered += 1;
+                        s.counters.reconnects += 1;
+                        s.counters.failbacks += 1;
+                    });
+                    (at, channel) = (home, new_channel);
+                }
+            }
+        }
     }
 }
 

@@ -112,18 +112,28 @@ fn plan(cmd: Command) -> Result<Plan, String> {
     } = common;
     // One endpoint built once (key read, TLS trust loaded) and cloned for
     // every agent and control with its own name and source address.
-    let mut template = client.endpoint(TEMPLATE_IDENTITY)?;
+    let mut gateways = client.endpoints(TEMPLATE_IDENTITY)?;
     // A host name is resolved once, here: every connection of the run then
     // goes to that one address (no lookup per agent, no spreading over a
     // name's addresses), while TLS still verifies the certificate against
     // the name given.
-    let gateway = resolve_once(&template.gateway).map_err(|why| format!("--gateway {:?}: {why}", client.gateway))?;
-    template.gateway = gateway.to_string();
     // One agent key for the whole run, held in memory: the run's agents
     // are one "machine" to a gateway that pins names, so a churned agent
     // that registers its name again replaces itself rather than being
     // refused (an Ed25519 signature per registration is microseconds).
-    template.agent_key = Some(std::sync::Arc::new(ringway::client::identity::AgentIdentity::generate()));
+    let agent_key = std::sync::Arc::new(ringway::client::identity::AgentIdentity::generate());
+    let mut addrs = Vec::new();
+    for (ep, given) in gateways
+        .iter_mut()
+        .zip(std::iter::once(&client.gateway).chain(&client.secondary))
+    {
+        let addr = resolve_once(&ep.gateway).map_err(|why| format!("gateway {given:?}: {why}"))?;
+        ep.gateway = addr.to_string();
+        ep.agent_key = Some(agent_key.clone());
+        addrs.push(addr);
+    }
+    // Controls talk to the primary only; agents move between all.
+    let template = gateways[0].clone();
     if duration == 0 || duration > MAX_DURATION_SECS {
         return Err(format!("--duration must be 1 to {MAX_DURATION_SECS} seconds"));
     }
@@ -134,14 +144,17 @@ fn plan(cmd: Command) -> Result<Plan, String> {
         Some(spec) => sources::parse(&spec)?,
         None => Vec::new(),
     };
-    if let Some(ip) = sources.iter().find(|ip| ip.is_ipv4() != gateway.is_ipv4()) {
-        return Err(format!("source address {ip} is not of the gateway's family"));
+    if let Some(ip) = sources
+        .iter()
+        .find(|ip| addrs.iter().any(|a| ip.is_ipv4() != a.is_ipv4()))
+    {
+        return Err(format!("source address {ip} is not of every gateway's family"));
     }
 
     let agent_prefix = agents.as_ref().map(|(_, a)| a.prefix.clone());
     let cmpi_expected = agents.as_ref().and_then(|(_, a)| a.cmpi);
     let agents = agents
-        .map(|(count, opts)| agent_spec(count, opts, &template, &sources))
+        .map(|(count, opts)| agent_spec(count, opts, &gateways, &sources))
         .transpose()?;
     let controls = controls
         .map(|(count, opts)| control_spec(count, opts, agent_prefix, &template, &sources))
@@ -150,6 +163,7 @@ fn plan(cmd: Command) -> Result<Plan, String> {
         info: RunInfo {
             mode,
             gateway: client.gateway.clone(),
+            secondaries: client.secondary.clone(),
             threads,
             sources: sources.len(),
             duration_secs_planned: duration,
@@ -177,7 +191,12 @@ fn resolve_once(host_port: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "the name resolves to no address".to_string())
 }
 
-fn agent_spec(count: u64, opts: AgentOpts, template: &Endpoint, sources: &[IpAddr]) -> Result<Arc<AgentSpec>, String> {
+fn agent_spec(
+    count: u64,
+    opts: AgentOpts,
+    gateways: &[Endpoint],
+    sources: &[IpAddr],
+) -> Result<Arc<AgentSpec>, String> {
     if count == 0 {
         return Err("give at least one agent".into());
     }
@@ -186,7 +205,7 @@ fn agent_spec(count: u64, opts: AgentOpts, template: &Endpoint, sources: &[IpAdd
     }
     let churn = churn::Churn::per_minute(opts.churn)?;
     let spec = AgentSpec {
-        template: template.clone(),
+        gateways: gateways.to_vec(),
         prefix: opts.prefix,
         first_index: opts.first_index,
         count,

@@ -210,6 +210,11 @@ pub struct Counters {
     pub bytes_received: u64,
     /// Channels the agents hung up on their churn schedule.
     pub churned: u64,
+    /// Registrations with a secondary after the channel with a gateway
+    /// before it in the list ended (`--secondary`).
+    pub failovers: u64,
+    /// Channels moved back home (registered there, then `BYE failback`).
+    pub failbacks: u64,
     /// Echoes that differed from what was sent (wrong bytes, more bytes,
     /// or fewer at the end): what a relay must never do.
     pub mismatches: u64,
@@ -228,6 +233,8 @@ impl Counters {
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
         self.churned += o.churned;
+        self.failovers += o.failovers;
+        self.failbacks += o.failbacks;
         self.mismatches += o.mismatches;
     }
 }

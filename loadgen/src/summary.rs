@@ -21,6 +21,8 @@ pub struct RunInfo {
     pub mode: &'static str,
     /// The gateway address targeted.
     pub gateway: String,
+    /// The `--secondary` gateways, in order (agents move between all).
+    pub secondaries: Vec<String>,
     /// Runtime threads used.
     pub threads: usize,
     /// Source addresses dialled from (0: the OS chose).
@@ -74,6 +76,10 @@ pub struct AgentReport {
     pub sessions_served: u64,
     /// Channels hung up on the `--churn` schedule (each registered again).
     pub churned: u64,
+    /// Registrations with a secondary after losing the gateway before it.
+    pub failovers: u64,
+    /// Channels moved back to a gateway earlier in the list.
+    pub failbacks: u64,
     /// The poll interval the gateway announced.
     pub cmpi_secs: Option<u64>,
     /// The poll interval --cmpi said to expect.
@@ -166,6 +172,8 @@ pub fn build(plan: &Plan, outcome: &Outcome) -> Summary {
             polls: c.polls,
             sessions_served: c.sessions_served,
             churned: c.churned,
+            failovers: c.failovers,
+            failbacks: c.failbacks,
             cmpi_secs: stats.cmpi_secs,
             cmpi_secs_expected: plan.cmpi_expected,
         },
@@ -237,6 +245,12 @@ pub fn human(s: &Summary) -> String {
         );
         if s.agents.churned > 0 {
             out += &format!("agents hung up on the churn schedule: {}\n", s.agents.churned);
+        }
+        if s.agents.failovers + s.agents.failbacks > 0 {
+            out += &format!(
+                "agents moved between gateways: {} failovers, {} failbacks\n",
+                s.agents.failovers, s.agents.failbacks
+            );
         }
     }
     if s.controls.target > 0 {

@@ -45,10 +45,18 @@ struct Gateway {
 
 impl Gateway {
     fn start(dir: &Path) -> Gateway {
+        Gateway::start_as(dir, "127.0.0.1:0", 1, "primary")
+    }
+
+    /// A gateway on `listen` with poll interval `cmpi` and `role`, its
+    /// config in `dir`.
+    fn start_as(dir: &Path, listen: &str, cmpi: u64, role: &str) -> Gateway {
         let config = dir.join("gateway.toml");
         std::fs::write(
             &config,
-            format!("[gateway]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\ncmpi_secs = 1\nkeys = [\"{KEY}\"]\n"),
+            format!(
+                "[gateway]\nlisten = [\"{listen}\"]\nworkers = 2\ncmpi_secs = {cmpi}\nrole = \"{role}\"\nkeys = [\"{KEY}\"]\n"
+            ),
         )
         .unwrap();
         let mut child = Command::new(gateway_binary())
@@ -146,6 +154,11 @@ fn gateway_binary() -> PathBuf {
 /// Runs the load generator to its end (or kills it past its time) and
 /// returns whether it succeeded, with its stdout and stderr.
 fn run_loadgen(args: &[String]) -> (bool, String) {
+    run_loadgen_for(args, Duration::from_secs(RUN_SECS))
+}
+
+/// As [`run_loadgen`], for a run of `run` (its `--duration`).
+fn run_loadgen_for(args: &[String], run: Duration) -> (bool, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_ringway-loadgen"))
         .args(args)
         .env_remove("RINGWAY_KEY")
@@ -159,7 +172,7 @@ fn run_loadgen(args: &[String]) -> (bool, String) {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(Duration::from_secs(RUN_SECS) + LOADGEN_SLACK) {
+    match rx.recv_timeout(run + LOADGEN_SLACK) {
         Ok(Ok(out)) => (
             out.status.success(),
             format!(
@@ -342,4 +355,109 @@ fn churn_hangs_up_agents_on_schedule_and_live_json_follows_the_run() {
         !run.dir.join("live.tmp").exists(),
         "the temporary file was renamed over the live one"
     );
+}
+
+/// Polls the `--live-json` file at `path` until `done` holds for it, for
+/// at most `timeout`; the last summary read.
+fn wait_live(
+    path: &Path,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = serde_json::Value::Null;
+    while std::time::Instant::now() < deadline {
+        if let Some(v) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+        {
+            if done(&v) {
+                return v;
+            }
+            last = v;
+        }
+        // The file is rewritten once a second; nothing announces it.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not within {timeout:?}; last live summary: {last}");
+}
+
+/// `--secondary`: the agents move to the secondary when the primary is
+/// killed, and home once it is back on its port, each exactly once.
+#[test]
+fn agents_fail_over_to_the_secondary_and_back() {
+    const MOVERS: u64 = 20;
+    const CMPI: u64 = 5;
+    let dir = std::env::temp_dir().join(format!("ringway-loadgen-failover-{}", std::process::id()));
+    let (p_dir, s_dir) = (dir.join("primary"), dir.join("secondary"));
+    std::fs::create_dir_all(&p_dir).unwrap();
+    std::fs::create_dir_all(&s_dir).unwrap();
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let mut primary = Gateway::start_as(&p_dir, "127.0.0.1:0", CMPI, "primary");
+    let secondary = Gateway::start_as(&s_dir, "127.0.0.1:0", CMPI, "secondary");
+    let p_addr = primary.addr.clone();
+    let (live, json) = (dir.join("live.json"), dir.join("summary.json"));
+    let args: Vec<String> = [
+        "agents",
+        "--gateway",
+        &p_addr,
+        "--secondary",
+        &secondary.addr,
+        "--key-file",
+        &key_file.to_string_lossy(),
+        "--count",
+        &MOVERS.to_string(),
+        "--ramp",
+        "0",
+        "--duration",
+        "20",
+        "--live-json",
+        &live.to_string_lossy(),
+        "--json",
+        &json.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run = std::thread::spawn(move || run_loadgen_for(&args, Duration::from_secs(20)));
+
+    wait_live(&live, Duration::from_secs(20), "every agent up", |v| {
+        v["agents"]["up_at_end"] == MOVERS
+    });
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
+    wait_live(&live, Duration::from_secs(10), "every agent on the secondary", |v| {
+        v["agents"]["failovers"] == MOVERS && v["agents"]["up_at_end"] == MOVERS
+    });
+    // The killed gateway's listeners go a few milliseconds after it; a
+    // start before then fails to bind, so try again until one starts.
+    let deadline = std::time::Instant::now() + GATEWAY_START;
+    let _primary = loop {
+        let started = std::panic::catch_unwind(|| Gateway::start_as(&p_dir, &p_addr, CMPI, "primary"));
+        match started {
+            Ok(gw) if gw.addr == p_addr => break gw,
+            _ if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            _ => panic!("the primary did not start again on {p_addr}"),
+        }
+    };
+    wait_live(&live, Duration::from_secs(4 * CMPI), "every agent back home", |v| {
+        v["agents"]["failbacks"] == MOVERS
+    });
+
+    let (ok, output) = run.join().unwrap();
+    assert!(ok, "the load generator failed:\n{output}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    let s: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(s["secondaries"], serde_json::json!([secondary.addr]), "{text}");
+    assert_eq!(s["agents"]["failovers"], MOVERS, "{text}");
+    assert_eq!(s["agents"]["failbacks"], MOVERS, "{text}");
+    assert_eq!(s["agents"]["up_at_end"], MOVERS, "{text}");
+    assert_eq!(s["agents"]["registered"], 3 * MOVERS, "{text}");
+    assert!(
+        output.contains(&format!("{MOVERS} failovers, {MOVERS} failbacks")),
+        "{output}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

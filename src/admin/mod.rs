@@ -6,7 +6,10 @@
 //! | `GET /` | the HTML console |
 //! | `GET /console.css` | its stylesheet (no token needed: it holds no data) |
 //! | `GET /api/clients` | JSON array of agents |
+//! | `GET /api/gateway` | JSON object: role, standby, agents connected |
 //! | `GET /api/sessions` | JSON array of relay sessions |
+//! | `GET /signins` | the sign-in history page (the latest 200) |
+//! | `GET /api/signins` | the same as a JSON array, newest first |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /api/reload` | re-reads the config file and applies it |
 //!
@@ -47,13 +50,15 @@ pub trait AdminOps: Send + Sync {
     fn snapshot(&self) -> Snapshot;
     /// Gateway-wide figures that no single worker holds.
     fn totals(&self) -> render::Totals;
-    /// The licensed maximum; 0 = unlimited.
-    fn max_clients(&self) -> usize;
     /// Re-reads and applies the configuration: a summary, or why it was refused.
     fn reload(&self) -> Result<String, String>;
     /// Releases the pin of agent `name` under the gateway key named `key`
     /// (every key if `None`): a summary, or why not.
     fn forget(&self, name: &str, key: Option<&str>) -> Result<String, String>;
+    /// The latest operator sign-ins, newest first.
+    fn signins(&self) -> Vec<crate::gateway::SignInEntry> {
+        Vec::new()
+    }
 }
 
 /// How long the `status` and `reload` commands wait for an answer: a

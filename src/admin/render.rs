@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::config::Role;
 use crate::gateway::{AgentRow, SessionRow, Snapshot, WorkerSnapshot};
 
 /// All agents, sorted by name, each with its count of open sessions.
@@ -37,6 +38,15 @@ pub struct Totals {
     pub connections_open: usize,
     /// The connection cap.
     pub max_connections: usize,
+    /// `[gateway] role`.
+    pub role: Role,
+}
+
+impl Totals {
+    /// Whether this is a secondary with no agents: the seed's "standby".
+    pub fn standby(&self) -> bool {
+        self.role == Role::Secondary && self.agents_connected == 0
+    }
 }
 
 /// Prometheus text exposition format (version 0.0.4). Per-worker series
@@ -62,6 +72,18 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
             .map(|s| (format!("worker=\"{}\"", s.worker), f(s)))
             .collect()
     };
+    family(
+        "ringway_role",
+        "gauge",
+        "The gateway's [gateway] role: 1 for the one it has.",
+        vec![(format!("role=\"{}\"", totals.role.as_str()), 1)],
+    );
+    family(
+        "ringway_standby",
+        "gauge",
+        "1 while this is a secondary with no agents (standby), else 0.",
+        vec![(String::new(), u64::from(totals.standby()))],
+    );
     family(
         "ringway_workers",
         "gauge",
@@ -220,7 +242,7 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
         summed(snaps, "reason", |s| &s.stats.source_refusals),
     );
     type Labelled = fn(&WorkerSnapshot) -> &std::collections::BTreeMap<String, u64>;
-    let operators: [(&str, &str, &str, Labelled); 2] = [
+    let operators: [(&str, &str, &str, Labelled); 3] = [
         (
             "ringway_sign_ins_total",
             "Operator sign-ins, by outcome: ok, or why not.",
@@ -232,6 +254,12 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
             "Browses and connects refused for their operator ticket or TOTP code, by reason.",
             "reason",
             |s| &s.stats.ticket_refusals,
+        ),
+        (
+            "ringway_approvals_total",
+            "Connects put to the approval hook, by outcome: yes, no, or busy (refused unasked).",
+            "outcome",
+            |s| &s.stats.approvals,
         ),
     ];
     for (name, help, label, counter) in operators {
@@ -249,7 +277,23 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
         "Agent registrations refused because the name is pinned to another machine's agent key.",
         per_worker(&|s| s.stats.pin_refusals),
     );
+    family(
+        "ringway_health_probes_total",
+        "counter",
+        "GET /v1/health probes answered (agents on a secondary checking this gateway).",
+        per_worker(&|s| s.stats.health_probes),
+    );
     out
+}
+
+/// The role as the console and `ringway status` show it: `primary`,
+/// `secondary`, or `secondary (standby)` for a secondary with no agents.
+pub fn role_text(totals: &Totals) -> String {
+    if totals.standby() {
+        format!("{} (standby)", totals.role.as_str())
+    } else {
+        totals.role.as_str().to_string()
+    }
 }
 
 /// A labelled counter summed over workers: one sample per label value.
@@ -314,14 +358,15 @@ pub fn answered(snapshot: &Snapshot) -> String {
 /// tab, and a banner when some workers did not answer. Self-contained
 /// (no external assets), no script, no inline style; every peer-supplied
 /// string is escaped.
-pub fn console(snapshot: &Snapshot, max_clients: usize) -> String {
+pub fn console(snapshot: &Snapshot, totals: &Totals, query: Option<&str>) -> String {
     let agents = agents(&snapshot.workers);
     let sessions = sessions(&snapshot.workers);
-    let max = if max_clients == 0 {
+    let max = if totals.max_clients == 0 {
         "unlimited".to_string()
     } else {
-        max_clients.to_string()
+        totals.max_clients.to_string()
     };
+    let role = role_text(totals);
     let partial = if snapshot.complete() {
         String::new()
     } else {
@@ -368,7 +413,8 @@ pub fn console(snapshot: &Snapshot, max_clients: usize) -> String {
 <link rel="stylesheet" href="/console.css">
 </head><body>
 <h1>ringway {version}</h1>
-{partial}<p class="counts"><span>Clients connected: <b id="clients-connected">{n_agents}</b></span><span>Max clients: <b id="max-clients">{max}</b></span><span>Active sessions: <b id="sessions-active">{n_sessions}</b></span></p>
+<p class="nav"><a id="signins-link" href="{signins_href}">Sign-in history</a></p>
+{partial}<p class="counts"><span>Clients connected: <b id="clients-connected">{n_agents}</b></span><span>Max clients: <b id="max-clients">{max}</b></span><span>Role: <b id="role">{role}</b></span><span>Active sessions: <b id="sessions-active">{n_sessions}</b></span></p>
 <div class="tabs">
 <input type="radio" name="tab" id="tab-clients" checked><label for="tab-clients">Clients</label>
 <input type="radio" name="tab" id="tab-sessions"><label for="tab-sessions">Active Sessions</label>
@@ -377,8 +423,55 @@ pub fn console(snapshot: &Snapshot, max_clients: usize) -> String {
 </div></body></html>
 "#,
         version = env!("CARGO_PKG_VERSION"),
+        signins_href = escape(&with_query("/signins", query)),
         n_agents = agents.len(),
         n_sessions = sessions.len(),
+    )
+}
+
+/// `path`, with the page's own query (a `?token=` a browser carries) so
+/// a link keeps working where a token is needed.
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_string(),
+    }
+}
+
+/// The sign-in history page: the latest sign-ins, newest first, every
+/// field escaped (names and addresses come from the network).
+pub fn signins_page(entries: &[crate::gateway::SignInEntry], query: Option<&str>) -> String {
+    let mut rows = String::new();
+    for e in entries {
+        let class = if e.outcome == "ok" {
+            "signin ok"
+        } else {
+            "signin failed"
+        };
+        let _ = write!(
+            rows,
+            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&e.at),
+            escape(&e.operator),
+            escape(&e.control),
+            escape(&e.key),
+            escape(&e.source),
+            escape(&e.outcome)
+        );
+    }
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{CONSOLE_REFRESH_SECS}">
+<title>ringway sign-ins</title>
+<link rel="stylesheet" href="/console.css">
+</head><body>
+<h1>Sign-in history</h1>
+<p class="nav"><a href="{back}">Back to the console</a> · the latest {max} sign-ins, newest first; the audit file keeps them all</p>
+<table id="signins"><thead><tr><th>When (UTC)</th><th>Operator</th><th>Control</th><th>Key</th><th>From</th><th>Outcome</th></tr></thead><tbody>{rows}</tbody></table>
+</body></html>
+"#,
+        back = escape(&with_query("/", query)),
+        max = crate::gateway::SIGNIN_HISTORY,
     )
 }
 
@@ -417,7 +510,11 @@ pub(crate) mod tests {
             workers: vec![worker(0, vec![agent("<script>alert(1)</script>")])],
             asked: 1,
         };
-        let html = console(&snapshot, 5);
+        let totals = Totals {
+            max_clients: 5,
+            ..Totals::default()
+        };
+        let html = console(&snapshot, &totals, None);
         assert!(!html.contains("<script>alert(1)</script>"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains(r#"<b id="max-clients">5</b>"#));
@@ -426,8 +523,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_secondary_without_agents_is_in_standby() {
+        let secondary = Totals {
+            role: Role::Secondary,
+            ..Totals::default()
+        };
+        let html = console(&Snapshot::default(), &secondary, None);
+        assert!(html.contains(r#"<b id="role">secondary (standby)</b>"#), "{html}");
+        let text = metrics(&Snapshot::default(), &secondary);
+        assert!(text.contains("\nringway_role{role=\"secondary\"} 1\n"), "{text}");
+        assert!(text.contains("\nringway_standby 1\n"), "{text}");
+        let serving = Totals {
+            agents_connected: 1,
+            ..secondary
+        };
+        assert_eq!(role_text(&serving), "secondary");
+        assert!(metrics(&Snapshot::default(), &serving).contains("\nringway_standby 0\n"));
+        assert_eq!(role_text(&Totals::default()), "primary");
+    }
+
+    #[test]
     fn the_console_has_no_inline_script_or_style() {
-        let html = console(&Snapshot::default(), 0);
+        let html = console(&Snapshot::default(), &Totals::default(), None);
         for inline in ["<script", "<style", " style=", "javascript:"] {
             assert!(!html.contains(inline), "{inline} in:\n{html}");
         }
@@ -441,7 +558,7 @@ pub(crate) mod tests {
             asked: 2,
         };
         assert_eq!(answered(&snapshot), "1 of 2");
-        let html = console(&snapshot, 0);
+        let html = console(&snapshot, &Totals::default(), None);
         assert!(
             html.contains("<p class=\"partial\" id=\"partial\">Workers answered 1 of 2: agents and sessions of the others are missing below.</p>"),
             "{html}"
@@ -473,6 +590,7 @@ pub(crate) mod tests {
             max_clients: 0,
             connections_open: 3,
             max_connections: 100,
+            role: Role::Primary,
         };
         let text = metrics(
             &Snapshot {
@@ -482,6 +600,8 @@ pub(crate) mod tests {
             &totals,
         );
         assert!(text.contains("ringway_connections_open 3\n"));
+        assert!(text.contains("\nringway_role{role=\"primary\"} 1\n"), "{text}");
+        assert!(text.contains("\nringway_standby 0\n"), "{text}");
         assert!(text.contains("ringway_connections_max 100\n"));
         assert!(text.contains("ringway_agents_connected{worker=\"0\"} 1\n"));
         assert!(text.contains("ringway_agents_by_key{key=\"k\"} 1\n"), "{text}");
@@ -495,5 +615,27 @@ pub(crate) mod tests {
             let (_, value) = line.rsplit_once(' ').expect("sample has a value");
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn the_sign_in_page_escapes_every_field_and_keeps_the_token_in_its_link() {
+        let e = crate::gateway::SignInEntry {
+            at: "2026-12-02T15:00:00Z".into(),
+            operator: "<script>x</script>".into(),
+            control: "ops".into(),
+            key: "acme".into(),
+            source: "127.0.0.1".into(),
+            outcome: "wrong_password".into(),
+        };
+        let page = signins_page(&[e], Some("token=a&b"));
+        assert!(page.contains("<td>&lt;script&gt;x&lt;/script&gt;</td>"), "{page}");
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(page.contains(r#"<tr class="signin failed">"#), "{page}");
+        assert!(page.contains(r#"href="/?token=a&amp;b""#), "{page}");
+        let html = console(&Snapshot::default(), &Totals::default(), Some("token=t"));
+        assert!(
+            html.contains(r#"<a id="signins-link" href="/signins?token=t">"#),
+            "{html}"
+        );
     }
 }

@@ -41,6 +41,18 @@ pub struct Context<'a> {
     pub local: SocketAddr,
 }
 
+/// `GET /api/gateway`: what `ringway status` shows above its tables.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GatewayInfo<'a> {
+    /// `[gateway] role`: `primary` or `secondary`.
+    #[serde(borrow)]
+    pub role: &'a str,
+    /// A secondary with no agents.
+    pub standby: bool,
+    /// Agents connected now.
+    pub agents_connected: usize,
+}
+
 /// An answer before it becomes bytes.
 struct Answer {
     status: u16,
@@ -144,13 +156,33 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
     match (safe, head.method.as_str(), path) {
         (true, _, "/") => {
             let snapshot = ops.snapshot();
-            let html = render::console(&snapshot, ops.max_clients());
+            let html = render::console(&snapshot, &ops.totals(), head.target.split_once('?').map(|(_, q)| q));
             Answer::from_snapshot(&snapshot, "text/html; charset=utf-8", html)
         }
         (true, _, "/api/clients") => {
             let snapshot = ops.snapshot();
             json(&snapshot, &render::agents(&snapshot.workers))
         }
+        (true, _, "/api/gateway") => {
+            let totals = ops.totals();
+            let info = GatewayInfo {
+                role: totals.role.as_str(),
+                standby: totals.standby(),
+                agents_connected: totals.agents_connected,
+            };
+            match serde_json::to_vec(&info) {
+                Ok(body) => Answer::ok("application/json", body),
+                Err(e) => Answer::error(500, &format!("cannot encode: {e}")),
+            }
+        }
+        (true, _, "/api/signins") => match serde_json::to_vec(&ops.signins()) {
+            Ok(body) => Answer::ok("application/json", body),
+            Err(e) => Answer::error(500, &format!("cannot encode: {e}")),
+        },
+        (true, _, "/signins") => Answer::ok(
+            "text/html; charset=utf-8",
+            render::signins_page(&ops.signins(), head.target.split_once('?').map(|(_, q)| q)),
+        ),
         (true, _, "/api/sessions") => {
             let snapshot = ops.snapshot();
             json(&snapshot, &render::sessions(&snapshot.workers))
@@ -171,9 +203,12 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
             },
             Err(why) => Answer::error(400, why),
         },
-        (_, _, "/" | "/api/clients" | "/api/sessions" | "/metrics" | "/api/reload" | FORGET_PATH | "/console.css") => {
-            Answer::error(405, "method not allowed here")
-        }
+        (
+            _,
+            _,
+            "/" | "/api/clients" | "/api/gateway" | "/api/sessions" | "/api/signins" | "/signins" | "/metrics"
+            | "/api/reload" | FORGET_PATH | "/console.css",
+        ) => Answer::error(405, "method not allowed here"),
         _ => Answer::error(404, "no such endpoint"),
     }
 }
@@ -247,9 +282,6 @@ mod tests {
         }
         fn totals(&self) -> render::Totals {
             render::Totals::default()
-        }
-        fn max_clients(&self) -> usize {
-            0
         }
         fn reload(&self) -> Result<String, String> {
             self.reloads.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::admin::routes::{FORGET_PATH, WORKERS_ANSWERED};
+use crate::admin::routes::{FORGET_PATH, GatewayInfo, WORKERS_ANSWERED};
 use crate::eventlog::sanitize;
 use crate::gateway::{AgentRow, SessionRow};
 use crate::http::pct_encode;
@@ -51,6 +51,14 @@ impl AdminArgs {
 
 /// Prints the clients and sessions tables.
 pub fn status(args: AdminArgs) -> Result<(), String> {
+    let info = args.get("GET", "/api/gateway")?;
+    let info: GatewayInfo<'_> = serde_json::from_str(&info).map_err(|e| format!("bad gateway answer: {e}"))?;
+    println!(
+        "Role: {}{}",
+        sanitize(info.role),
+        if info.standby { " (standby)" } else { "" }
+    );
+    println!();
     let agents: Vec<AgentRow> =
         serde_json::from_str(&args.get("GET", "/api/clients")?).map_err(|e| format!("bad client list: {e}"))?;
     let sessions: Vec<SessionRow> =

@@ -1,7 +1,10 @@
 //! `ringway agent`: publish a local TCP service through a gateway, and
-//! stay registered: reconnect with jittered exponential backoff whenever
-//! the gateway goes away, and back off much longer when the gateway gave
-//! the name to another machine (see [`crate::client::backoff`]).
+//! stay registered: move to the next gateway of its list (`--secondary`)
+//! when one goes away, back to the primary once it has stayed up for the
+//! hold-down (see [`crate::client::failover`]), reconnect with jittered
+//! exponential backoff when none answers, and back off much longer when
+//! the gateway gave the name to another machine (see
+//! [`crate::client::backoff`]).
 
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -16,6 +19,7 @@ use ring::rand::SecureRandom;
 use super::ClientArgs;
 use crate::client::backoff::{Backoff, Pause};
 use crate::client::identity::{AgentIdentity, default_state_dir};
+use crate::client::roam::{self, Home, Homing, Moved};
 use crate::client::{
     self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, ClientError, Endpoint, Outgoing, sysinfo,
 };
@@ -52,6 +56,30 @@ pub struct AgentArgs {
     /// $XDG_STATE_HOME/ringway, else ~/.local/state/ringway.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Treat a gateway that sends nothing for this long as gone, and move
+    /// to the next (default: the gateway's CMPI + 10 s). Down to 2 s: the
+    /// agent then polls every half of it.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    dead_after: Option<u64>,
+    /// While on a secondary, probe the gateways before it this often,
+    /// jittered between half and all of it (default: CMPI / 5, 1 to 60 s).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    probe_secs: Option<u64>,
+    /// Move back only to a gateway that has answered every probe for this
+    /// long (default: two probe intervals), so a flapping primary does not
+    /// make agents flap.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    hold_down_secs: Option<u64>,
+}
+
+/// How the agent moves between its gateways.
+struct Moves {
+    /// `--dead-after`, if given.
+    dead_after: Option<Duration>,
+    /// `--probe-secs`, if given (else from the CMPI).
+    probe: Option<Duration>,
+    /// `--hold-down-secs`, if given (else from the probe interval).
+    hold_down: Option<Duration>,
 }
 
 /// Runs the agent until killed.
@@ -64,73 +92,155 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
         .state_dir
         .or_else(default_state_dir)
         .ok_or("no state folder: set --state-dir (or XDG_STATE_HOME or HOME)")?;
-    let identity = AgentIdentity::load_or_create(&state_dir)?;
+    let identity = Arc::new(AgentIdentity::load_or_create(&state_dir)?);
     log::info!("agent key {} (in {})", identity.public(), state_dir.display());
-    let mut ep = args.client.endpoint(&name)?;
-    ep.agent_key = Some(Arc::new(identity));
+    let mut eps = args.client.endpoints(&name)?;
+    for ep in &mut eps {
+        ep.agent_key = Some(identity.clone());
+    }
+    let moves = Moves {
+        dead_after: args.dead_after.map(Duration::from_secs),
+        probe: args.probe_secs.map(Duration::from_secs),
+        hold_down: args.hold_down_secs.map(Duration::from_secs),
+    };
     let expose = Rc::new(args.expose);
     super::client_runtime()?.block_on(async move {
         let mut backoff = Backoff::new();
         let sessions = Rc::new(Cell::new(0usize));
+        // The gateway whose channel this agent held last, and the one to
+        // try last in the next round (it just failed).
+        let mut last: Option<usize> = None;
+        let mut avoid: Option<usize> = None;
         loop {
             let info = AgentInfo {
                 mac: sysinfo::mac_address(),
                 local_ip: String::new(),
                 os: sysinfo::os_description(),
             };
-            let pause = match AgentChannel::register(&ep, &info).await {
-                Ok(channel) => {
-                    backoff.registered();
-                    log::info!(
-                        "registered with {} as {:?} (poll every {} s)",
-                        ep.gateway,
-                        ep.identity,
-                        channel.cmpi().as_secs()
-                    );
-                    let handler = Sessions {
-                        ep: ep.clone(),
-                        expose: expose.clone(),
-                        outgoing: channel.outgoing(),
-                        running: sessions.clone(),
-                    };
-                    let since = Instant::now();
-                    let end = channel.run(&handler).await;
-                    let replaced = matches!(&end, Ok(end) if end.is_replaced());
-                    match end {
-                        // Said below, with the pause.
-                        Ok(_) if replaced => {}
-                        Ok(ChannelEnd::Bye(reason)) => log::warn!("gateway closed the channel: {reason}"),
-                        Ok(ChannelEnd::Closed) => log::warn!("gateway closed the channel"),
-                        Err(e) => log::warn!("channel lost: {e}"),
-                    }
-                    backoff.after_channel(replaced, since.elapsed(), random_fraction())
-                }
-                // Said below, with the pause.
-                Err(ClientError::Refused { status: 409, .. }) => backoff.after_name_taken(random_fraction()),
-                Err(e) => {
-                    log::warn!("cannot register with {}: {e}", ep.gateway);
-                    backoff.after_failure(random_fraction())
-                }
+            // A 409 (the name is pinned to another machine's agent key)
+            // is said once below, with its pause on the slow ladder.
+            let taken = Cell::new(false);
+            let failed = |i: usize, e: ClientError| match e {
+                ClientError::Refused { status: 409, .. } => taken.set(true),
+                e => log::warn!("cannot register with {}: {e}", eps[i].gateway),
             };
-            match pause {
-                Pause::Retry(d) => log::info!("reconnecting in {:.1} s", d.as_secs_f64()),
-                Pause::NameInUse(d) => log::warn!(
-                    "the name {:?} is in use by another machine: the gateway gave it to a newer registration. \
-                     Trying again in {:.0} s; give each machine its own name with --name",
-                    ep.identity,
-                    d.as_secs_f64()
-                ),
-                Pause::NameTaken(d) => log::warn!(
-                    "the name {:?} is taken by another machine: the gateway has it pinned to that machine's key. \
-                     Trying again in {:.0} s; give this machine its own name with --name, or have the \
-                     administrator release the name with `ringway agents forget`",
-                    ep.identity,
-                    d.as_secs_f64()
-                ),
+            let Some((at, channel)) = roam::register_round(&eps, &info, last, avoid, failed).await else {
+                avoid = None;
+                let pause = if taken.get() {
+                    backoff.after_name_taken(random_fraction())
+                } else {
+                    backoff.after_failure(random_fraction())
+                };
+                say_pause(&name, pause);
+                compio::time::sleep(pause.duration()).await;
+                continue;
+            };
+            backoff.registered();
+            let since = Instant::now();
+            let (at, end) = hold(&eps, &info, &moves, &expose, &sessions, at, channel, &mut last).await;
+            let replaced = matches!(&end, Ok(end) if end.is_replaced());
+            let gw = &eps[at].gateway;
+            match end {
+                // Said below, with the pause.
+                Ok(_) if replaced => {}
+                Ok(ChannelEnd::Bye(reason)) => log::warn!("gateway {gw} closed the channel: {reason}"),
+                Ok(ChannelEnd::Closed) => log::warn!("gateway {gw} closed the channel"),
+                Ok(ChannelEnd::Left(reason)) => log::info!("left gateway {gw} ({reason})"),
+                Err(e) => log::warn!("channel to {gw} lost: {e}"),
             }
+            // The next round tries the others first; a pause of the quick
+            // ladder (0.5-1 s after a channel that worked) spreads agents
+            // that lost their gateway together. A replaced channel says
+            // nothing against its gateway (another machine has the name),
+            // so the next round starts with the primary as usual.
+            avoid = (!replaced).then_some(at);
+            let pause = backoff.after_channel(replaced, since.elapsed(), random_fraction());
+            say_pause(&name, pause);
             compio::time::sleep(pause.duration()).await;
         }
     })
+}
+
+/// Says why the agent pauses and for how long; plainly when the name is
+/// another machine's.
+fn say_pause(name: &str, pause: Pause) {
+    match pause {
+        Pause::Retry(d) => log::info!("reconnecting in {:.1} s", d.as_secs_f64()),
+        Pause::NameInUse(d) => log::warn!(
+            "the name {name:?} is in use by another machine: the gateway gave it to a newer registration. \
+             Trying again in {:.0} s; give each machine its own name with --name",
+            d.as_secs_f64()
+        ),
+        Pause::NameTaken(d) => log::warn!(
+            "the name {name:?} is taken by another machine: the gateway has it pinned to that machine's key. \
+             Trying again in {:.0} s; give this machine its own name with --name, or have the \
+             administrator release the name with `ringway agents forget`",
+            d.as_secs_f64()
+        ),
+    }
+}
+
+/// Serves the channel with gateway `at`, and, while that is not the
+/// first in the list, probes the ones before it and moves back to one
+/// that has stayed up for the hold-down: register there, then `BYE
+/// failback` to the old one. Returns when a channel ends otherwise: the
+/// gateway it was with, and how it ended. `last` follows the gateway held.
+#[allow(clippy::too_many_arguments)]
+async fn hold(
+    eps: &[Endpoint],
+    info: &AgentInfo,
+    moves: &Moves,
+    expose: &Rc<String>,
+    sessions: &Rc<Cell<usize>>,
+    mut at: usize,
+    mut channel: AgentChannel,
+    last: &mut Option<usize>,
+) -> (usize, Result<ChannelEnd, ClientError>) {
+    loop {
+        *last = Some(at);
+        let ep = &eps[at];
+        channel.set_dead_after(moves.dead_after);
+        log::info!(
+            "registered with {} as {:?} (poll every {} s)",
+            ep.gateway,
+            ep.identity,
+            channel.cmpi().as_secs()
+        );
+        let homing = Homing::for_cmpi(channel.cmpi(), moves.probe, moves.hold_down);
+        // Sessions carry the endpoint of the gateway that opened them, so
+        // a move of the channel leaves them where they are.
+        let handler = Sessions {
+            ep: ep.clone(),
+            expose: expose.clone(),
+            outgoing: channel.outgoing(),
+            running: sessions.clone(),
+        };
+        let outgoing = channel.outgoing();
+        let run = channel.run(&handler);
+        if at == 0 {
+            return (at, run.await);
+        }
+        let home = Home {
+            better: &eps[..at],
+            info,
+            from: &ep.gateway,
+            homing,
+        };
+        let failed = |i: usize, e: ClientError| log::warn!("cannot move back to {}: {e}", eps[i].gateway);
+        match roam::run_or_go_home(run, &outgoing, home, random_fraction, failed).await {
+            Moved::Ended(end) => return (at, end),
+            Moved::Home(home, new_channel) => {
+                // Its sessions go on, on their own connections.
+                log::info!(
+                    "moved back to {} (failback from {}); sessions through {} go on",
+                    eps[home].gateway,
+                    ep.gateway,
+                    ep.gateway
+                );
+                (at, channel) = (home, new_channel);
+            }
+        }
+    }
 }
 
 /// A random fraction between 0 and 1 to place a pause in its jitter range.

@@ -16,6 +16,7 @@ use compio::net::TcpListener;
 use super::ClientArgs;
 use super::operator::PASSWORD_ENV;
 use super::tickets::{self, Stored};
+use crate::client::failover::{PROBE_TIMEOUT, merge};
 use crate::client::{self, ClientError, Endpoint, Session, sysinfo};
 use crate::eventlog::sanitize;
 use crate::relay::{Counters, relay};
@@ -81,40 +82,129 @@ pub struct ControlArgs {
 }
 
 impl ControlArgs {
-    fn endpoint(self) -> Result<Endpoint, String> {
+    /// The primary's endpoint first, then each secondary's.
+    fn endpoints(self) -> Result<Vec<Endpoint>, String> {
         let identity = self.name.unwrap_or_else(sysinfo::hostname);
         if !crate::proto::valid_name(&identity) {
             return Err(format!("invalid control name {identity:?}"));
         }
-        self.client.endpoint(&identity)
+        self.client.endpoints(&identity)
     }
 
-    /// The endpoint with this gateway's stored ticket, if there is one,
-    /// and a TOTP code from the environment for a connect. Without `--as`
-    /// the control takes the name its ticket is bound to.
-    fn signed_endpoint(mut self) -> Result<Endpoint, String> {
-        let stored = tickets::load(&self.client.gateway)?;
+    /// Every gateway's endpoint (the primary, then each `--secondary`),
+    /// each with that gateway's stored ticket if there is one (tickets are
+    /// per gateway), and a TOTP code from the environment for a connect.
+    /// Without `--as` the control takes the name its primary's ticket is
+    /// bound to.
+    fn signed_endpoints(mut self) -> Result<Vec<Endpoint>, String> {
+        let typed: Vec<String> = std::iter::once(self.client.gateway.clone())
+            .chain(self.client.secondary.iter().cloned())
+            .collect();
         if self.name.is_none() {
-            self.name = stored.as_ref().map(|s| s.control.clone());
+            self.name = tickets::load(&typed[0])?.map(|s| s.control);
         }
-        let gateway = self.client.gateway.clone();
-        let mut ep = self.endpoint()?;
-        if let Some(s) = stored {
-            if s.control != ep.identity {
-                log::warn!(
-                    "the ticket for {gateway} is bound to control {:?}, not {:?}: sign in again as this one",
-                    s.control,
-                    ep.identity
-                );
-            } else if s.expires_at <= crate::auth::unix_now() {
-                log::warn!("the ticket for {gateway} has expired: sign in again (ringway control login)");
-            } else {
-                ep.operator = s.ticket().map(Arc::new);
+        let totp = std::env::var(TOTP_ENV).ok().filter(|c| !c.is_empty());
+        let mut eps = self.endpoints()?;
+        for (ep, gateway) in eps.iter_mut().zip(&typed) {
+            if let Some(s) = tickets::load(gateway)? {
+                if s.control != ep.identity {
+                    log::warn!(
+                        "the ticket for {gateway} is bound to control {:?}, not {:?}: sign in again as this one",
+                        s.control,
+                        ep.identity
+                    );
+                } else if s.expires_at <= crate::auth::unix_now() {
+                    log::warn!("the ticket for {gateway} has expired: sign in again (ringway control login)");
+                } else {
+                    ep.operator = s.ticket().map(Arc::new);
+                }
+            }
+            ep.totp = totp.clone();
+        }
+        Ok(eps)
+    }
+}
+
+/// How long a listing may take from one gateway of several: one that
+/// does not answer (down, stopped) must not hold the others' answer for
+/// the full answer deadline. Twice a health probe's: a list is longer.
+const LIST_TIMEOUT: std::time::Duration = PROBE_TIMEOUT.saturating_mul(2);
+
+/// An agent as `ls` shows it with several gateways: where it is.
+#[derive(serde::Serialize)]
+struct Listed {
+    #[serde(flatten)]
+    agent: crate::proto::AgentSummary,
+    /// The gateway its channel is on, as given on the command line.
+    gateway: String,
+}
+
+/// Every gateway's list, merged: each agent once, with the index of the
+/// gateway it is on (see [`merge`]). The secondaries are asked first and
+/// the primary last: an agent moving home registers at the primary before
+/// it leaves the secondary, so one that moves during the listing is still
+/// seen. A gateway that cannot be asked is left out with a warning; if
+/// none can, the first error is the answer.
+async fn list_all(eps: &[Endpoint]) -> Result<Vec<(usize, crate::proto::AgentSummary)>, ClientError> {
+    if eps.len() == 1 {
+        return Ok(client::list_agents(&eps[0])
+            .await?
+            .into_iter()
+            .map(|a| (0, a))
+            .collect());
+    }
+    let mut lists = vec![Vec::new(); eps.len()];
+    let mut answered = false;
+    let mut first_error = None;
+    for (i, ep) in eps.iter().enumerate().rev() {
+        let res = compio::time::timeout(LIST_TIMEOUT, client::list_agents(ep))
+            .await
+            .unwrap_or(Err(ClientError::Timeout("the gateway did not list its agents in time")));
+        match res {
+            Ok(list) => {
+                lists[i] = list;
+                answered = true;
+            }
+            Err(e) => {
+                log::warn!("cannot list the agents of {}: {e}", ep.gateway);
+                first_error.get_or_insert(e);
             }
         }
-        ep.totp = std::env::var(TOTP_ENV).ok().filter(|c| !c.is_empty());
-        Ok(ep)
     }
+    match (answered, first_error) {
+        (false, Some(e)) => Err(e),
+        _ => Ok(merge(lists)),
+    }
+}
+
+/// Opens a session to `agent` on the gateway it is on: where the merged
+/// list shows it, then the others in order (it may have moved since).
+/// With one gateway, a plain connect.
+async fn connect_any(eps: &[Endpoint], agent: &str) -> Result<Session, ClientError> {
+    if eps.len() == 1 {
+        return open_session(&eps[0], agent).await;
+    }
+    let at = list_all(eps)
+        .await
+        .ok()
+        .and_then(|l| l.into_iter().find(|(_, a)| a.name == agent).map(|(i, _)| i));
+    let order = at.into_iter().chain((0..eps.len()).filter(|&i| Some(i) != at));
+    let mut last = None;
+    for i in order {
+        match open_session(&eps[i], agent).await {
+            Ok(session) => return Ok(session),
+            // Not there, or the gateway is not: the agent may be on the next.
+            Err(e @ (ClientError::Refused { status: 404, .. } | ClientError::Io(_) | ClientError::Timeout(_))) => {
+                log::debug!("{}: cannot open a session to {agent}: {e}", eps[i].gateway);
+                last = Some(e);
+            }
+            // The gateway has the agent and gave its answer (a 502 from the
+            // agent's service, a 503, a 504): that is the answer.
+            Err(e) => return Err(e),
+        }
+    }
+    // Invariant: the list of gateways is never empty, so one was tried.
+    Err(last.unwrap_or(ClientError::Protocol("no gateway to try".into())))
 }
 
 /// Runs a control subcommand.
@@ -130,23 +220,44 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
             Ok(())
         }
         ControlCommand::Ls { common, json } => {
-            let ep = common.signed_endpoint()?;
+            let eps = common.signed_endpoints()?;
             let agents = super::client_runtime()?
-                .block_on(client::list_agents(&ep))
+                .block_on(list_all(&eps))
                 .map_err(|e| e.to_string())?;
-            if json {
+            let several = eps.len() > 1;
+            if json && several {
+                let listed: Vec<Listed> = agents
+                    .into_iter()
+                    .map(|(i, agent)| Listed {
+                        agent,
+                        gateway: eps[i].gateway.clone(),
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&listed).map_err(|e| e.to_string())?);
+            } else if json {
+                let agents: Vec<_> = agents.into_iter().map(|(_, a)| a).collect();
                 println!("{}", serde_json::to_string_pretty(&agents).map_err(|e| e.to_string())?);
             } else {
                 // Agents choose their names and details, and the gateway
                 // the rest: control characters become `?` in every field,
                 // so none can add rows or drive the terminal.
+                let gw_head = if several {
+                    format!("{:<22} ", "GATEWAY")
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{:<24} {:<22} {:<21} {:<17} {:<15} OS",
+                    "{:<24} {gw_head}{:<22} {:<21} {:<17} {:<15} OS",
                     "NAME", "EXTERNAL", "CONNECTED SINCE", "MAC", "LOCAL IP"
                 );
-                for a in agents {
+                for (i, a) in agents {
+                    let gw = if several {
+                        format!("{:<22} ", eps[i].gateway)
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "{:<24} {:<22} {:<21} {:<17} {:<15} {}",
+                        "{:<24} {gw}{:<22} {:<21} {:<17} {:<15} {}",
                         sanitize(&a.name),
                         sanitize(&a.external_addr),
                         sanitize(&a.connected_since),
@@ -164,12 +275,12 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
             listen,
             stdio,
         } => {
-            let ep = common.signed_endpoint()?;
+            let eps = common.signed_endpoints()?;
             if stdio {
-                return connect_stdio(&ep, &agent);
+                return connect_stdio(&eps, &agent);
             }
             let listen = listen.ok_or("give --listen ADDR or --stdio")?;
-            connect_listen(ep, agent, listen)
+            connect_listen(eps, agent, listen)
         }
     }
 }
@@ -180,7 +291,13 @@ fn login(common: ControlArgs, user: &str) -> Result<(), String> {
         return Err(format!("invalid operator name {user:?}"));
     }
     let gateway = common.client.gateway.clone();
-    let ep = common.endpoint()?;
+    // The primary's: a ticket is per gateway, so each is signed into
+    // on its own (`--gateway` naming it).
+    let ep = common
+        .endpoints()?
+        .into_iter()
+        .next()
+        .ok_or("no gateway to sign in to")?;
     let password = match std::env::var(PASSWORD_ENV) {
         Ok(p) => p,
         Err(_) if std::io::stdin().is_terminal() => rpassword::prompt_password(format!("Password for {user}: "))
@@ -237,14 +354,14 @@ async fn open_session(ep: &Endpoint, agent: &str) -> Result<Session, ClientError
     }
 }
 
-fn connect_listen(ep: Endpoint, agent: String, listen: String) -> Result<(), String> {
+fn connect_listen(eps: Vec<Endpoint>, agent: String, listen: String) -> Result<(), String> {
     super::client_runtime()?.block_on(async move {
         let listener = TcpListener::bind(listen.as_str())
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         log::info!("listening on {local}; each connection becomes a session to {agent}");
-        let (ep, agent) = (Rc::new(ep), Rc::new(agent));
+        let (eps, agent) = (Rc::new(eps), Rc::new(agent));
         loop {
             let (conn, peer) = match listener.accept().await {
                 Ok(c) => c,
@@ -254,9 +371,9 @@ fn connect_listen(ep: Endpoint, agent: String, listen: String) -> Result<(), Str
                 }
             };
             let _ = conn.set_nodelay(true);
-            let (ep, agent) = (ep.clone(), agent.clone());
+            let (eps, agent) = (eps.clone(), agent.clone());
             compio::runtime::spawn(async move {
-                match open_session(&ep, &agent).await {
+                match connect_any(&eps, &agent).await {
                     Ok(session) => {
                         log::info!("{peer}: session to {agent} open");
                         let counters = Counters::default();
@@ -288,7 +405,7 @@ fn connect_listen(ep: Endpoint, agent: String, listen: String) -> Result<(), Str
 /// portably by a completion runtime, so two plain threads move them
 /// to and from one end of a loopback TCP pair, and the runtime relays the
 /// other end to the session (plain or TLS) like any other connection.
-fn connect_stdio(ep: &Endpoint, agent: &str) -> Result<(), String> {
+fn connect_stdio(eps: &[Endpoint], agent: &str) -> Result<(), String> {
     let (bridge, inner) = loopback_pair().map_err(|e| format!("cannot set up the stdio bridge: {e}"))?;
     let mut up = bridge.try_clone().map_err(|e| e.to_string())?;
     std::thread::spawn(move || {
@@ -313,7 +430,7 @@ fn connect_stdio(ep: &Endpoint, agent: &str) -> Result<(), String> {
     });
     let runtime = super::client_runtime()?;
     let result = runtime.block_on(async {
-        let session = open_session(ep, agent).await.map_err(|e| e.to_string())?;
+        let session = connect_any(eps, agent).await.map_err(|e| e.to_string())?;
         let inner = compio::net::TcpStream::from_std(inner).map_err(|e| e.to_string())?;
         let counters = Counters::default();
         relay(

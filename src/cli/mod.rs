@@ -67,9 +67,15 @@ enum Command {
 /// Options every client command shares.
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// The gateway: HOST:PORT (plain HTTP) or https://HOST:PORT (TLS).
+    /// The gateway: HOST:PORT (plain HTTP) or https://HOST:PORT (TLS). With
+    /// --secondary, the primary: the one agents prefer.
     #[arg(long, short)]
     pub gateway: String,
+    /// A secondary gateway, used while the ones before it cannot be
+    /// reached; repeat for more, in order of preference (at most 7). Same
+    /// forms as --gateway; the key and TLS options apply to all.
+    #[arg(long = "secondary", value_name = "GATEWAY")]
+    pub secondary: Vec<String>,
     /// With https: trust the CA certificates in this PEM file instead of
     /// the system's roots (e.g. the ca.pem from `ringway gen-cert`).
     #[arg(long, conflicts_with_all = ["pin_sha256", "insecure"])]
@@ -135,6 +141,31 @@ impl ClientArgs {
             return Err("--ca-file and --pin-sha256 need an https:// gateway".into());
         }
         crate::client::Endpoint::new(&self.gateway, key, identity, &trust)
+    }
+
+    /// The endpoints of the primary (first) and each secondary, in order:
+    /// the same key and TLS settings, a boot id cache each.
+    pub fn endpoints(&self, identity: &str) -> Result<Vec<crate::client::Endpoint>, String> {
+        use crate::client::failover::MAX_GATEWAYS;
+        if 1 + self.secondary.len() > MAX_GATEWAYS {
+            return Err(format!("at most {} --secondary gateways", MAX_GATEWAYS - 1));
+        }
+        let primary = self.endpoint(identity)?;
+        // Trust read once more only if there are secondaries: an
+        // --insecure warning is said once per list.
+        let trust = match self.secondary.is_empty() {
+            true => crate::tls::Trust::SystemRoots,
+            false => self.trust()?,
+        };
+        let mut all = vec![primary.clone()];
+        for gw in &self.secondary {
+            let ep = crate::client::Endpoint::new(gw, primary.key.clone(), identity, &trust)?;
+            if all.iter().any(|e| e.gateway == ep.gateway) {
+                return Err(format!("gateway {gw} is given twice"));
+            }
+            all.push(ep);
+        }
+        Ok(all)
     }
 }
 

@@ -33,11 +33,12 @@ impl AdminOps for Controller {
             max_clients: self.gateway.config().max_clients,
             connections_open,
             max_connections,
+            role: self.gateway.config().role,
         }
     }
 
-    fn max_clients(&self) -> usize {
-        self.gateway.config().max_clients
+    fn signins(&self) -> Vec<crate::gateway::SignInEntry> {
+        self.gateway.signins()
     }
 
     fn reload(&self) -> Result<String, String> {

@@ -9,10 +9,10 @@ use crate::relay::Duplex;
 use compio::BufResult;
 use futures_util::future::{Either, select};
 
-use super::ranges::{clamp_cmpi, parse_cmpi, silence_deadline};
+use super::ranges::{clamp_cmpi, parse_cmpi, poll_interval, silence_deadline};
 use super::{ClientError, Endpoint, dial, refused, request};
 use crate::http::pct_encode;
-use crate::proto::{self, FromAgent, SessionId, ToAgent};
+use crate::proto::{self, FromAgent, Move, SessionId, ToAgent};
 
 /// Frames an agent may queue for its channel before the sender waits.
 const OUTGOING_CAPACITY: usize = 64;
@@ -50,6 +50,9 @@ pub enum ChannelEnd {
     Bye(String),
     /// The gateway closed the connection.
     Closed,
+    /// This agent left: it sent `BYE <reason>` (queued with
+    /// [`Outgoing::send`]), after registering with another gateway.
+    Left(String),
 }
 
 impl ChannelEnd {
@@ -82,6 +85,9 @@ pub struct AgentChannel {
     stream: Conn,
     buf: Vec<u8>,
     cmpi: Cell<Duration>,
+    /// `--dead-after`: how long a silent gateway is given, instead of
+    /// CMPI + 10 s (see [`silence_deadline`]).
+    dead_after: Option<Duration>,
     outgoing_tx: async_channel::Sender<FromAgent>,
     outgoing_rx: async_channel::Receiver<FromAgent>,
 }
@@ -89,6 +95,18 @@ pub struct AgentChannel {
 impl AgentChannel {
     /// Registers as `ep.identity` and returns the open channel.
     pub async fn register(ep: &Endpoint, info: &AgentInfo) -> Result<AgentChannel, ClientError> {
+        AgentChannel::register_moved(ep, info, None).await
+    }
+
+    /// As [`register`](Self::register), for an agent that held its
+    /// channel with gateway `from` before and is moving here
+    /// (`Ringway-Previous: <move> <from>`, so the gateway's arrival line
+    /// says where it came from).
+    pub async fn register_moved(
+        ep: &Endpoint,
+        info: &AgentInfo,
+        previous: Option<(Move, &str)>,
+    ) -> Result<AgentChannel, ClientError> {
         let stream = dial(ep).await?;
         // The address this machine used to reach the gateway is its local
         // IP as far as the console cares, unless the caller knows better.
@@ -97,13 +115,16 @@ impl AgentChannel {
             (_, Ok(addr)) => addr.ip().to_string(),
             (_, Err(_)) => String::new(),
         };
-        let extra = [
+        let mut extra = vec![
             ("Upgrade", proto::UPGRADE_AGENT.to_string()),
             ("Connection", "Upgrade".to_string()),
             ("Ringway-Agent-Mac", pct_encode(&info.mac)),
             ("Ringway-Agent-Ip", pct_encode(&local_ip)),
             ("Ringway-Agent-Os", pct_encode(&info.os)),
         ];
+        if let Some((kind, from)) = previous {
+            extra.push((proto::H_PREVIOUS_WRITTEN, format!("{} {from}", kind.as_str())));
+        }
         let (head, early) = request(ep, &stream, "GET", proto::PATH_REGISTER, &extra).await?;
         if head.status != 101 {
             return Err(refused(&stream, &head, early).await);
@@ -117,9 +138,17 @@ impl AgentChannel {
             stream,
             buf: early,
             cmpi: Cell::new(cmpi),
+            dead_after: None,
             outgoing_tx,
             outgoing_rx,
         })
+    }
+
+    /// Treats the gateway as gone after `dead_after` without a word from
+    /// it, instead of CMPI + 10 s; the agent then polls at least every
+    /// half of it (see [`poll_interval`]).
+    pub fn set_dead_after(&mut self, dead_after: Option<Duration>) {
+        self.dead_after = dead_after;
     }
 
     /// The poll interval the gateway asked for, clamped to the protocol's
@@ -133,14 +162,16 @@ impl AgentChannel {
         Outgoing(self.outgoing_tx.clone())
     }
 
-    /// Polls and serves pushes until the gateway ends the channel. A gateway
-    /// silent for 2 x CMPI + 10 s counts as gone (an error), as the gateway
-    /// itself treats a silent agent.
+    /// Polls and serves pushes until the gateway ends the channel, or this
+    /// agent leaves it (a `BYE` queued with [`Outgoing::send`], once
+    /// written, ends it as [`ChannelEnd::Left`]). A gateway silent for
+    /// CMPI + 10 s (or the `dead_after` set) counts as gone (an error).
     pub async fn run<H: AgentHandler>(self, handler: &H) -> Result<ChannelEnd, ClientError> {
         let AgentChannel {
             stream,
             buf,
             cmpi,
+            dead_after,
             outgoing_tx,
             outgoing_rx,
         } = self;
@@ -151,13 +182,13 @@ impl AgentChannel {
         let (changed_tx, changed_rx) = async_channel::bounded(1);
         let polls = Polls {
             cmpi: &cmpi,
+            dead_after,
             last_ping: &last_ping,
         };
         let reader = pin!(read_pushes(&stream, buf, polls, changed_tx, handler));
         let writer = pin!(write_polls(&stream, polls, changed_rx, outgoing_rx));
         match select(reader, writer).await {
-            Either::Left((end, _)) => end,
-            Either::Right((err, _)) => Err(err),
+            Either::Left((end, _)) | Either::Right((end, _)) => end,
         }
     }
 }
@@ -167,6 +198,8 @@ impl AgentChannel {
 struct Polls<'a> {
     /// The poll interval, clamped; the reader sets it from `CMPI` frames.
     cmpi: &'a Cell<Duration>,
+    /// How long a silent gateway is given, if not CMPI + 10 s.
+    dead_after: Option<Duration>,
     /// The last `PING` sent and when, to time its `PONG`.
     last_ping: &'a Cell<(u64, Instant)>,
 }
@@ -214,7 +247,7 @@ async fn read_pushes<H: AgentHandler>(
         if buf.len() == buf.capacity() {
             buf.reserve(proto::MAX_FRAME_LINE);
         }
-        let deadline = silence_deadline(polls.cmpi.get());
+        let deadline = silence_deadline(polls.cmpi.get(), polls.dead_after);
         match compio::time::timeout(deadline, stream.read_into(buf)).await {
             Err(_) => return Err(ClientError::Timeout("the gateway stopped answering polls")),
             Ok(BufResult(Ok(0), _)) => return Ok(ChannelEnd::Closed),
@@ -234,19 +267,22 @@ enum Wake {
     CmpiChanged,
 }
 
-/// Sends `PING` every CMPI and any queued frame as it comes. A new CMPI
-/// applies at once: a shorter one brings the next poll forward, so an
-/// agent never polls later than the gateway now expects.
+/// Sends `PING` every CMPI (see [`poll_interval`]) and any queued frame
+/// as it comes; a queued `BYE` is the last frame, and ends the channel
+/// once written. A new CMPI applies at once: a shorter one brings the next
+/// poll forward, so an agent never polls later than the gateway now
+/// expects.
 async fn write_polls(
     stream: &Conn,
     polls: Polls<'_>,
     cmpi_changed: async_channel::Receiver<()>,
     outgoing: async_channel::Receiver<FromAgent>,
-) -> ClientError {
+) -> Result<ChannelEnd, ClientError> {
     let mut seq = 0u64;
+    let interval = || poll_interval(polls.cmpi.get(), polls.dead_after);
     // The interval is clamped to at most a day (`clamp_cmpi`), so adding
     // it to a clock reading cannot overflow.
-    let mut next_ping = Instant::now() + polls.cmpi.get();
+    let mut next_ping = Instant::now() + interval();
     let mut queue_open = true;
     loop {
         // Every future here is cancel-safe (a timer, channel receives),
@@ -273,12 +309,12 @@ async fn write_polls(
             Wake::Tick => {
                 seq += 1;
                 polls.last_ping.set((seq, Instant::now()));
-                next_ping = Instant::now() + polls.cmpi.get();
+                next_ping = Instant::now() + interval();
                 FromAgent::Ping(seq)
             }
             Wake::CmpiChanged => {
                 let (_, last_sent) = polls.last_ping.get();
-                next_ping = next_ping.min(last_sent + polls.cmpi.get());
+                next_ping = next_ping.min(last_sent + interval());
                 continue;
             }
             Wake::Queued(Some(frame)) => frame,
@@ -290,7 +326,10 @@ async fn write_polls(
         };
         let BufResult(res, _) = stream.write_all_from(frame.to_string().into_bytes()).await;
         if let Err(e) = res {
-            return ClientError::Io(e);
+            return Err(ClientError::Io(e));
+        }
+        if let FromAgent::Bye(reason) = frame {
+            return Ok(ChannelEnd::Left(reason));
         }
     }
 }

@@ -4,9 +4,11 @@
 
 mod agent;
 pub mod backoff;
+pub mod failover;
 pub mod identity;
 pub mod login;
 pub mod ranges;
+pub mod roam;
 pub mod sysinfo;
 
 use std::fmt;
@@ -34,6 +36,12 @@ use crate::tls::{TlsConn, Trust};
 /// connect waits for the agent to join (the gateway's pairing deadline,
 /// 10 s by default), so this leaves room past that.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a connect waits for its answer: the gateway may first ask its
+/// approval hook (up to `[auth] approve_timeout_secs`, at most 60 s: a
+/// person answering a push) and then wait for the agent to join (10 s by
+/// default).
+pub const CONNECT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How long a client waits for the TCP connection to the gateway. A
 /// dropped SYN is retried by the kernel for minutes; 10 s is long enough
@@ -328,7 +336,12 @@ pub async fn request(
 ) -> Result<(ResponseHead, Vec<u8>), ClientError> {
     for last in [false, true] {
         let head = request_head(ep, binding(ep, stream)?, method, target, extra);
-        let (answer, rest) = exchange(stream, head).await?;
+        let within = if target.starts_with(proto::PATH_CONNECT_PREFIX) {
+            CONNECT_RESPONSE_TIMEOUT
+        } else {
+            RESPONSE_TIMEOUT
+        };
+        let (answer, rest) = exchange_within(stream, head, within).await?;
         ep.boot.learn(&answer);
         if answer.status != 401 || stream.is_tls() {
             return Ok((answer, rest));
@@ -347,9 +360,18 @@ pub async fn request(
 /// Sends a request head and reads the response head (within
 /// [`RESPONSE_TIMEOUT`]); returns it with the bytes read past it.
 pub async fn exchange(stream: &Conn, head: Vec<u8>) -> Result<(ResponseHead, Vec<u8>), ClientError> {
+    exchange_within(stream, head, RESPONSE_TIMEOUT).await
+}
+
+/// As [`exchange`], waiting `within` for the answer.
+async fn exchange_within(
+    stream: &Conn,
+    head: Vec<u8>,
+    within: Duration,
+) -> Result<(ResponseHead, Vec<u8>), ClientError> {
     let BufResult(res, _) = stream.write_all_from(head).await;
     res?;
-    compio::time::timeout(RESPONSE_TIMEOUT, read_response(stream))
+    compio::time::timeout(within, read_response(stream))
         .await
         .map_err(|_| ClientError::Timeout("no response from the gateway in time"))?
 }
@@ -407,6 +429,43 @@ pub(crate) async fn refused(stream: &Conn, head: &ResponseHead, rest: Vec<u8>) -
         status: head.status,
         reason: reason.chars().map(|c| if c.is_control() { '?' } else { c }).collect(),
     }
+}
+
+/// Largest health answer read: the body is two short strings.
+pub const MAX_HEALTH_BYTES: usize = 1024;
+
+/// Asks the gateway `GET /v1/health`, unauthenticated: whether it is up,
+/// its role and boot id (an older gateway's `404` with a boot id counts as
+/// up, its role empty). Registers nothing and leaves no line in the
+/// gateway's log, so an agent on a secondary can ask its primary often.
+/// The caller bounds the whole exchange (dial and answer have their own
+/// deadlines, [`CONNECT_TIMEOUT`] and [`RESPONSE_TIMEOUT`], too long for
+/// a probe).
+pub async fn health(ep: &Endpoint) -> Result<proto::HealthAnswer, ClientError> {
+    let stream = dial(ep).await?;
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway/{}\r\n\r\n",
+        proto::PATH_HEALTH,
+        ep.gateway,
+        env!("CARGO_PKG_VERSION")
+    );
+    let (head, rest) = exchange(&stream, head.into_bytes()).await?;
+    // A gateway older than the probe answers 404, like any path it does
+    // not serve, with its boot id as every answer has: it is up, so an
+    // agent can go home to it. Its role is unknown (empty).
+    if head.status == 404
+        && let Some(boot) = head.header(proto::H_BOOT).and_then(BootId::parse)
+    {
+        return Ok(proto::HealthAnswer {
+            role: String::new(),
+            boot: boot.to_string(),
+        });
+    }
+    if head.status != 200 {
+        return Err(refused(&stream, &head, rest).await);
+    }
+    let body = read_body(&stream, &head, rest, MAX_HEALTH_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("bad health answer: {e}")))
 }
 
 /// The agents this key can see.

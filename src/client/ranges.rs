@@ -35,12 +35,32 @@ pub fn parse_cmpi(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(clamp_cmpi)
 }
 
+/// Shortest `--dead-after` an agent accepts: it polls every half of it,
+/// so below two seconds it would poll more than once a second.
+pub const MIN_DEAD_AFTER: Duration = Duration::from_secs(2);
+
+/// Longest `--dead-after` an agent accepts: as long as the longest CMPI.
+pub const MAX_DEAD_AFTER: Duration = MAX_CMPI;
+
 /// How long an agent waits without hearing from the gateway before it
-/// treats the gateway as gone: 2 x CMPI + [`HEARTBEAT_GRACE`], the rule the
-/// gateway applies to a silent agent. Saturating, so that no interval can
-/// overflow it (a clamped one never comes near).
-pub fn silence_deadline(cmpi: Duration) -> Duration {
-    cmpi.saturating_mul(2).saturating_add(HEARTBEAT_GRACE)
+/// treats the gateway as gone (a silent gateway: host down, network cut,
+/// process stopped). The agent polls every CMPI and the gateway answers
+/// each poll at once, so by default the deadline is CMPI +
+/// [`HEARTBEAT_GRACE`]: an answer 10 s late. `dead_after` replaces it
+/// (see [`poll_interval`] for how the polls keep up with a short one).
+/// Saturating, so that no interval can overflow it.
+pub fn silence_deadline(cmpi: Duration, dead_after: Option<Duration>) -> Duration {
+    dead_after.unwrap_or_else(|| cmpi.saturating_add(HEARTBEAT_GRACE))
+}
+
+/// How often an agent polls: every CMPI, or every half of a `dead_after`
+/// shorter than that, so that a healthy gateway's answers arrive well
+/// within the deadline (and a lost one alone does not end the channel).
+pub fn poll_interval(cmpi: Duration, dead_after: Option<Duration>) -> Duration {
+    match dead_after {
+        Some(d) => cmpi.min(d / 2).max(MIN_DEAD_AFTER / 2),
+        None => cmpi,
+    }
 }
 
 /// The length of a response body, from its head's `Content-Length`, if it
@@ -111,11 +131,21 @@ mod tests {
     }
 
     #[test]
-    fn silence_deadline_is_two_polls_and_the_grace_and_never_overflows() {
-        assert_eq!(silence_deadline(Duration::from_secs(60)), Duration::from_secs(130));
-        assert_eq!(silence_deadline(MAX_CMPI), Duration::from_secs(2 * 86_400 + 10));
-        assert_eq!(silence_deadline(Duration::MAX), Duration::MAX);
-        assert_eq!(silence_deadline(Duration::from_secs(u64::MAX / 2 + 1)), Duration::MAX);
+    fn silence_deadline_is_a_poll_and_the_grace_and_never_overflows() {
+        assert_eq!(silence_deadline(Duration::from_secs(60), None), Duration::from_secs(70));
+        assert_eq!(silence_deadline(MAX_CMPI, None), Duration::from_secs(86_400 + 10));
+        assert_eq!(silence_deadline(Duration::MAX, None), Duration::MAX);
+        let five = Some(Duration::from_secs(5));
+        assert_eq!(silence_deadline(Duration::from_secs(60), five), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_short_dead_after_polls_twice_within_it() {
+        let secs = Duration::from_secs;
+        assert_eq!(poll_interval(secs(60), None), secs(60));
+        assert_eq!(poll_interval(secs(60), Some(secs(5))), Duration::from_millis(2500));
+        assert_eq!(poll_interval(secs(2), Some(secs(70))), secs(2));
+        assert_eq!(poll_interval(secs(60), Some(Duration::ZERO)), secs(1));
     }
 
     #[test]

@@ -40,6 +40,17 @@ pub const LOCKOUT_MINUTES: Bound = Bound {
     max: 1440,
 };
 
+/// `approve_timeout_secs`: how long the approval hook may take to say yes.
+/// A minute by default, as long as Duo's own push waits for a person to
+/// pick up a phone; no longer, since the control's CLI waits 90 s for a
+/// connect's answer (approval, then the agent's join).
+pub const APPROVE_TIMEOUT_SECS: Bound = Bound {
+    key: "approve_timeout_secs",
+    default: 60,
+    min: 1,
+    max: 60,
+};
+
 /// Longest `approve_command` or `approve_url`: a command line or URL, not
 /// a script.
 pub const MAX_APPROVE_CHARS: usize = 2048;
@@ -96,6 +107,8 @@ pub struct AuthConfig {
     /// gateway key), so another holder of the gateway key cannot take the
     /// name; `false` is first come, as before agent keys.
     pub pin_agent_names: bool,
+    /// How long the approval may take; no answer in time is no.
+    pub approve_timeout: Duration,
 }
 
 impl Default for AuthConfig {
@@ -109,6 +122,7 @@ impl Default for AuthConfig {
             lockout: Duration::from_secs(LOCKOUT_MINUTES.default * 60),
             approve: None,
             pin_agent_names: true,
+            approve_timeout: Duration::from_secs(APPROVE_TIMEOUT_SECS.default),
         }
     }
 }
@@ -125,6 +139,7 @@ pub(super) struct RawAuth {
     approve_command: Option<Spanned<String>>,
     approve_url: Option<Spanned<String>>,
     pin_agent_names: Option<bool>,
+    approve_timeout_secs: Option<Spanned<u64>>,
 }
 
 /// Checks `[auth]`. Absent: every default.
@@ -169,6 +184,7 @@ pub(super) fn parse_auth(raw: Option<&RawAuth>, src: &Source) -> Result<AuthConf
         lockout: Duration::from_secs(LOCKOUT_MINUTES.take(&a.lockout_minutes, src)? * 60),
         approve,
         pin_agent_names: a.pin_agent_names.unwrap_or(true),
+        approve_timeout: Duration::from_secs(APPROVE_TIMEOUT_SECS.take(&a.approve_timeout_secs, src)?),
     })
 }
 
@@ -229,6 +245,7 @@ mod tests {
             lockout: Duration::from_secs(30 * 60),
             approve: None,
             pin_agent_names: true,
+            approve_timeout: Duration::from_secs(60),
         };
         assert_eq!(section("", "auth", parse_auth), Ok(want.clone()));
         assert_eq!(parse(""), Ok(want.clone()));
@@ -238,7 +255,7 @@ mod tests {
     #[test]
     fn every_setting_parses() {
         let a = parse(
-            "totp = \"required\"\ntotp_per_session = true\nticket_hours = 8\nlockout_after = 3\nlockout_minutes = 60\napprove_command = \"/usr/local/bin/ask-duo --wait 30\"\n",
+            "totp = \"required\"\ntotp_per_session = true\nticket_hours = 8\nlockout_after = 3\nlockout_minutes = 60\napprove_command = \"/usr/local/bin/ask-duo --wait 30\"\napprove_timeout_secs = 45\n",
         )
         .expect("valid");
         assert_eq!(
@@ -251,6 +268,7 @@ mod tests {
                 lockout: Duration::from_secs(3600),
                 approve: Some(Approve::Command("/usr/local/bin/ask-duo --wait 30".into())),
                 pin_agent_names: true,
+                approve_timeout: Duration::from_secs(45),
             }
         );
         assert_eq!(
@@ -289,6 +307,10 @@ mod tests {
             (
                 "lockout_minutes = 1441\n",
                 "test.toml:2: lockout_minutes = 1441 is out of range (1 to 1440)",
+            ),
+            (
+                "approve_timeout_secs = 61\n",
+                "test.toml:2: approve_timeout_secs = 61 is out of range (1 to 60)",
             ),
             (
                 "approve_command = \"a\"\napprove_url = \"http://x\"\n",

@@ -7,6 +7,7 @@ use toml::Spanned;
 
 use super::ConfigFile;
 use super::admin::{RawAdmin, parse_admin};
+use super::audit::{RawAudit, parse_audit};
 use super::auth::{RawAuth, parse_auth};
 use super::error::{ConfigError, Source};
 use super::event_log::{RawLog, parse_log};
@@ -27,6 +28,7 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     tls: Option<RawTls>,
     auth: Option<RawAuth>,
+    audit: Option<RawAudit>,
     operators: Option<Spanned<Vec<Spanned<RawOperator>>>>,
 }
 
@@ -54,9 +56,11 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         cmpi: gateway.cmpi,
         max_clients: gateway.max_clients,
         state_dir: gateway.state_dir,
+        role: gateway.role,
         keys,
         limits,
         log: parse_log(raw.log.as_ref(), &src)?,
+        audit: parse_audit(raw.audit.as_ref(), &src)?,
         admin: parse_admin(raw.admin.as_ref(), &src)?,
         tls: parse_tls(raw.tls.as_ref(), &src)?,
         operators,
@@ -119,8 +123,9 @@ mod tests {
     }
 
     /// Every key some section knows, so random lines hit real checks.
-    const KNOWN_KEYS: [&str; 33] = [
+    const KNOWN_KEYS: [&str; 36] = [
         "workers",
+        "role",
         "cmpi_secs",
         "max_clients",
         "head_timeout_secs",
@@ -153,6 +158,8 @@ mod tests {
         "lockout_minutes",
         "approve_command",
         "approve_url",
+        "approve_timeout_secs",
+        "file",
     ];
 
     proptest::proptest! {

@@ -1,6 +1,6 @@
 //! The `[gateway]` section: where to listen, how many event loops, the
-//! agents' poll interval and the licence. Its `keys` are checked in
-//! [`super::keys`].
+//! agents' poll interval, the licence and the gateway's role (primary or
+//! secondary). Its `keys` are checked in [`super::keys`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +50,31 @@ pub const MAX_CLIENTS: Bound = Bound {
     max: u32::MAX as u64,
 };
 
+/// What this gateway is to its agents: the seed product's "standalone
+/// Primary" or "standalone Secondary which will act as a backup". Agents
+/// decide where to register themselves (their own list of gateways); the
+/// role is what the console, `/metrics` and `GET /v1/health` say, so an
+/// operator sees which gateway is the backup and whether it is idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// The gateway agents prefer (the default: a lone gateway is primary).
+    #[default]
+    Primary,
+    /// A backup: agents register here while their primary is down, and
+    /// go home once it is back. With no agents it is in standby.
+    Secondary,
+}
+
+impl Role {
+    /// The role as the config, `/metrics` and the health probe write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        }
+    }
+}
+
 /// `[gateway]` as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +84,7 @@ pub(super) struct RawGateway {
     cmpi_secs: Option<Spanned<u64>>,
     max_clients: Option<Spanned<u64>>,
     state_dir: Option<Spanned<String>>,
+    role: Option<Spanned<String>>,
     /// Checked by [`super::keys::parse_keys`].
     pub keys: Option<Spanned<Vec<Spanned<String>>>>,
 }
@@ -71,6 +97,7 @@ pub(super) struct GatewaySection {
     pub cmpi: Duration,
     pub max_clients: usize,
     pub state_dir: PathBuf,
+    pub role: Role,
 }
 
 /// Checks `[gateway]`'s addresses and numbers.
@@ -98,8 +125,19 @@ pub(super) fn parse_gateway(raw: &RawGateway, src: &Source) -> Result<GatewaySec
         }
         Some(d) => PathBuf::from(d.get_ref()),
     };
+    let role = match raw.role.as_ref() {
+        None => Role::default(),
+        Some(r) => match r.get_ref().as_str() {
+            "primary" => Role::Primary,
+            "secondary" => Role::Secondary,
+            other => {
+                return Err(src.error(r.span(), format!("role {other:?} is not \"primary\" or \"secondary\"")));
+            }
+        },
+    };
     Ok(GatewaySection {
         state_dir,
+        role,
         listen,
         workers: WORKERS.take_usize(&raw.workers, src)?,
         cmpi: Duration::from_secs(CMPI_SECS.take(&raw.cmpi_secs, src)?),
@@ -131,6 +169,7 @@ mod tests {
                 cmpi: Duration::from_secs(60),
                 max_clients: 0,
                 state_dir: PathBuf::from("state"),
+                role: Role::Primary,
             })
         );
     }
@@ -142,6 +181,18 @@ mod tests {
         assert_eq!(
             parse(&format!("{LISTEN}state_dir = \" \"\n")),
             Err("test.toml:3: state_dir must not be empty".into())
+        );
+    }
+
+    #[test]
+    fn role_is_primary_or_secondary() {
+        let role = |line: &str| parse(&format!("{LISTEN}{line}\n")).map(|g| g.role);
+        assert_eq!(role(""), Ok(Role::Primary));
+        assert_eq!(role("role = \"primary\""), Ok(Role::Primary));
+        assert_eq!(role("role = \"secondary\""), Ok(Role::Secondary));
+        assert_eq!(
+            role("role = \"Secondary\""),
+            Err("test.toml:3: role \"Secondary\" is not \"primary\" or \"secondary\"".into())
         );
     }
 

@@ -85,6 +85,10 @@ impl ConfigFile {
             l.dir = resolve(&l.dir);
             l
         });
+        let audit = self.audit.clone().map(|mut a| {
+            a.file = resolve(&a.file);
+            a
+        });
         let operators = self
             .operators
             .iter()
@@ -97,9 +101,11 @@ impl ConfigFile {
             cmpi: self.cmpi,
             max_clients: self.max_clients,
             state_dir: resolve(&self.state_dir),
+            role: self.role,
             keys,
             limits: self.limits,
             log,
+            audit,
             admin,
             tls,
             auth: self.auth,

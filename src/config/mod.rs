@@ -21,6 +21,7 @@
 //! documents every option.
 
 mod admin;
+mod audit;
 mod auth;
 mod bound;
 mod error;
@@ -41,13 +42,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use admin::{AdminConfig, AdminFile, DEFAULT_ADMIN_LISTEN, MAX_ADMIN_HOSTS, MIN_ADMIN_TOKEN_LEN};
+pub use audit::{AUDIT_MAX_FILE_KB, AUDIT_MAX_FILES};
 pub use auth::{Approve, AuthConfig, LOCKOUT_AFTER, LOCKOUT_MINUTES, MAX_APPROVE_CHARS, TICKET_HOURS, TotpMode};
 pub use bound::Bound;
 pub use error::{ConfigError, Located};
 pub use event_log::{LOG_MAX_FILE_KB, LOG_MAX_FILES};
 pub use file::parse_str;
 pub use gateway::{
-    CMPI_SECS, DEFAULT_CMPI_SECS, DEFAULT_STATE_DIR, HEARTBEAT_GRACE, MAX_CLIENTS, MAX_CMPI_SECS, MAX_WORKERS, WORKERS,
+    CMPI_SECS, DEFAULT_CMPI_SECS, DEFAULT_STATE_DIR, HEARTBEAT_GRACE, MAX_CLIENTS, MAX_CMPI_SECS, MAX_WORKERS, Role,
+    WORKERS,
 };
 pub use keys::{KeyEntry, KeySecret, MAX_KEY_NAME_LEN, SHORT_KEY_CHARS, WEAK_KEY_BITS, check_key_name, estimated_bits};
 pub use limits::{
@@ -61,6 +64,7 @@ pub use load::{MAX_CONFIG_BYTES, MAX_TOKEN_FILE_BYTES, MAX_TOTP_FILE_BYTES, load
 pub use operators::{MAX_AGENT_GLOBS, MAX_OPERATOR_KEYS, MAX_OPERATORS, Operator, OperatorFile, Scope, TotpSource};
 pub use tls::TlsFiles;
 
+use crate::audit::AuditConfig;
 use crate::auth::GatewayKey;
 use crate::eventlog::EventLogConfig;
 
@@ -84,6 +88,9 @@ pub struct Settings<A, T, K, O> {
     /// key). In a [`ConfigFile`] as written; in a [`Config`] a relative
     /// one is taken from the file's folder. Made only once needed.
     pub state_dir: PathBuf,
+    /// Primary or secondary (`[gateway] role`), for the console, metrics
+    /// and the health probe.
+    pub role: Role,
     /// Gateway keys (at least one), in the order given.
     pub keys: Vec<K>,
     /// Deadlines, sizes and shares.
@@ -91,6 +98,10 @@ pub struct Settings<A, T, K, O> {
     /// The event log, if configured. In a [`ConfigFile`] its folder is as
     /// written; in a [`Config`] a relative one is taken from the file's.
     pub log: Option<EventLogConfig>,
+    /// The audit trail, if configured; its file as written in a
+    /// [`ConfigFile`], a relative one taken from the file's folder in a
+    /// [`Config`].
+    pub audit: Option<AuditConfig>,
     /// The admin listener, if configured.
     pub admin: Option<A>,
     /// TLS, if configured.

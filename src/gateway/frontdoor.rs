@@ -22,7 +22,7 @@ use super::core::reply::Refusal;
 use super::core::sources::Unauthenticated;
 use super::core::stats::Stats;
 use super::flows::answer::{reject, send};
-use super::flows::{agent, control, join, login};
+use super::flows::{agent, control, health, join, login};
 use super::shard::{Shard, Unproven};
 use crate::auth::{AuthError, BootId, parse_authorization};
 use crate::conn::Conn;
@@ -203,6 +203,7 @@ fn servable(head: &RequestHead) -> Result<(), Refusal<'static>> {
     let known = path == proto::PATH_REGISTER
         || path == proto::PATH_CLIENTS
         || path == proto::PATH_LOGIN
+        || path == proto::PATH_HEALTH
         || path.starts_with(proto::PATH_CONNECT_PREFIX)
         || path.starts_with(proto::PATH_SESSION_PREFIX);
     if !known {
@@ -277,6 +278,8 @@ async fn route(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, head: RequestHe
     let path = head.path().to_string();
     if path == proto::PATH_REGISTER {
         agent::register(shard, stream, peer, head, early, permit).await;
+    } else if path == proto::PATH_HEALTH {
+        health::health(&shard, &stream).await;
     } else if path == proto::PATH_CLIENTS {
         control::browse(shard, stream, peer, head, permit).await;
     } else if path == proto::PATH_LOGIN {

@@ -28,6 +28,7 @@ mod shard;
 mod state;
 mod worker;
 
+pub use self::core::signin_history::{SIGNIN_HISTORY, SignInEntry};
 pub use self::core::stats::{AgentRow, SessionRow, Snapshot, StatsSnapshot, WorkerSnapshot};
 
 use std::collections::HashSet;
@@ -47,6 +48,7 @@ use self::core::sources::Sources;
 use self::listeners::{allowed_cpus, bind_all};
 use self::pins::PinStore;
 use self::shard::{Shared, SignInKeys, source_limits};
+use crate::audit::Audit;
 use crate::auth::{BootId, NonceCache};
 use crate::config::Config;
 use crate::eventlog::EventLog;
@@ -71,6 +73,8 @@ pub enum StartError {
     /// The state folder, its ticket key or its name pins could not be
     /// made or read.
     State(String),
+    /// The audit file could not be opened.
+    Audit(io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -79,6 +83,7 @@ impl fmt::Display for StartError {
             StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
             StartError::Runtime(e) => write!(f, "cannot start an io_uring event loop: {e}"),
             StartError::State(why) => f.write_str(why),
+            StartError::Audit(e) => write!(f, "audit trail: {e}"),
         }
     }
 }
@@ -128,6 +133,7 @@ impl Gateway {
             let store = PinStore::open(&config.state_dir, config.limits.max_pins).map_err(StartError::State)?;
             let _ = pins.set(store);
         }
+        let audit = Audit::start(config.audit.clone()).map_err(StartError::Audit)?;
         let (listeners, addrs) = bind_all(&config.listen, workers)?;
 
         let (senders, receivers): (Vec<_>, Vec<_>) =
@@ -145,6 +151,9 @@ impl Gateway {
             signin_keys,
             signins: SignIns::default(),
             pins,
+            approver: Arc::default(),
+            audit,
+            signin_history: Mutex::default(),
         });
 
         let cpus = allowed_cpus();
@@ -289,6 +298,12 @@ impl Gateway {
             }
         }
 
+        if new.audit != old.audit
+            && let Err(e) = self.shared.audit.reconfigure(new.audit.clone())
+        {
+            report.warnings.push(format!("audit settings not applied: {e}"));
+        }
+
         if new.log != old.log {
             match &new.log {
                 Some(log) => {
@@ -398,6 +413,16 @@ impl Gateway {
                 op.name
             ));
         }
+    }
+
+    /// The latest operator sign-ins, newest first (at most
+    /// [`SIGNIN_HISTORY`]).
+    pub fn signins(&self) -> Vec<SignInEntry> {
+        self.shared
+            .signin_history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .newest_first()
     }
 
     /// Every worker's agents, sessions and counters. All workers are asked

@@ -24,9 +24,12 @@ use super::core::handoff::{Joined, OpenResult, ShardMsg};
 use super::core::pairing::{Pairing, PairingLimits};
 use super::core::permit::{Counter, Licence, Permit};
 use super::core::sessions::Sessions;
+use super::core::signin_history::SignInHistory;
 use super::core::signins::SignIns;
 use super::core::sources::{IDLE_SOURCES, SourceLimits, Sources, Unauthenticated};
 use super::core::stats::Stats;
+use crate::approve::Approver;
+use crate::audit::Audit;
 use crate::auth::scram::MockVerifiers;
 use crate::auth::ticket::{TICKET_KEY_BYTES, TicketKey};
 use crate::auth::{BootId, KeyId, KeyRing, NonceCache, unix_now};
@@ -81,6 +84,12 @@ pub(crate) struct Shared {
     /// Agent name pins: opened at start while `[auth] pin_agent_names`
     /// is on (or by the first reload that turns it on), then kept.
     pub pins: OnceLock<super::pins::PinStore>,
+    /// Asks the approval hook, off the event loops, for every worker.
+    pub approver: Arc<Approver>,
+    /// The audit trail (`[audit]`), for every worker.
+    pub audit: Audit,
+    /// The latest sign-ins, for the console's history page.
+    pub signin_history: std::sync::Mutex<SignInHistory>,
 }
 
 /// The keys the sign-in flows use, both from the ticket key.

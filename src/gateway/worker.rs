@@ -336,6 +336,8 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
+        approvals: st.approvals.borrow().iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        health_probes: st.health_probes.get(),
     };
     let sessions: Vec<SessionRow> = shard
         .sessions

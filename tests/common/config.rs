@@ -26,6 +26,8 @@ pub struct GatewayConfig {
     pub cmpi_secs: Option<u64>,
     /// `[gateway] max_clients`, if set.
     pub max_clients: Option<usize>,
+    /// `[gateway] role` (`"primary"` or `"secondary"`), if set.
+    pub role: Option<&'static str>,
     /// `[limits] head_timeout_secs`, if set.
     pub head_timeout_secs: Option<u64>,
     /// `[limits] pairing_timeout_secs`, if set.
@@ -95,6 +97,7 @@ impl GatewayConfig {
             workers: DEFAULT_WORKERS,
             cmpi_secs: None,
             max_clients: None,
+            role: None,
             head_timeout_secs: None,
             pairing_timeout_secs: None,
             max_connections: None,
@@ -133,6 +136,9 @@ impl GatewayConfig {
         }
         if let Some(v) = self.max_clients {
             text.push_str(&format!("max_clients = {v}\n"));
+        }
+        if let Some(role) = self.role {
+            text.push_str(&format!("role = {role:?}\n"));
         }
         text.push_str("[limits]\n");
         if let Some(v) = self.head_timeout_secs {

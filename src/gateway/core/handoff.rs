@@ -51,6 +51,10 @@ pub(crate) struct Registration {
     /// Its agent key, checked against the request's proof; `None` only
     /// while names are not pinned (an agent older than agent keys).
     pub agent_key: Option<AgentPublicKey>,
+    /// Where it came from, if it moved (`Ringway-Previous`, checked):
+    /// `failover from <gateway>` or `failback from <gateway>`, for the
+    /// arrival's event line.
+    pub previous: Option<String>,
     /// Its share of the connection cap.
     pub permit: Permit,
 }

@@ -17,6 +17,7 @@ pub(crate) mod pairing;
 pub(crate) mod permit;
 pub(crate) mod reply;
 pub(crate) mod sessions;
+pub(crate) mod signin_history;
 pub(crate) mod signins;
 pub(crate) mod sources;
 pub(crate) mod stats;

@@ -81,6 +81,10 @@ pub(crate) enum Refusal<'a> {
     PinsFull,
     /// The pin store could not be opened or written.
     PinsUnavailable,
+    /// The approval hook said no, or did not answer in time.
+    NotApproved,
+    /// Too many connects are waiting for the approval hook.
+    ApprovalsBusy,
 }
 
 impl Refusal<'_> {
@@ -105,11 +109,13 @@ impl Refusal<'_> {
             | Refusal::SignInUnavailable
             | Refusal::PinsFull
             | Refusal::PinsUnavailable
+            | Refusal::ApprovalsBusy
             | Refusal::ProofRefused(AuthError::NonceQuota) => 503,
             Refusal::NameTaken(_) => 409,
             Refusal::AgentKeyRequired => 400,
             Refusal::AgentKey(e) => e.status(),
             Refusal::NoOperators => 404,
+            Refusal::NotApproved => 403,
             Refusal::SignInFirst | Refusal::SignInAgain | Refusal::FreshCodeNeeded => 401,
             Refusal::MustUpgrade(..) => 426,
             Refusal::BadName(_) => 400,
@@ -192,6 +198,8 @@ impl Refusal<'_> {
             Refusal::AgentKey(e) => e.reason().into(),
             Refusal::PinsFull => "this gateway can pin no more agent names; try again later".into(),
             Refusal::PinsUnavailable => "agent name pins are unavailable on this gateway; try again later".into(),
+            Refusal::NotApproved => "the connection was not approved".into(),
+            Refusal::ApprovalsBusy => "too many connections are waiting for approval; try again later".into(),
         }
     }
 
@@ -285,6 +293,12 @@ mod tests {
             (Refusal::SignInFirst, 401, "sign in first: ringway control login"),
             (Refusal::SignInAgain, 401, "sign in again: ringway control login"),
             (Refusal::FreshCodeNeeded, 401, "a fresh TOTP code is needed"),
+            (Refusal::NotApproved, 403, "the connection was not approved"),
+            (
+                Refusal::ApprovalsBusy,
+                503,
+                "too many connections are waiting for approval; try again later",
+            ),
             (
                 Refusal::Source(SourceRefusal::SignIns),
                 429,

@@ -47,6 +47,11 @@ pub(crate) struct Stats {
     pub sign_ins: RefCell<BTreeMap<&'static str, u64>>,
     /// Browses and connects refused for their ticket, by reason.
     pub ticket_refusals: RefCell<BTreeMap<&'static str, u64>>,
+    /// Connects put to the approval hook, by outcome (`yes`, `no`, `busy`).
+    pub approvals: RefCell<BTreeMap<&'static str, u64>>,
+    /// `GET /v1/health` probes answered (agents on a secondary checking
+    /// whether their primary is back).
+    pub health_probes: Cell<u64>,
 }
 
 impl Stats {
@@ -145,6 +150,10 @@ pub struct StatsSnapshot {
     pub sign_ins: BTreeMap<String, u64>,
     /// Browses and connects refused for their ticket, by reason.
     pub ticket_refusals: BTreeMap<String, u64>,
+    /// Connects put to the approval hook, by outcome.
+    pub approvals: BTreeMap<String, u64>,
+    /// `GET /v1/health` probes answered.
+    pub health_probes: u64,
 }
 
 /// Everything one worker reports to the admin listener.

@@ -62,6 +62,9 @@ enum Ended {
     Protocol,
     Stalled,
     Removed,
+    /// The agent said `BYE <reason>`: it moved to another gateway, and is
+    /// registered there already. Its sessions through this gateway go on.
+    Left(String),
 }
 
 /// Handles `GET /v1/agent/register` on the worker that accepted it.
@@ -95,6 +98,12 @@ pub(crate) async fn register(
         detail(proto::H_AGENT_IP),
         detail(proto::H_AGENT_OS),
     );
+    // A sanitised copy: the checked value is printable ASCII already, but
+    // the log line must not depend on that check alone.
+    let previous = head
+        .header(proto::H_PREVIOUS)
+        .and_then(proto::parse_previous)
+        .map(|(kind, gateway)| format!("{} from {}", kind.as_str(), sanitize(gateway)));
     let kid = match verify(&shard, &stream, peer.ip(), &head, &identity_raw) {
         Ok(kid) => kid,
         Err(why) => {
@@ -154,6 +163,7 @@ pub(crate) async fn register(
         local_ip,
         os,
         agent_key,
+        previous,
         permit,
     };
     if owner == shard.index {
@@ -176,6 +186,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         local_ip,
         os,
         agent_key,
+        previous,
         permit,
     } = *reg;
     let (stream, peer, early) = match attach(handoff) {
@@ -269,7 +280,10 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
     let cmpi = config.cmpi.as_secs().to_string();
     // Logged before the answer, so that the log never shows something the
     // agent did after its 101 ahead of its arrival.
-    shard.event(format!("Client {shown} connected"));
+    match &previous {
+        None => shard.event(format!("Client {shown} connected")),
+        Some(previous) => shard.event(format!("Client {shown} connected ({previous})")),
+    }
     Stats::inc(&shard.stats.registrations);
     let boot = shard.shared.boot.to_string();
     let ok = http::switching_protocols(
@@ -436,12 +450,16 @@ impl Channel {
         match ended {
             Ended::Protocol => shard.event(format!("Client {shown} sent an invalid frame; closing")),
             Ended::Stalled => shard.event(format!("Client {shown} stopped reading its channel; closing")),
-            Ended::Closed | Ended::Removed => {}
+            Ended::Closed | Ended::Removed | Ended::Left(_) => {}
         }
         // A replaced agent's successor already logged; a removed one was
         // logged by whoever removed it.
-        if was_current {
-            shard.event(format!("Client {shown} Disconnected"));
+        match ended {
+            Ended::Left(reason) if was_current => {
+                shard.event(format!("Client {shown} Disconnected ({reason})"));
+            }
+            _ if was_current => shard.event(format!("Client {shown} Disconnected")),
+            _ => {}
         }
     }
 }
@@ -519,6 +537,9 @@ fn on_frame(shard: &Shard, frame: FromAgent, slot: usize, id: u64) -> Option<End
             }
             None
         }
+        // Only the channel ends: the agent's relay sessions are
+        // connections of their own, and go on until they end by themselves.
+        FromAgent::Bye(reason) => Some(Ended::Left(reason)),
         FromAgent::Unknown => None,
     }
 }

@@ -10,14 +10,16 @@
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_channel::oneshot;
 use futures_util::future::{Either, select};
 
 use super::answer::{identity, refuse_proof, reject, send, verify, wants_upgrade};
 use super::operator::{fresh_code, grant};
+use crate::approve::{Busy, Question, Verdict};
 use crate::auth::new_nonce;
+use crate::config::Approve;
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
 use crate::gateway::core::directory::owner_of;
@@ -84,6 +86,19 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
         agents.retain(|a| g.scope.may_reach(&a.name));
     }
     agents.sort_by(|a, b| a.name.cmp(&b.name));
+    shard.shared.audit.record(
+        "browse",
+        &[
+            (
+                "operator",
+                granted.as_ref().map(|g| g.operator.clone()).unwrap_or_default().into(),
+            ),
+            ("key", shard.keys.borrow().name_of(kid).into()),
+            ("control", control.as_str().into()),
+            ("source", peer.ip().to_string().into()),
+            ("agents", agents.len().into()),
+        ],
+    );
     let body = match serde_json::to_vec(&agents) {
         Ok(b) => b,
         Err(_) => {
@@ -155,6 +170,20 @@ pub(crate) async fn connect(
             return;
         }
         if let Err(why) = fresh_code(&shard, peer.ip(), &head, g) {
+            reject(&shard, &stream, why).await;
+            return;
+        }
+    }
+    if let Some(how) = shard.config().auth.approve.clone() {
+        let question = Question {
+            operator: granted.as_ref().map(|g| g.operator.clone()).unwrap_or_default(),
+            control: control.clone(),
+            agent: agent.clone(),
+            source: peer.ip(),
+            key: shard.keys.borrow().name_of(kid).to_string(),
+        };
+        let timeout = shard.config().auth.approve_timeout;
+        if let Err(why) = approved(&shard, &how, timeout, question, peer, &control_shown, &agent_shown).await {
             reject(&shard, &stream, why).await;
             return;
         }
@@ -281,6 +310,18 @@ pub(crate) async fn connect(
     });
     Stats::inc(&shard.stats.sessions_total);
     shard.event(format!("Control {control_shown} connected to Client {agent_shown}"));
+    let started = SystemTime::now();
+    let who: [(&str, serde_json::Value); 5] = [
+        (
+            "operator",
+            granted.as_ref().map(|g| g.operator.clone()).unwrap_or_default().into(),
+        ),
+        ("key", shard.keys.borrow().name_of(kid).into()),
+        ("agent", agent.as_str().into()),
+        ("control", control.as_str().into()),
+        ("source", peer.ip().to_string().into()),
+    ];
+    shard.shared.audit.record("session_start", &who);
     // Logged before the answers, so the log never shows what the peers do
     // after their 101 ahead of the session itself.
     let relaying = pin!(async {
@@ -312,6 +353,13 @@ pub(crate) async fn connect(
     shard.event(format!(
         "Control {control_shown} disconnected from Client {agent_shown}"
     ));
+    let mut end = who.to_vec();
+    end.extend([
+        ("start", crate::timefmt::rfc3339(started).into()),
+        ("bytes_to_agent", counters.a_to_b.get().into()),
+        ("bytes_to_control", counters.b_to_a.get().into()),
+    ]);
+    shard.shared.audit.record("session_end", &end);
 }
 
 /// Refuses a connect that could not be paired (502, 503, 504) and says so
@@ -328,4 +376,63 @@ async fn refuse_pairing(shard: &Shard, stream: &Conn, peer: SocketAddr, control_
         ),
     );
     reject(shard, stream, why).await;
+}
+
+/// Asks the approval hook about a connect and waits for its answer (off
+/// this event loop, within `[auth] approve_timeout_secs`); a no, a late answer or a
+/// full queue is the refusal to give, logged with its reason.
+async fn approved(
+    shard: &Shard,
+    how: &Approve,
+    timeout: Duration,
+    question: Question,
+    peer: SocketAddr,
+    control_shown: &str,
+    agent_shown: &str,
+) -> Result<(), Refusal<'static>> {
+    let answer = match shard.shared.approver.ask(how, timeout, question) {
+        Ok(rx) => {
+            // The hook's own deadline answers first; this one only guards
+            // against a thread that never sends.
+            match compio::time::timeout(timeout + Duration::from_secs(5), rx).await {
+                Ok(Ok(verdict)) => verdict,
+                _ => Verdict::No("no answer in time".into()),
+            }
+        }
+        Err(busy) => {
+            Stats::bump(&shard.stats.approvals, "busy");
+            let whose = match busy {
+                Busy::Gateway => "the gateway's",
+                Busy::Tenant => "this operator's",
+            };
+            shard.event_from(
+                peer.ip(),
+                format!(
+                    "Control {control_shown} could not be asked about Client {agent_shown}: {whose} approvals are all waiting. \
+                     Rejecting connection request from {}",
+                    peer.ip()
+                ),
+            );
+            return Err(Refusal::ApprovalsBusy);
+        }
+    };
+    match answer {
+        Verdict::Yes => {
+            Stats::bump(&shard.stats.approvals, "yes");
+            Ok(())
+        }
+        Verdict::No(why) => {
+            Stats::bump(&shard.stats.approvals, "no");
+            shard.event_from(
+                peer.ip(),
+                format!(
+                    "Control {control_shown} was not approved to reach Client {agent_shown}: {}. \
+                     Rejecting connection request from {}",
+                    sanitize(&why),
+                    peer.ip()
+                ),
+            );
+            Err(Refusal::NotApproved)
+        }
+    }
 }

@@ -28,6 +28,7 @@ use crate::conn::Conn;
 use crate::eventlog::sanitize;
 use crate::gateway::core::permit::Permit;
 use crate::gateway::core::reply::Refusal;
+use crate::gateway::core::signin_history::SignInEntry;
 use crate::gateway::core::signins::LockPolicy;
 use crate::gateway::core::stats::Stats;
 use crate::gateway::shard::{Shard, SignInKeys};
@@ -164,6 +165,30 @@ pub(crate) async fn login(
         Err(_) => (None, Outcome::Abandoned, None),
     };
     Stats::bump(&shard.stats.sign_ins, outcome.label());
+    let entry = SignInEntry {
+        at: crate::timefmt::rfc3339(std::time::SystemTime::now()),
+        operator: user.clone().unwrap_or_else(|| "?".into()),
+        control: control.clone(),
+        key: key_name.clone(),
+        source: peer.ip().to_string(),
+        outcome: outcome.label().into(),
+    };
+    shard
+        .shared
+        .signin_history
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(entry);
+    shard.shared.audit.record(
+        "sign_in",
+        &[
+            ("operator", user.clone().unwrap_or_default().into()),
+            ("key", key_name.as_str().into()),
+            ("control", control.as_str().into()),
+            ("source", peer.ip().to_string().into()),
+            ("outcome", outcome.label().into()),
+        ],
+    );
     let user_shown = user.as_deref().map_or_else(|| "?".to_string(), sanitize);
     if outcome == Outcome::Ok {
         shard.event(format!(

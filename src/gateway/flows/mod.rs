@@ -6,6 +6,7 @@ pub(crate) mod agent;
 pub(crate) mod answer;
 pub(crate) mod control;
 pub(crate) mod handover;
+pub(crate) mod health;
 pub(crate) mod join;
 pub(crate) mod login;
 pub(crate) mod operator;
