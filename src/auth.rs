@@ -15,6 +15,7 @@
 //! own with proofs of their own, next to this one; nothing here changes
 //! when it comes.
 
+pub mod agentkey;
 pub mod glob;
 mod nonces;
 pub mod scram;

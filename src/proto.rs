@@ -63,6 +63,16 @@ pub const H_TICKET_WRITTEN: &str = "Ringway-Ticket";
 pub const H_TICKET_PROOF: &str = "ringway-ticket-proof";
 /// [`H_TICKET_PROOF`] as clients write it.
 pub const H_TICKET_PROOF_WRITTEN: &str = "Ringway-Ticket-Proof";
+/// The agent's Ed25519 public key, base64url without padding (32 bytes),
+/// sent with every registration; the gateway pins the name to it.
+pub const H_AGENT_KEY: &str = "ringway-agent-key";
+/// [`H_AGENT_KEY`] as clients write it.
+pub const H_AGENT_KEY_WRITTEN: &str = "Ringway-Agent-Key";
+/// The agent key's Ed25519 signature over the key proof's string,
+/// base64url without padding (64 bytes; docs/PROTOCOL.md).
+pub const H_AGENT_SIG: &str = "ringway-agent-sig";
+/// [`H_AGENT_SIG`] as clients write it.
+pub const H_AGENT_SIG_WRITTEN: &str = "Ringway-Agent-Sig";
 /// A fresh TOTP code for a connect, with `[auth] totp_per_session`.
 pub const H_TOTP: &str = "ringway-totp";
 /// [`H_TOTP`] as clients write it.
@@ -83,7 +93,7 @@ pub const BODY_HEADERS: [(&str, &str); 2] = [
 /// counts would depend on who reads the head (a proxy in front may take
 /// the last, the gateway the first), so a request with two is refused
 /// (400) with the reason given here.
-pub const SINGLE_HEADERS: [(&str, &str); 11] = [
+pub const SINGLE_HEADERS: [(&str, &str); 13] = [
     ("authorization", "duplicate Authorization header"),
     (H_IDENTITY, "duplicate Ringway-Identity header"),
     (H_BOOT, "duplicate Ringway-Boot header"),
@@ -94,6 +104,8 @@ pub const SINGLE_HEADERS: [(&str, &str); 11] = [
     (H_TICKET, "duplicate Ringway-Ticket header"),
     (H_TICKET_PROOF, "duplicate Ringway-Ticket-Proof header"),
     (H_TOTP, "duplicate Ringway-Totp header"),
+    (H_AGENT_KEY, "duplicate Ringway-Agent-Key header"),
+    (H_AGENT_SIG, "duplicate Ringway-Agent-Sig header"),
     (H_PREVIOUS, "duplicate Ringway-Previous header"),
 ];
 

@@ -2,6 +2,10 @@
 //! replace each other 1.3 times a second, forever. Now the agent that
 //! loses its name backs off on a slow, growing ladder and says why, and
 //! the gateway logs a name's replacements at most once a minute.
+//!
+//! Two machines dispute a name only where the gateway does not pin names
+//! to agent keys (`[auth] pin_agent_names = false`); with pins (the
+//! default) the second machine is refused instead (tests/pins.rs).
 
 mod common;
 
@@ -26,7 +30,9 @@ fn name_in_use_lines(agent: &LoggedChild, name: &str) -> Vec<String> {
 
 #[test]
 fn two_agents_with_one_name_do_not_storm() {
-    let gw = Gateway::start(&GatewayConfig::new(&[KEY]));
+    let mut config = GatewayConfig::new(&[KEY]);
+    config.tail.push("[auth]\npin_agent_names = false\n".into());
+    let gw = Gateway::start(&config);
     let connected = "Client twin connected";
     let gateway = gw.addr().to_string();
     let first = spawn_agent_binary(&gateway, KEY, "twin", closed_port(), &[]);

@@ -117,6 +117,11 @@ fn plan(cmd: Command) -> Result<Plan, String> {
     // goes to that one address (no lookup per agent, no spreading over a
     // name's addresses), while TLS still verifies the certificate against
     // the name given.
+    // One agent key for the whole run, held in memory: the run's agents
+    // are one "machine" to a gateway that pins names, so a churned agent
+    // that registers its name again replaces itself rather than being
+    // refused (an Ed25519 signature per registration is microseconds).
+    let agent_key = std::sync::Arc::new(ringway::client::identity::AgentIdentity::generate());
     let mut addrs = Vec::new();
     for (ep, given) in gateways
         .iter_mut()
@@ -124,6 +129,7 @@ fn plan(cmd: Command) -> Result<Plan, String> {
     {
         let addr = resolve_once(&ep.gateway).map_err(|why| format!("gateway {given:?}: {why}"))?;
         ep.gateway = addr.to_string();
+        ep.agent_key = Some(agent_key.clone());
         addrs.push(addr);
     }
     // Controls talk to the primary only; agents move between all.

@@ -52,6 +52,9 @@ pub trait AdminOps: Send + Sync {
     fn totals(&self) -> render::Totals;
     /// Re-reads and applies the configuration: a summary, or why it was refused.
     fn reload(&self) -> Result<String, String>;
+    /// Releases the pin of agent `name` under the gateway key named `key`
+    /// (every key if `None`): a summary, or why not.
+    fn forget(&self, name: &str, key: Option<&str>) -> Result<String, String>;
     /// The latest operator sign-ins, newest first.
     fn signins(&self) -> Vec<crate::gateway::SignInEntry> {
         Vec::new()

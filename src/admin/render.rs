@@ -272,6 +272,12 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
         per_worker(&|s| s.stats.key_quota_refusals),
     );
     family(
+        "ringway_pin_refusals_total",
+        "counter",
+        "Agent registrations refused because the name is pinned to another machine's agent key.",
+        per_worker(&|s| s.stats.pin_refusals),
+    );
+    family(
         "ringway_health_probes_total",
         "counter",
         "GET /v1/health probes answered (agents on a secondary checking this gateway).",
@@ -575,6 +581,7 @@ pub(crate) mod tests {
                 source_refusals: [("unauthenticated".to_string(), 7)].into(),
                 sign_ins: [("ok".to_string(), 2), ("locked".to_string(), 1)].into(),
                 key_quota_refusals: 2,
+                pin_refusals: 4,
                 ..Default::default()
             },
         };
@@ -603,6 +610,7 @@ pub(crate) mod tests {
         assert!(text.contains("ringway_sign_ins_total{outcome=\"ok\"} 2\n"));
         assert!(text.contains("ringway_sign_ins_total{outcome=\"locked\"} 1\n"));
         assert!(text.contains("ringway_key_quota_refusals_total{worker=\"0\"} 2\n"));
+        assert!(text.contains("ringway_pin_refusals_total{worker=\"0\"} 4\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("sample has a value");
             assert!(value.parse::<f64>().is_ok(), "{line}");

@@ -196,14 +196,56 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
             Ok(summary) => Answer::ok("text/plain; charset=utf-8", format!("{summary}\n")),
             Err(why) => Answer::error(400, &why),
         },
+        (false, "POST", FORGET_PATH) => match forget_params(&head.target) {
+            Ok((name, key)) => match ops.forget(&name, key.as_deref()) {
+                Ok(summary) => Answer::ok("text/plain; charset=utf-8", format!("{summary}\n")),
+                Err(why) => Answer::error(404, &why),
+            },
+            Err(why) => Answer::error(400, why),
+        },
         (
             _,
             _,
             "/" | "/api/clients" | "/api/gateway" | "/api/sessions" | "/api/signins" | "/signins" | "/metrics"
-            | "/api/reload" | "/console.css",
+            | "/api/reload" | FORGET_PATH | "/console.css",
         ) => Answer::error(405, "method not allowed here"),
         _ => Answer::error(404, "no such endpoint"),
     }
+}
+
+/// Releases an agent name pin: `POST /api/agents/forget?name=NAME[&key=KEY]`,
+/// both percent-encoded; the same Host, Origin and token checks as every
+/// other admin request.
+pub const FORGET_PATH: &str = "/api/agents/forget";
+
+/// The `name` and optional `key` of a forget request. Each at most once
+/// (which one counts must not depend on who reads the query); other
+/// parameters (`token`) are left to their readers.
+fn forget_params(target: &str) -> Result<(String, Option<String>), &'static str> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let (mut name, mut key) = (None, None);
+    for kv in query.split('&') {
+        let (slot, value, what) = match kv.split_once('=') {
+            Some(("name", v)) => (&mut name, v, "name"),
+            Some(("key", v)) => (&mut key, v, "key"),
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(if what == "name" {
+                "name given twice"
+            } else {
+                "key given twice"
+            });
+        }
+        *slot = Some(http::pct_decode(value).ok_or("name and key must be percent-encoded UTF-8")?);
+    }
+    let name = name
+        .filter(|n| crate::proto::valid_name(n))
+        .ok_or("give the agent's name: ?name=NAME (1 to 64 characters)")?;
+    if key.as_deref().is_some_and(str::is_empty) {
+        return Err("key must not be empty");
+    }
+    Ok((name, key))
 }
 
 fn json<T: serde::Serialize>(snapshot: &Snapshot, value: &T) -> Answer {
@@ -244,6 +286,14 @@ mod tests {
         fn reload(&self) -> Result<String, String> {
             self.reloads.fetch_add(1, Ordering::Relaxed);
             Ok("configuration reloaded".into())
+        }
+
+        fn forget(&self, name: &str, key: Option<&str>) -> Result<String, String> {
+            self.reloads.fetch_add(1, Ordering::Relaxed);
+            match name {
+                "pc1" => Ok(format!("released pc1 {key:?}")),
+                _ => Err(format!("no pin for client {name}")),
+            }
         }
     }
 
@@ -295,6 +345,44 @@ mod tests {
         let (get_head, body) = get.split_once("\r\n\r\n").expect("a head");
         assert!(!body.is_empty());
         assert_eq!(head, format!("{get_head}\r\n\r\n"));
+    }
+
+    #[test]
+    fn forget_takes_a_percent_encoded_name_and_key_once_each() {
+        let ops = HalfAnswered::default();
+        let ok = ask(&ops, None, "POST", "/api/agents/forget?name=pc1&key=ac%20me", &[]);
+        assert!(ok.ends_with("\r\n\r\nreleased pc1 Some(\"ac me\")\n"), "{ok}");
+        let missing = ask(&ops, None, "POST", "/api/agents/forget?name=pc9", &[]);
+        assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+        assert!(missing.ends_with("\r\n\r\nno pin for client pc9\n"), "{missing}");
+        for (target, why) in [
+            (
+                "/api/agents/forget",
+                "give the agent's name: ?name=NAME (1 to 64 characters)",
+            ),
+            ("/api/agents/forget?name=pc1&name=pc2", "name given twice"),
+            ("/api/agents/forget?name=pc1&key=a&key=b", "key given twice"),
+            (
+                "/api/agents/forget?name=%ff",
+                "name and key must be percent-encoded UTF-8",
+            ),
+            ("/api/agents/forget?name=pc1&key=", "key must not be empty"),
+        ] {
+            let refused = ask(&ops, None, "POST", target, &[]);
+            assert!(refused.starts_with("HTTP/1.1 400 "), "{target}: {refused}");
+            assert!(refused.ends_with(&format!("\r\n\r\n{why}\n")), "{target}: {refused}");
+        }
+        let cross = ask(
+            &ops,
+            None,
+            "POST",
+            "/api/agents/forget?name=pc1",
+            &[("origin", "http://evil.example")],
+        );
+        assert!(cross.starts_with("HTTP/1.1 403 "), "{cross}");
+        assert!(ask(&ops, None, "GET", "/api/agents/forget?name=pc1", &[]).starts_with("HTTP/1.1 405 "));
+        // Only the two that reached it: the found and the missing name.
+        assert_eq!(ops.reloads.load(Ordering::Relaxed), 2);
     }
 
     #[test]

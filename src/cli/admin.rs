@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::admin::routes::{GatewayInfo, WORKERS_ANSWERED};
+use crate::admin::routes::{FORGET_PATH, GatewayInfo, WORKERS_ANSWERED};
 use crate::eventlog::sanitize;
 use crate::gateway::{AgentRow, SessionRow};
+use crate::http::pct_encode;
 
 /// Where the admin listener is.
 #[derive(Args, Debug)]
@@ -102,6 +103,42 @@ pub fn status(args: AdminArgs) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// `ringway agents ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum AgentsCommand {
+    /// Release an agent name pinned to a machine's agent key, so that
+    /// another machine may register the name (the next to register pins it).
+    Forget(ForgetArgs),
+}
+
+/// Arguments of `ringway agents forget`.
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The agent's name.
+    name: String,
+    /// Only the pin under this gateway key (by its configured name);
+    /// default: under every key.
+    #[arg(long)]
+    key: Option<String>,
+}
+
+/// Runs `ringway agents ...`.
+pub fn agents(cmd: AgentsCommand) -> Result<(), String> {
+    match cmd {
+        AgentsCommand::Forget(args) => {
+            let mut path = format!("{}?name={}", FORGET_PATH, pct_encode(&args.name));
+            if let Some(key) = &args.key {
+                path.push_str(&format!("&key={}", pct_encode(key)));
+            }
+            let summary = args.admin.get("POST", &path)?;
+            println!("{}", summary.trim());
+            Ok(())
+        }
+    }
 }
 
 /// Asks the gateway to re-read its config file.

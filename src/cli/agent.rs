@@ -7,7 +7,9 @@
 //! [`crate::client::backoff`]).
 
 use std::cell::Cell;
+use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -16,6 +18,7 @@ use ring::rand::SecureRandom;
 
 use super::ClientArgs;
 use crate::client::backoff::{Backoff, Pause};
+use crate::client::identity::{AgentIdentity, default_state_dir};
 use crate::client::roam::{self, Home, Homing, Moved};
 use crate::client::{
     self, AgentChannel, AgentHandler, AgentInfo, ChannelEnd, ClientError, Endpoint, Outgoing, sysinfo,
@@ -48,6 +51,11 @@ pub struct AgentArgs {
     /// The local service to publish, HOST:PORT (e.g. 127.0.0.1:22).
     #[arg(long)]
     expose: String,
+    /// Where the agent keeps its key pair (made on the first run; the
+    /// gateway pins this agent's name to it). Default:
+    /// $XDG_STATE_HOME/ringway, else ~/.local/state/ringway.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// Treat a gateway that sends nothing for this long as gone, and move
     /// to the next (default: the gateway's CMPI + 10 s). Down to 2 s: the
     /// agent then polls every half of it.
@@ -80,7 +88,16 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
     if !crate::proto::valid_name(&name) {
         return Err(format!("invalid agent name {name:?}: 1 to 64 characters, not blank"));
     }
-    let eps = args.client.endpoints(&name)?;
+    let state_dir = args
+        .state_dir
+        .or_else(default_state_dir)
+        .ok_or("no state folder: set --state-dir (or XDG_STATE_HOME or HOME)")?;
+    let identity = Arc::new(AgentIdentity::load_or_create(&state_dir)?);
+    log::info!("agent key {} (in {})", identity.public(), state_dir.display());
+    let mut eps = args.client.endpoints(&name)?;
+    for ep in &mut eps {
+        ep.agent_key = Some(identity.clone());
+    }
     let moves = Moves {
         dead_after: args.dead_after.map(Duration::from_secs),
         probe: args.probe_secs.map(Duration::from_secs),
@@ -100,11 +117,21 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
                 local_ip: String::new(),
                 os: sysinfo::os_description(),
             };
-            let failed = |i: usize, e: ClientError| log::warn!("cannot register with {}: {e}", eps[i].gateway);
+            // A 409 (the name is pinned to another machine's agent key)
+            // is said once below, with its pause on the slow ladder.
+            let taken = Cell::new(false);
+            let failed = |i: usize, e: ClientError| match e {
+                ClientError::Refused { status: 409, .. } => taken.set(true),
+                e => log::warn!("cannot register with {}: {e}", eps[i].gateway),
+            };
             let Some((at, channel)) = roam::register_round(&eps, &info, last, avoid, failed).await else {
                 avoid = None;
-                let pause = backoff.after_failure(random_fraction());
-                log::info!("reconnecting in {:.1} s", pause.duration().as_secs_f64());
+                let pause = if taken.get() {
+                    backoff.after_name_taken(random_fraction())
+                } else {
+                    backoff.after_failure(random_fraction())
+                };
+                say_pause(&name, pause);
                 compio::time::sleep(pause.duration()).await;
                 continue;
             };
@@ -128,17 +155,29 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
             // so the next round starts with the primary as usual.
             avoid = (!replaced).then_some(at);
             let pause = backoff.after_channel(replaced, since.elapsed(), random_fraction());
-            match pause {
-                Pause::Retry(d) => log::info!("reconnecting in {:.1} s", d.as_secs_f64()),
-                Pause::NameInUse(d) => log::warn!(
-                    "the name {name:?} is in use by another machine: the gateway gave it to a newer registration. \
-                     Trying again in {:.0} s; give each machine its own name with --name",
-                    d.as_secs_f64()
-                ),
-            }
+            say_pause(&name, pause);
             compio::time::sleep(pause.duration()).await;
         }
     })
+}
+
+/// Says why the agent pauses and for how long; plainly when the name is
+/// another machine's.
+fn say_pause(name: &str, pause: Pause) {
+    match pause {
+        Pause::Retry(d) => log::info!("reconnecting in {:.1} s", d.as_secs_f64()),
+        Pause::NameInUse(d) => log::warn!(
+            "the name {name:?} is in use by another machine: the gateway gave it to a newer registration. \
+             Trying again in {:.0} s; give each machine its own name with --name",
+            d.as_secs_f64()
+        ),
+        Pause::NameTaken(d) => log::warn!(
+            "the name {name:?} is taken by another machine: the gateway has it pinned to that machine's key. \
+             Trying again in {:.0} s; give this machine its own name with --name, or have the \
+             administrator release the name with `ringway agents forget`",
+            d.as_secs_f64()
+        ),
+    }
 }
 
 /// Serves the channel with gateway `at`, and, while that is not the

@@ -46,6 +46,10 @@ enum Command {
     /// Make the gateway re-read its config file (admin listener).
     #[cfg(target_os = "linux")]
     Reload(admin::AdminArgs),
+    /// Manage agents through the admin listener (release a pinned name).
+    #[cfg(target_os = "linux")]
+    #[command(subcommand)]
+    Agents(admin::AgentsCommand),
     /// Make a private CA and a gateway certificate (ca.pem, cert.pem, key.pem).
     GenCert(gencert::GenCertArgs),
     /// Print a new random gateway key (128 bits, 32 hex digits) on stdout.
@@ -195,6 +199,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => admin::status(args),
         #[cfg(target_os = "linux")]
         Command::Reload(args) => admin::reload(args),
+        #[cfg(target_os = "linux")]
+        Command::Agents(cmd) => admin::agents(cmd),
         Command::GenCert(args) => gencert::run(args),
         Command::GenKey => genkey::run(),
         Command::Operator(cmd) => operator::run(cmd),

@@ -68,6 +68,10 @@ impl AdminOps for Controller {
             format!("configuration reloaded; {}", report.warnings.join("; "))
         })
     }
+
+    fn forget(&self, name: &str, key: Option<&str>) -> Result<String, String> {
+        self.gateway.forget_pin(name, key)
+    }
 }
 
 /// Loads the config, starts the gateway and waits for signals.

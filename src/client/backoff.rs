@@ -50,13 +50,17 @@ pub enum Pause {
     Retry(Duration),
     /// The gateway gave the name to another registration: the slow ladder.
     NameInUse(Duration),
+    /// The gateway refused the registration (`409`): the name is pinned to
+    /// another machine's key. The slow ladder too: only an administrator
+    /// (`ringway agents forget`) changes that, so asking often is no use.
+    NameTaken(Duration),
 }
 
 impl Pause {
     /// How long to wait before registering again.
     pub fn duration(self) -> Duration {
         match self {
-            Pause::Retry(d) | Pause::NameInUse(d) => d,
+            Pause::Retry(d) | Pause::NameInUse(d) | Pause::NameTaken(d) => d,
         }
     }
 }
@@ -109,9 +113,19 @@ impl Backoff {
         if !replaced {
             return self.after_failure(frac);
         }
+        Pause::NameInUse(self.slow_step(frac))
+    }
+
+    /// The pause after the gateway refused the name as pinned to another
+    /// machine (`409`): a step of the slow ladder, as for a replacement.
+    pub fn after_name_taken(&mut self, frac: f64) -> Pause {
+        Pause::NameTaken(self.slow_step(frac))
+    }
+
+    fn slow_step(&mut self, frac: f64) -> Duration {
         let pause = jitter(self.name_in_use, frac);
         self.name_in_use = self.name_in_use.saturating_mul(2).min(NAME_IN_USE_MAX);
-        Pause::NameInUse(pause)
+        pause
     }
 }
 
@@ -170,6 +184,15 @@ mod tests {
         assert_eq!(b.after_channel(true, SECS(1), 1.0), Pause::NameInUse(SECS(40)));
         b.after_channel(false, NAME_HELD_RESET, 1.0);
         assert_eq!(b.after_channel(true, SECS(1), 1.0), Pause::NameInUse(NAME_IN_USE_START));
+    }
+
+    #[test]
+    fn a_name_taken_climbs_the_slow_ladder_it_shares_with_replacements() {
+        let mut b = Backoff::new();
+        let steps: Vec<_> = (0..3).map(|_| b.after_name_taken(1.0)).collect();
+        assert_eq!(steps, [10, 20, 40].map(|s| Pause::NameTaken(SECS(s))).to_vec());
+        assert_eq!(b.after_channel(true, SECS(1), 1.0), Pause::NameInUse(SECS(80)));
+        assert_eq!(b.after_failure(1.0), Pause::Retry(RETRY_START));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod agent;
 pub mod backoff;
 pub mod failover;
+pub mod identity;
 pub mod login;
 pub mod ranges;
 pub mod roam;
@@ -82,6 +83,10 @@ pub struct Endpoint {
     /// A fresh TOTP code for the next connect, with `[auth]
     /// totp_per_session` (each code opens one session).
     pub totp: Option<String>,
+    /// The agent's key pair, whose public key and signature go with every
+    /// registration so the gateway can pin the name to this machine
+    /// (none for controls).
+    pub agent_key: Option<Arc<identity::AgentIdentity>>,
 }
 
 /// The gateway boot id a client last heard, shared by clones.
@@ -149,6 +154,7 @@ impl Endpoint {
             boot: BootCache::default(),
             operator: None,
             totp: None,
+            agent_key: None,
         })
     }
 }
@@ -270,6 +276,8 @@ pub fn request_head(ep: &Endpoint, binding: Binding, method: &str, target: &str,
     };
     let (ts, nonce) = (unix_now(), new_nonce());
     let auth = sign(&ep.key, &req, ts, nonce);
+    // What the ticket proof and the agent key sign: the key proof's string.
+    let signed = || string_to_sign(&req, ts, &nonce, ep.key.id());
     let mut head = format!(
         "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ringway/{}\r\nRingway-Identity: {identity}\r\nAuthorization: {auth}\r\n",
         ep.gateway,
@@ -281,14 +289,23 @@ pub fn request_head(ep: &Endpoint, binding: Binding, method: &str, target: &str,
     if let Some(op) = &ep.operator {
         // The ticket travels in clear on plain HTTP; what makes it ours is
         // this HMAC over the very string the key proof signs.
-        let signed = string_to_sign(&req, ts, &nonce, ep.key.id());
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &op.possession);
-        let proof = hex::encode(ring::hmac::sign(&key, signed.as_bytes()).as_ref());
+        let proof = hex::encode(ring::hmac::sign(&key, signed().as_bytes()).as_ref());
         head.push_str(&format!(
             "{}: {}\r\n{}: {proof}\r\n",
             proto::H_TICKET_WRITTEN,
             op.ticket,
             proto::H_TICKET_PROOF_WRITTEN
+        ));
+    }
+    if let Some(id) = &ep.agent_key
+        && target == proto::PATH_REGISTER
+    {
+        let (key, sig) = crate::auth::agentkey::sign(id.pair(), &signed());
+        head.push_str(&format!(
+            "{}: {key}\r\n{}: {sig}\r\n",
+            proto::H_AGENT_KEY_WRITTEN,
+            proto::H_AGENT_SIG_WRITTEN
         ));
     }
     if let Some(code) = &ep.totp {

@@ -103,6 +103,10 @@ pub struct AuthConfig {
     pub lockout: Duration,
     /// An approval asked before each connect, if any.
     pub approve: Option<Approve>,
+    /// Pin each agent name to the first agent key that registers it (per
+    /// gateway key), so another holder of the gateway key cannot take the
+    /// name; `false` is first come, as before agent keys.
+    pub pin_agent_names: bool,
     /// How long the approval may take; no answer in time is no.
     pub approve_timeout: Duration,
 }
@@ -117,6 +121,7 @@ impl Default for AuthConfig {
             lockout_after: LOCKOUT_AFTER.default as u32,
             lockout: Duration::from_secs(LOCKOUT_MINUTES.default * 60),
             approve: None,
+            pin_agent_names: true,
             approve_timeout: Duration::from_secs(APPROVE_TIMEOUT_SECS.default),
         }
     }
@@ -133,6 +138,7 @@ pub(super) struct RawAuth {
     lockout_minutes: Option<Spanned<u64>>,
     approve_command: Option<Spanned<String>>,
     approve_url: Option<Spanned<String>>,
+    pin_agent_names: Option<bool>,
     approve_timeout_secs: Option<Spanned<u64>>,
 }
 
@@ -177,6 +183,7 @@ pub(super) fn parse_auth(raw: Option<&RawAuth>, src: &Source) -> Result<AuthConf
         lockout_after: LOCKOUT_AFTER.take(&a.lockout_after, src)? as u32,
         lockout: Duration::from_secs(LOCKOUT_MINUTES.take(&a.lockout_minutes, src)? * 60),
         approve,
+        pin_agent_names: a.pin_agent_names.unwrap_or(true),
         approve_timeout: Duration::from_secs(APPROVE_TIMEOUT_SECS.take(&a.approve_timeout_secs, src)?),
     })
 }
@@ -237,6 +244,7 @@ mod tests {
             lockout_after: 5,
             lockout: Duration::from_secs(30 * 60),
             approve: None,
+            pin_agent_names: true,
             approve_timeout: Duration::from_secs(60),
         };
         assert_eq!(section("", "auth", parse_auth), Ok(want.clone()));
@@ -259,6 +267,7 @@ mod tests {
                 lockout_after: 3,
                 lockout: Duration::from_secs(3600),
                 approve: Some(Approve::Command("/usr/local/bin/ask-duo --wait 30".into())),
+                pin_agent_names: true,
                 approve_timeout: Duration::from_secs(45),
             }
         );
@@ -335,6 +344,15 @@ mod tests {
             parse(&long).map(|_| ()),
             Err("test.toml:2: approve_command is longer than 2048 characters".into())
         );
+    }
+
+    #[test]
+    fn pin_agent_names_is_on_unless_turned_off() {
+        assert_eq!(parse("pin_agent_names = false\n").map(|a| a.pin_agent_names), Ok(false));
+        assert_eq!(parse("pin_agent_names = true\n").map(|a| a.pin_agent_names), Ok(true));
+        assert_eq!(parse("").map(|a| a.pin_agent_names), Ok(true));
+        let e = parse("pin_agent_names = \"no\"\n").expect_err("not a boolean");
+        assert!(e.contains("expected a boolean"), "{e}");
     }
 
     #[test]

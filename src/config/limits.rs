@@ -129,6 +129,18 @@ pub const MAX_AGENTS_PER_KEY: Bound = Bound {
     min: 0,
     max: u32::MAX as u64,
 };
+/// `max_pins`: agent name pins the gateway keeps (each in memory, about
+/// 150 bytes, and in `state_dir/pins.redb`). A million is ten times the
+/// largest deployment we plan for (100,000 agents) and about 150 MB at
+/// worst; past it new names are refused (503) while pinned names go on
+/// working, so a holder of a key cannot grow the table without bound by
+/// registering made-up names.
+pub const MAX_PINS: Bound = Bound {
+    key: "max_pins",
+    default: 1_000_000,
+    min: 1,
+    max: 100_000_000,
+};
 /// `write_timeout_secs`: 30 s rides out a congested uplink or a laptop
 /// waking; a peer that takes no bytes for longer is stalled, not slow.
 pub const WRITE_TIMEOUT_SECS: Bound = Bound {
@@ -193,6 +205,8 @@ pub struct Limits {
     /// Proof nonces one key may have remembered at once; past it that
     /// key's proofs get 503 while every other key's are served.
     pub nonces_per_key: usize,
+    /// Agent name pins kept; past it a new name is refused (503).
+    pub max_pins: usize,
 }
 
 impl Default for Limits {
@@ -216,6 +230,7 @@ impl Default for Limits {
             max_agents_per_key: size(MAX_AGENTS_PER_KEY),
             write_timeout: secs(WRITE_TIMEOUT_SECS),
             nonces_per_key: size(NONCES_PER_KEY),
+            max_pins: size(MAX_PINS),
         }
     }
 }
@@ -253,6 +268,7 @@ pub(super) struct RawLimits {
     max_agents_per_key: Option<Spanned<u64>>,
     write_timeout_secs: Option<Spanned<u64>>,
     nonces_per_key: Option<Spanned<u64>>,
+    max_pins: Option<Spanned<u64>>,
 }
 
 /// Checks `[limits]`; an absent section is all defaults.
@@ -292,6 +308,7 @@ pub(super) fn parse_limits(raw: &RawLimits, src: &Source) -> Result<Limits, Conf
         max_agents_per_key: MAX_AGENTS_PER_KEY.take_usize(&raw.max_agents_per_key, src)?,
         write_timeout: secs(WRITE_TIMEOUT_SECS, &raw.write_timeout_secs)?,
         nonces_per_key: NONCES_PER_KEY.take_usize(&raw.nonces_per_key, src)?,
+        max_pins: MAX_PINS.take_usize(&raw.max_pins, src)?,
     })
 }
 
@@ -331,7 +348,7 @@ mod tests {
     }
 
     /// Every whole-number key of `[limits]`.
-    const ALL: [Bound; 15] = [
+    const ALL: [Bound; 16] = [
         HEAD_TIMEOUT_SECS,
         PAIRING_TIMEOUT_SECS,
         RELAY_BUFFER_KB,
@@ -347,6 +364,7 @@ mod tests {
         MAX_AGENTS_PER_KEY,
         WRITE_TIMEOUT_SECS,
         NONCES_PER_KEY,
+        MAX_PINS,
     ];
 
     /// Raises the pending whole and the key's share to their maximum, so a
@@ -372,6 +390,7 @@ mod tests {
         assert_eq!(l.max_agents_per_key, 0);
         assert_eq!(l.write_timeout, Duration::from_secs(30));
         assert_eq!(l.nonces_per_key, 524_288);
+        assert_eq!(l.max_pins, 1_000_000);
     }
 
     #[test]

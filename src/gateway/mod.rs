@@ -23,6 +23,7 @@ mod core;
 mod flows;
 mod frontdoor;
 mod listeners;
+mod pins;
 mod shard;
 mod state;
 mod worker;
@@ -45,6 +46,7 @@ use self::core::permit::{Counter, Licence};
 use self::core::signins::SignIns;
 use self::core::sources::Sources;
 use self::listeners::{allowed_cpus, bind_all};
+use self::pins::PinStore;
 use self::shard::{Shared, SignInKeys, source_limits};
 use crate::audit::Audit;
 use crate::auth::{BootId, NonceCache};
@@ -68,7 +70,8 @@ pub enum StartError {
     },
     /// A worker's io_uring runtime could not be built.
     Runtime(io::Error),
-    /// The state folder or its ticket key could not be made or read.
+    /// The state folder, its ticket key or its name pins could not be
+    /// made or read.
     State(String),
     /// The audit file could not be opened.
     Audit(io::Error),
@@ -125,6 +128,11 @@ impl Gateway {
             let key = state::ticket_key(&config.state_dir).map_err(StartError::State)?;
             let _ = signin_keys.set(SignInKeys::new(&key));
         }
+        let pins = OnceLock::new();
+        if config.auth.pin_agent_names {
+            let store = PinStore::open(&config.state_dir, config.limits.max_pins).map_err(StartError::State)?;
+            let _ = pins.set(store);
+        }
         let audit = Audit::start(config.audit.clone()).map_err(StartError::Audit)?;
         let (listeners, addrs) = bind_all(&config.listen, workers)?;
 
@@ -142,6 +150,7 @@ impl Gateway {
             events,
             signin_keys,
             signins: SignIns::default(),
+            pins,
             approver: Arc::default(),
             audit,
             signin_history: Mutex::default(),
@@ -251,6 +260,7 @@ impl Gateway {
         }
 
         self.reload_operators(old, &new, &mut report);
+        self.reload_pins(&new, &mut report);
 
         let added: Vec<SocketAddr> = new.listen.iter().filter(|a| !old.listen.contains(a)).copied().collect();
         let removed: Vec<(SocketAddr, SocketAddr)> =
@@ -326,6 +336,52 @@ impl Gateway {
             ));
         }
         report
+    }
+
+    /// The pins' part of a reload: the store opened if pinning is turned
+    /// on for the first time, and a new `max_pins` applied.
+    fn reload_pins(&self, new: &Config, report: &mut ReloadReport) {
+        if new.auth.pin_agent_names && self.shared.pins.get().is_none() {
+            match PinStore::open(&new.state_dir, new.limits.max_pins) {
+                Ok(store) => {
+                    let _ = self.shared.pins.set(store);
+                }
+                Err(e) => report
+                    .warnings
+                    .push(format!("{e}; agents cannot register until it is fixed")),
+            }
+        }
+        if let Some(store) = self.shared.pins.get() {
+            store.set_max(new.limits.max_pins);
+        }
+    }
+
+    /// Releases the pin of agent `name` under the gateway key named
+    /// `key`, or under every key: a line for the administrator, or why
+    /// not. The event log records each pin released.
+    pub fn forget_pin(&self, name: &str, key: Option<&str>) -> Result<String, String> {
+        let store = self
+            .shared
+            .pins
+            .get()
+            .ok_or("this gateway keeps no agent name pins ([auth] pin_agent_names = false)")?;
+        let keys = store.forget(name, key)?;
+        let shown = crate::eventlog::sanitize(name);
+        if keys.is_empty() {
+            return Err(match key {
+                Some(k) => format!("no pin for client {shown} with key {}", crate::eventlog::sanitize(k)),
+                None => format!("no pin for client {shown}"),
+            });
+        }
+        for k in &keys {
+            self.shared.events.event(format!(
+                "Client {shown} (key {k}): name pin released by the administrator"
+            ));
+        }
+        Ok(format!(
+            "released the pin of client {shown} (key {})",
+            keys.join(", key ")
+        ))
     }
 
     /// The operators' part of a reload: the ticket key made if operators

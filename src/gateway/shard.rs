@@ -81,6 +81,9 @@ pub(crate) struct Shared {
     pub signin_keys: OnceLock<SignInKeys>,
     /// Failures, locks and TOTP steps per operator, for every worker.
     pub signins: SignIns,
+    /// Agent name pins: opened at start while `[auth] pin_agent_names`
+    /// is on (or by the first reload that turns it on), then kept.
+    pub pins: OnceLock<super::pins::PinStore>,
     /// Asks the approval hook, off the event loops, for every worker.
     pub approver: Arc<Approver>,
     /// The audit trail (`[audit]`), for every worker.

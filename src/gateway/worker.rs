@@ -328,6 +328,7 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         key_quota_refusals: st.key_quota_refusals.get(),
+        pin_refusals: st.pin_refusals.get(),
         sign_ins: st.sign_ins.borrow().iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         ticket_refusals: st
             .ticket_refusals

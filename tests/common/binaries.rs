@@ -29,6 +29,11 @@ pub fn ringway_client(key: &str, args: &[&str]) -> Command {
 pub fn spawn_agent_binary(gateway: &str, key: &str, name: &str, expose: SocketAddr, extra: &[&str]) -> LoggedChild {
     let expose = expose.to_string();
     let mut cmd = ringway_client(key, &["agent", "--gateway", gateway]);
+    // One state folder for every agent a test process starts (unless the
+    // test gives --state-dir): "this machine", as for library agents, and
+    // never the user's own ~/.local/state.
+    let state = std::env::temp_dir().join(format!("ringway-test-agent-state-{}", std::process::id()));
+    cmd.env("XDG_STATE_HOME", state);
     cmd.args(extra).args(["--name", name, "--expose", &expose]);
     LoggedChild::spawn(&format!("agent {name}"), cmd)
 }

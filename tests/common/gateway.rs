@@ -8,10 +8,12 @@ use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use ringway::auth::GatewayKey;
 use ringway::client::Endpoint;
+use ringway::client::identity::AgentIdentity;
 use ringway::client::sysinfo::os_description;
 use ringway::tls::Trust;
 
@@ -196,8 +198,10 @@ impl Gateway {
 
     /// An endpoint over TLS (`https://`) trusting `trust`.
     pub fn tls_endpoint(&self, key: &str, identity: &str, trust: &Trust) -> Endpoint {
-        Endpoint::new(&self.https(), GatewayKey::new(key), identity, trust)
-            .unwrap_or_else(|e| panic!("TLS endpoint: {e}"))
+        let mut ep = Endpoint::new(&self.https(), GatewayKey::new(key), identity, trust)
+            .unwrap_or_else(|e| panic!("TLS endpoint: {e}"));
+        ep.agent_key = Some(test_machine());
+        ep
     }
 
     /// Registers a library agent on `ep` doing `behaviour`, and waits until
@@ -324,6 +328,18 @@ impl Gateway {
 /// `identity`.
 pub fn endpoint(addr: SocketAddr, key: &str, identity: &str) -> Endpoint {
     // Plain HTTP: the trust setting is only read for https:// addresses.
-    Endpoint::new(&addr.to_string(), GatewayKey::new(key), identity, &Trust::SystemRoots)
-        .unwrap_or_else(|e| panic!("endpoint for {addr}: {e}"))
+    let mut ep = Endpoint::new(&addr.to_string(), GatewayKey::new(key), identity, &Trust::SystemRoots)
+        .unwrap_or_else(|e| panic!("endpoint for {addr}: {e}"));
+    ep.agent_key = Some(test_machine());
+    ep
+}
+
+/// The agent key of "this machine": every library agent of a test
+/// process shares it, as agents on one machine share its state folder,
+/// so a test's agent that registers a name again replaces itself. A test
+/// that needs a second machine gives its endpoint another
+/// ([`AgentIdentity::generate`]).
+pub fn test_machine() -> Arc<AgentIdentity> {
+    static MACHINE: LazyLock<Arc<AgentIdentity>> = LazyLock::new(|| Arc::new(AgentIdentity::generate()));
+    MACHINE.clone()
 }

@@ -3,6 +3,7 @@
 //! Plain data: attaching a connection to a runtime is the flows' job
 //! (`flows::handover`).
 
+use crate::auth::agentkey::AgentPublicKey;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -47,6 +48,9 @@ pub(crate) struct Registration {
     pub local_ip: String,
     /// Its operating system as it reported it.
     pub os: String,
+    /// Its agent key, checked against the request's proof; `None` only
+    /// while names are not pinned (an agent older than agent keys).
+    pub agent_key: Option<AgentPublicKey>,
     /// Where it came from, if it moved (`Ringway-Previous`, checked):
     /// `failover from <gateway>` or `failback from <gateway>`, for the
     /// arrival's event line.

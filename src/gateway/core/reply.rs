@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use super::pairing::PairError;
 use super::sources::SourceRefusal;
+use crate::auth::agentkey::AgentKeyError;
 use crate::auth::{AuthError, BootId, STALE_BOOT};
 use crate::http::{self, HeadError};
 use crate::proto;
@@ -70,6 +71,16 @@ pub(crate) enum Refusal<'a> {
     SignInAgain,
     /// `totp_per_session`: the connect's code is missing, wrong or used.
     FreshCodeNeeded,
+    /// The agent name is pinned to another machine's agent key.
+    NameTaken(&'a str),
+    /// Names are pinned and the registration has no agent key.
+    AgentKeyRequired,
+    /// The agent key headers are broken, or their signature does not hold.
+    AgentKey(AgentKeyError),
+    /// `max_pins` names are pinned; no new one can be.
+    PinsFull,
+    /// The pin store could not be opened or written.
+    PinsUnavailable,
     /// The approval hook said no, or did not answer in time.
     NotApproved,
     /// Too many connects are waiting for the approval hook.
@@ -96,8 +107,13 @@ impl Refusal<'_> {
             | Refusal::WorkerBusy
             | Refusal::WorkerSlow(_)
             | Refusal::SignInUnavailable
+            | Refusal::PinsFull
+            | Refusal::PinsUnavailable
             | Refusal::ApprovalsBusy
             | Refusal::ProofRefused(AuthError::NonceQuota) => 503,
+            Refusal::NameTaken(_) => 409,
+            Refusal::AgentKeyRequired => 400,
+            Refusal::AgentKey(e) => e.status(),
             Refusal::NoOperators => 404,
             Refusal::NotApproved => 403,
             Refusal::SignInFirst | Refusal::SignInAgain | Refusal::FreshCodeNeeded => 401,
@@ -171,6 +187,17 @@ impl Refusal<'_> {
             Refusal::SignInFirst => "sign in first: ringway control login".into(),
             Refusal::SignInAgain => "sign in again: ringway control login".into(),
             Refusal::FreshCodeNeeded => "a fresh TOTP code is needed".into(),
+            Refusal::NameTaken(a) => format!(
+                "the name {a} is taken by another machine (its agent key differs); \
+                 choose another name, or ask the administrator to release it"
+            )
+            .into(),
+            Refusal::AgentKeyRequired => {
+                "this gateway pins agent names to agent keys: upgrade the agent (it sends Ringway-Agent-Key)".into()
+            }
+            Refusal::AgentKey(e) => e.reason().into(),
+            Refusal::PinsFull => "this gateway can pin no more agent names; try again later".into(),
+            Refusal::PinsUnavailable => "agent name pins are unavailable on this gateway; try again later".into(),
             Refusal::NotApproved => "the connection was not approved".into(),
             Refusal::ApprovalsBusy => "too many connections are waiting for approval; try again later".into(),
         }

@@ -40,6 +40,9 @@ pub(crate) struct Stats {
     pub source_refusals: RefCell<BTreeMap<&'static str, u64>>,
     /// Agent registrations refused by their key's quota.
     pub key_quota_refusals: Cell<u64>,
+    /// Agent registrations refused because their name is pinned to
+    /// another machine's agent key (409).
+    pub pin_refusals: Cell<u64>,
     /// Operator sign-ins, by outcome (`ok` or why not).
     pub sign_ins: RefCell<BTreeMap<&'static str, u64>>,
     /// Browses and connects refused for their ticket, by reason.
@@ -141,6 +144,8 @@ pub struct StatsSnapshot {
     pub source_refusals: BTreeMap<String, u64>,
     /// Agent registrations refused by their key's quota.
     pub key_quota_refusals: u64,
+    /// Agent registrations refused as pinned to another agent key.
+    pub pin_refusals: u64,
     /// Operator sign-ins, by outcome.
     pub sign_ins: BTreeMap<String, u64>,
     /// Browses and connects refused for their ticket, by reason.

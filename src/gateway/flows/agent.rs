@@ -14,8 +14,10 @@ use compio::BufResult;
 use compio::net::TcpStream;
 use futures_util::future::{Either, select};
 
-use super::answer::{identity, refuse_handed, refuse_proof, reject, send, verify, wants_upgrade};
+use super::answer::{agent_key, identity, refuse_handed, refuse_proof, reject, send, verify, wants_upgrade};
 use super::handover::{attach, detach};
+use crate::auth::KeyId;
+use crate::auth::agentkey::{AgentKeyError, AgentPublicKey};
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
 use crate::gateway::core::directory::{AdmitError, AgentRecord, owner_of};
@@ -25,6 +27,7 @@ use crate::gateway::core::outbox::{Inbox, outbox};
 use crate::gateway::core::permit::Permit;
 use crate::gateway::core::reply::Refusal;
 use crate::gateway::core::stats::Stats;
+use crate::gateway::pins::{Checked, PinError};
 use crate::gateway::shard::Shard;
 use crate::http::{self, RequestHead};
 use crate::proto::{self, FrameError, FromAgent, ToAgent};
@@ -109,6 +112,42 @@ pub(crate) async fn register(
             return;
         }
     };
+    // Agent keys matter only while names are pinned; otherwise they are
+    // ignored, as a gateway older than them would.
+    let agent_key = if shard.config().auth.pin_agent_names {
+        match agent_key(&shard, &stream, &head, &identity_raw) {
+            Ok(Some(k)) => Some(k),
+            Ok(None) => {
+                reject(&shard, &stream, Refusal::AgentKeyRequired).await;
+                return;
+            }
+            Err(why) => {
+                if why == AgentKeyError::Mismatch {
+                    // A forged or replayed identity: worth the log, summarised
+                    // per source like failed key proofs.
+                    shard.event_from(
+                        peer.ip(),
+                        format!(
+                            "Security check failed for Client {} ({local_ip}): agent_key_mismatch. \
+                             Terminating connection from {}",
+                            sanitize(&name),
+                            peer.ip()
+                        ),
+                    );
+                } else {
+                    log::info!(
+                        "{peer}: agent key of client {} refused: {}",
+                        sanitize(&name),
+                        why.label()
+                    );
+                }
+                reject(&shard, &stream, Refusal::AgentKey(why)).await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let owner = owner_of(kid, &name, shard.workers());
     let reg = Registration {
         handoff: match detach(stream, peer, early) {
@@ -123,6 +162,7 @@ pub(crate) async fn register(
         mac,
         local_ip,
         os,
+        agent_key,
         previous,
         permit,
     };
@@ -145,6 +185,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         mac,
         local_ip,
         os,
+        agent_key,
         previous,
         permit,
     } = *reg;
@@ -157,6 +198,12 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
     };
     let config = shard.config();
     let shown = sanitize(&name);
+    if config.auth.pin_agent_names
+        && let Err(refusal) = check_pin(&shard, kid, &name, agent_key, peer).await
+    {
+        reject(&shard, &stream, refusal).await;
+        return;
+    }
 
     let (outbox, outbox_rx) = outbox(OUTBOX_CAPACITY);
     let id = shard.next_id();
@@ -285,6 +332,79 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         ChannelStream::Plain(s) => compio::runtime::spawn(channel.run(s, early, outbox_rx)).detach(),
         ChannelStream::Sealed(s) => compio::runtime::spawn(channel.run(s, early, outbox_rx)).detach(),
         ChannelStream::Tls(t) => compio::runtime::spawn(channel.run(*t, early, outbox_rx)).detach(),
+    }
+}
+
+/// Checks (and on first use makes) the pin of `name` under key `kid` for
+/// a registration by `agent_key` from `peer`, on the name's owner worker,
+/// before anything of the directory changes: a refused machine replaces
+/// nobody. The refusal is logged, at most once a minute per name. A first
+/// pin is answered once it is on disk (the store's writer thread commits
+/// it; this worker's loop goes on meanwhile).
+async fn check_pin<'n>(
+    shard: &Shard,
+    kid: KeyId,
+    name: &'n str,
+    agent_key: Option<AgentPublicKey>,
+    peer: SocketAddr,
+) -> Result<(), Refusal<'n>> {
+    let (Some(store), Some(agent_key)) = (shard.shared.pins.get(), agent_key) else {
+        // Checked by the accepting worker while pinning was on; a reload
+        // that turned it on in between, or a store that would not open.
+        return Err(if agent_key.is_none() {
+            Refusal::AgentKeyRequired
+        } else {
+            Refusal::PinsUnavailable
+        });
+    };
+    let key = shard.keys.borrow().name_of(kid).to_string();
+    let shown = sanitize(name);
+    match store.check(&key, name, agent_key, peer, Instant::now()) {
+        Ok(Checked::Same) => Ok(()),
+        Ok(Checked::Pinning(pending)) => match store.settle(&key, name, agent_key, pending).await {
+            Ok(()) => {
+                // Not an event: pinning is what every new agent does once;
+                // the event log keeps refusals and releases, which need a look.
+                log::info!("client {shown} (key {key}): name pinned to the agent key of {peer}");
+                Ok(())
+            }
+            Err(e) => {
+                log::error!("{e}");
+                Err(Refusal::PinsUnavailable)
+            }
+        },
+        Err(PinError::Taken { pinned_from, log }) => {
+            Stats::inc(&shard.stats.pin_refusals);
+            let pinned = match shard.directory.borrow().find(kid, name) {
+                Some(rec) => rec.external.to_string(),
+                None => format!("{pinned_from} (not connected)"),
+            };
+            let line = format!(
+                "Client {shown} refused: the name is pinned to another machine's agent key (key {key}); \
+                 new connection from {peer}, pinned machine at {pinned}"
+            );
+            match log {
+                Some(0) => shard.event(line),
+                Some(n) => shard.event(format!("{line}; refused {n} more times since the last such line")),
+                None => {}
+            }
+            Err(Refusal::NameTaken(name))
+        }
+        Err(PinError::Full) => {
+            shard.event(format!(
+                "Client {shown} refused from {peer}: {} agent names are pinned ([limits] max_pins)",
+                store.len()
+            ));
+            Err(Refusal::PinsFull)
+        }
+        Err(PinError::Busy) => {
+            log::warn!("client {shown} from {peer}: the name pins' write queue is full; refused, to retry");
+            Err(Refusal::PinsUnavailable)
+        }
+        Err(PinError::Store(e)) => {
+            log::error!("{e}");
+            Err(Refusal::PinsUnavailable)
+        }
     }
 }
 

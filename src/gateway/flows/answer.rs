@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use compio::BufResult;
 
-use crate::auth::{AuthError, Binding, EXPORTER_LABEL, KeyId, KeyRing, Signed, strip_scheme, unix_now};
+use crate::auth::agentkey::{self, AgentKeyError, AgentPublicKey};
+use crate::auth::{
+    AuthError, Binding, EXPORTER_LABEL, KeyId, KeyRing, Signed, parse_authorization, string_to_sign, strip_scheme,
+    unix_now,
+};
 use crate::conn::Conn;
 use crate::gateway::core::reply::Refusal;
 use crate::gateway::core::stats::Stats;
@@ -57,22 +61,20 @@ pub(crate) fn verify(
             Err(AuthError::BearerOverPlain)
         }
     } else {
-        let binding = match conn {
-            Conn::Tls(tls) => tls.export(EXPORTER_LABEL).map(Binding::Tls).map_err(|e| {
+        binding_of(shard, conn)
+            .map_err(|e| {
                 log::warn!("{peer}: no TLS keying material to bind the proof to: {e}");
                 AuthError::Unbound
-            }),
-            Conn::Plain(_) => Ok(Binding::Boot(Some(shard.shared.boot))),
-        };
-        binding.and_then(|binding| {
-            let req = Signed {
-                method: &head.method,
-                target: &head.target,
-                identity: identity_raw,
-                binding,
-            };
-            keys.verify(&req, authorization, unix_now(), shard.config().limits.nonces_per_key)
-        })
+            })
+            .and_then(|binding| {
+                let req = Signed {
+                    method: &head.method,
+                    target: &head.target,
+                    identity: identity_raw,
+                    binding,
+                };
+                keys.verify(&req, authorization, unix_now(), shard.config().limits.nonces_per_key)
+            })
     };
     match &res {
         // The one place a connection proves a key: from here on it counts
@@ -89,6 +91,46 @@ pub(crate) fn verify(
         }
     }
     res
+}
+
+/// What a proof on `conn` must be bound to: its TLS keying material, or
+/// over plain HTTP this gateway run's boot id.
+fn binding_of(shard: &Shard, conn: &Conn) -> io::Result<Binding> {
+    match conn {
+        Conn::Tls(tls) => tls.export(EXPORTER_LABEL).map(Binding::Tls),
+        Conn::Plain(_) => Ok(Binding::Boot(Some(shard.shared.boot))),
+    }
+}
+
+/// Checks a registration's agent key headers (`Ringway-Agent-Key`,
+/// `Ringway-Agent-Sig`) against the string its key proof signed; call it
+/// once [`verify`] has passed. `Ok(None)`: the agent sent no key.
+pub(crate) fn agent_key(
+    shard: &Shard,
+    conn: &Conn,
+    head: &RequestHead,
+    identity_raw: &str,
+) -> Result<Option<AgentPublicKey>, AgentKeyError> {
+    let (key, sig) = (head.header(proto::H_AGENT_KEY), head.header(proto::H_AGENT_SIG));
+    if key.is_none() && sig.is_none() {
+        return Ok(None);
+    }
+    let proof_string = signed_string(shard, conn, head, identity_raw);
+    agentkey::check(key, sig, proof_string.as_deref())
+}
+
+/// The string the request's key proof signed (it verified before this
+/// runs), which a ticket proof and an agent key signature cover. None for
+/// a bearer key, which signs nothing: those must prove the key.
+pub(crate) fn signed_string(shard: &Shard, conn: &Conn, head: &RequestHead, identity_raw: &str) -> Option<String> {
+    let proof = parse_authorization(head.header("authorization")?).ok()?;
+    let req = Signed {
+        method: &head.method,
+        target: &head.target,
+        identity: identity_raw,
+        binding: binding_of(shard, conn).ok()?,
+    };
+    Some(string_to_sign(&req, proof.ts, &proof.nonce, proof.kid))
 }
 
 /// Logs a bearer key that came over plain HTTP, by its name (never the

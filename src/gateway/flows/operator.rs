@@ -9,9 +9,10 @@ use std::net::IpAddr;
 
 use ring::hmac;
 
+use super::answer::signed_string;
 use crate::auth::ticket::{self, Expected};
 use crate::auth::totp::{self, TotpError};
-use crate::auth::{Binding, EXPORTER_LABEL, KeyId, Signed, parse_authorization, string_to_sign, unix_now};
+use crate::auth::{KeyId, unix_now};
 use crate::config::{Config, Scope};
 use crate::conn::Conn;
 use crate::gateway::core::reply::Refusal;
@@ -101,24 +102,6 @@ fn check(
         generation: op.generation,
         scope: op.scope.clone(),
     })
-}
-
-/// The string the request's key proof signed (it verified before this
-/// runs), which the ticket proof covers. None for a bearer key, which
-/// signs nothing: with operators, a control must prove its key.
-fn signed_string(shard: &Shard, conn: &Conn, head: &RequestHead, identity_raw: &str) -> Option<String> {
-    let proof = parse_authorization(head.header("authorization")?).ok()?;
-    let binding = match conn {
-        Conn::Tls(tls) => Binding::Tls(tls.export(EXPORTER_LABEL).ok()?),
-        Conn::Plain(_) => Binding::Boot(Some(shard.shared.boot)),
-    };
-    let req = Signed {
-        method: &head.method,
-        target: &head.target,
-        identity: identity_raw,
-        binding,
-    };
-    Some(string_to_sign(&req, proof.ts, &proof.nonce, proof.kid))
 }
 
 /// With `[auth] totp_per_session`: the connect's `Ringway-Totp` code,
