@@ -7,7 +7,9 @@
 # the real `ringway control login` + `control connect --listen` to an
 # agent exposing pingpong.py's echo; pingpong.py times RTT_COUNT 64-byte
 # round trips through it, alone and while ringway-signins signs in RATE
-# times a second from 100 source addresses. RUNS of each, alternating.
+# times a second from 200 source addresses (127.R.0.1-200, fresh ones per
+# run, since each address gets 20 sign-ins and then 10 a minute). RUNS of
+# each, alternating.
 #
 #   bench/signins.sh            env: RUNS=3 RATE=100 SECS=12 RTT_COUNT=20000 SKIP_BUILD=0
 set -euo pipefail
@@ -61,7 +63,7 @@ results=$work/results.txt
 for r in $(seq 1 "$RUNS"); do
     quiet=$(python3 "$bench/pingpong.py" rtt "$lport" "$RTT_COUNT" 64 /dev/null)
     RINGWAY_PASSWORD=$password "$sg" --gateway "$gw" --key-file "$work/key" --user alice --verifier "$verifier" \
-        --rate "$RATE" --duration "$SECS" > "$work/sg.json" 2> "$work/sg.err" &
+        --rate "$RATE" --duration "$SECS" --source "127.$r.0.1-127.$r.0.200" > "$work/sg.json" 2> "$work/sg.err" &
     sp=$!
     started+=($sp)
     sleep 1
