@@ -14,3 +14,11 @@ listen_addr() {
     cat "$1" >&2
     return 1
 }
+
+# release_bins ROOT: builds the workspace in release unless SKIP_BUILD=1,
+# then sets rw (ringway) and sg (ringway-signins).
+release_bins() {
+    [ "${SKIP_BUILD:-0}" = 1 ] || (cd "$1" && cargo build --release --workspace)
+    rw=$1/target/release/ringway
+    sg=$1/target/release/ringway-signins
+}

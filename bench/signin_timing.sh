@@ -12,9 +12,7 @@ root=$(dirname "$bench")
 . "$bench/lib.sh"
 N=${N:-200}
 RATE=${RATE:-50}
-[ "${SKIP_BUILD:-0}" = 1 ] || (cd "$root" && cargo build --release --workspace)
-rw=$root/target/release/ringway
-sg=$root/target/release/ringway-signins
+release_bins "$root"
 
 work=$(mktemp -d)
 gw_pid=

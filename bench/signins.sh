@@ -20,9 +20,7 @@ RUNS=${RUNS:-3}
 RATE=${RATE:-100}
 SECS=${SECS:-12}
 RTT_COUNT=${RTT_COUNT:-20000}
-[ "${SKIP_BUILD:-0}" = 1 ] || (cd "$root" && cargo build --release --workspace)
-rw=$root/target/release/ringway
-sg=$root/target/release/ringway-signins
+release_bins "$root"
 
 work=$(mktemp -d)
 started=()
