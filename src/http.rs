@@ -279,9 +279,11 @@ pub fn pct_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits exactly (either case): `u8::from_str_radix`
+            // also took `+A`, so `%+A0` decoded as if it were `%0A0`.
+            let mut byte = [0u8; 1];
+            hex::decode_to_slice(bytes.get(i + 1..i + 3)?, &mut byte).ok()?;
+            out.push(byte[0]);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -352,6 +354,16 @@ mod tests {
         assert_eq!(head.status, 404);
         assert_eq!(head.header("content-length"), Some("15"));
         assert_eq!(&bytes[len..], b"no such client\n");
+    }
+
+    /// fuzz/corpus/percent/crash-plus-in-escape: `%+A0` decoded (to a
+    /// newline and `0`) through `u8::from_str_radix`'s sign.
+    #[test]
+    fn percent_escape_with_a_plus_sign_is_refused() {
+        for s in ["%+A0", "%+4E", "a%+4", "%-1", "% 4"] {
+            assert_eq!(pct_decode(s), None, "{s:?}");
+        }
+        assert_eq!(pct_decode("%4e%4E").as_deref(), Some("NN"));
     }
 
     #[test]
