@@ -17,8 +17,8 @@ const CHECKED_IN: [(&str, usize); 7] = [
     ("response_head", 9),
     ("agent_frame", 10),
     ("authorization", 10),
-    ("session_id", 8),
-    ("percent", 8),
+    ("session_id", 82),
+    ("percent", 137),
     ("config", 11),
 ];
 
