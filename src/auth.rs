@@ -328,16 +328,32 @@ pub fn parse_authorization(value: &str) -> Result<Proof, AuthError> {
     let (mut kid, mut ts, mut nonce, mut sig) = (None, None, None, None);
     for part in rest.split(',') {
         let (k, v) = part.trim().split_once('=').ok_or(AuthError::Malformed)?;
-        let v = v.trim_matches('"');
-        match k {
-            "kid" => kid = KeyId::parse(v),
-            "ts" => ts = v.parse::<u64>().ok(),
-            "nonce" => nonce = decode_array(v),
-            "sig" => sig = decode_array(v),
+        // A token or one quoted string (RFC 9110, 11.2), nothing between:
+        // trimming every quote took `ts=1"` and `ts=""1` as `ts=1`.
+        let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+        if v.contains('"') {
+            return Err(AuthError::Malformed);
+        }
+        let field = match k {
+            "kid" => &mut kid,
+            "ts" => &mut ts,
+            "nonce" => &mut nonce,
+            "sig" => &mut sig,
             // Unknown parameters are ignored so that later versions can add some.
-            _ => {}
+            _ => continue,
+        };
+        // Given twice, which one counts would depend on who reads it.
+        if field.replace(v).is_some() {
+            return Err(AuthError::Malformed);
         }
     }
+    let (kid, ts, nonce, sig) = (
+        kid.and_then(KeyId::parse),
+        // Digits as a client writes them: `parse` would take `+1` and `01`.
+        ts.and_then(crate::proto::parse_decimal),
+        nonce.and_then(decode_array),
+        sig.and_then(decode_array),
+    );
     Ok(Proof {
         kid: kid.ok_or(AuthError::Malformed)?,
         ts: ts.ok_or(AuthError::Malformed)?,
@@ -562,6 +578,61 @@ mod tests {
             ring_of(&["Testing1"]).verify(&r, Some(&auth), 1000, QUOTA),
             Ok(key.id())
         );
+    }
+
+    fn proof_with(ts: &str) -> String {
+        format!(
+            "{SCHEME} kid=0011223344556677, ts={ts}, nonce={}, sig={}",
+            "ab".repeat(16),
+            "cd".repeat(32)
+        )
+    }
+
+    #[test]
+    fn a_proof_parses_bare_or_quoted() {
+        for ts in ["1764600000", "\"1764600000\""] {
+            assert_eq!(
+                parse_authorization(&proof_with(ts)).map(|p| p.ts),
+                Ok(1764600000),
+                "{ts}"
+            );
+        }
+    }
+
+    /// fuzz/corpus/authorization/crash-unbalanced-quote: `ts=21764600000"`
+    /// was read as `ts=21764600000`.
+    #[test]
+    fn an_unbalanced_quote_around_ts_is_refused() {
+        for ts in ["21764600000\"", "\"1", "\"\"1\"\"", "1\"2", "\""] {
+            assert_eq!(parse_authorization(&proof_with(ts)), Err(AuthError::Malformed), "{ts}");
+        }
+    }
+
+    #[test]
+    fn ts_with_a_plus_sign_or_leading_zero_is_refused() {
+        for ts in ["+1764600000", "01764600000", "-1", "1e9", ""] {
+            assert_eq!(parse_authorization(&proof_with(ts)), Err(AuthError::Malformed), "{ts}");
+        }
+    }
+
+    #[test]
+    fn a_parameter_given_twice_is_refused() {
+        let twice = format!("{}, ts=1764600001", proof_with("1764600000"));
+        assert_eq!(parse_authorization(&twice), Err(AuthError::Malformed));
+        let unknown_twice = format!("{}, v=1, v=2", proof_with("1764600000"));
+        assert!(parse_authorization(&unknown_twice).is_ok());
+    }
+
+    #[test]
+    fn the_scheme_without_a_space_after_it_is_refused() {
+        let glued = proof_with("1764600000").replacen(' ', "", 1);
+        assert!(glued.starts_with("Ringway-HMAC-SHA256kid="));
+        assert_eq!(parse_authorization(&glued), Err(AuthError::Malformed));
+        assert_eq!(
+            parse_authorization(&proof_with("1").replacen(' ', ",", 1)),
+            Err(AuthError::Malformed)
+        );
+        assert!(parse_authorization(&proof_with("1").replacen(' ', "\t", 1)).is_ok());
     }
 
     #[test]

@@ -95,6 +95,15 @@ impl HeadError {
             HeadError::Malformed(why) => why,
         }
     }
+
+    /// As [`HeadError::reason`], for a response head a client read.
+    pub fn response_reason(&self) -> &'static str {
+        match self {
+            HeadError::Incomplete => "incomplete response head",
+            HeadError::TooLarge => "response head too large",
+            other => other.reason(),
+        }
+    }
 }
 
 fn map_httparse(e: httparse::Error) -> HeadError {
@@ -159,10 +168,20 @@ pub fn parse_response(buf: &[u8]) -> Result<(ResponseHead, usize), HeadError> {
     let mut res = httparse::Response::new(&mut raw);
     match res.parse(buf) {
         Ok(httparse::Status::Complete(len)) => {
+            // The same bound as a request's: a head that arrived whole in
+            // one large read is no smaller for it.
+            if len > MAX_HEAD_BYTES {
+                return Err(HeadError::TooLarge);
+            }
+            let status = res.code.unwrap_or_default();
+            // httparse takes any three digits; `020` is no status.
+            if !(100..=599).contains(&status) {
+                return Err(HeadError::Malformed("invalid status code"));
+            }
             let headers = collect_headers(res.headers)?;
             Ok((
                 ResponseHead {
-                    status: res.code.unwrap_or_default(),
+                    status,
                     reason: res.reason.unwrap_or_default().to_string(),
                     headers,
                 },
@@ -279,9 +298,11 @@ pub fn pct_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits exactly (either case): `u8::from_str_radix`
+            // also took `+A`, so `%+A0` decoded as if it were `%0A0`.
+            let mut byte = [0u8; 1];
+            hex::decode_to_slice(bytes.get(i + 1..i + 3)?, &mut byte).ok()?;
+            out.push(byte[0]);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -352,6 +373,43 @@ mod tests {
         assert_eq!(head.status, 404);
         assert_eq!(head.header("content-length"), Some("15"));
         assert_eq!(&bytes[len..], b"no such client\n");
+    }
+
+    /// fuzz/corpus/response_head/crash-status-020: `HTTP/1.1 020 OK` was
+    /// a response with status 20.
+    #[test]
+    fn status_code_020_is_refused() {
+        for line in ["HTTP/1.1 020 OK", "HTTP/1.1 099 X", "HTTP/1.1 600 X", "HTTP/1.1 999 X"] {
+            let raw = format!("{line}\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(
+                parse_response(raw.as_bytes()),
+                Err(HeadError::Malformed("invalid status code")),
+                "{line}"
+            );
+        }
+        assert!(parse_response(b"HTTP/1.1 599 X\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn response_head_over_8_kib_is_refused() {
+        let mut raw = b"HTTP/1.1 200 OK\r\nX-Pad: ".to_vec();
+        raw.resize(MAX_HEAD_BYTES, b'a');
+        raw.extend_from_slice(b"\r\n\r\n");
+        // Whole, in one buffer, as a single large read or read_to_end gives it.
+        assert_eq!(parse_response(&raw), Err(HeadError::TooLarge));
+        raw.truncate(MAX_HEAD_BYTES - 4);
+        raw.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(parse_response(&raw).map(|(_, len)| len), Ok(MAX_HEAD_BYTES));
+    }
+
+    /// fuzz/corpus/percent/crash-plus-in-escape: `%+A0` decoded (to a
+    /// newline and `0`) through `u8::from_str_radix`'s sign.
+    #[test]
+    fn percent_escape_with_a_plus_sign_is_refused() {
+        for s in ["%+A0", "%+4E", "a%+4", "%-1", "% 4"] {
+            assert_eq!(pct_decode(s), None, "{s:?}");
+        }
+        assert_eq!(pct_decode("%4e%4E").as_deref(), Some("NN"));
     }
 
     #[test]

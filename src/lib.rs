@@ -29,6 +29,8 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod eventlog;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(target_os = "linux")]
 pub mod gateway;
 pub mod http;

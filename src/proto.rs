@@ -258,6 +258,20 @@ impl fmt::Display for FromAgent {
     }
 }
 
+/// A number as the protocol writes it: decimal digits, no sign and no
+/// leading zero, fitting `T`. Rust's `parse` would also take `+7` and
+/// `007`; refusing them gives every number one spelling, so a frame, a
+/// session id or a proof reads the same to us as to anyone logging or
+/// comparing the text.
+pub fn parse_decimal<T: std::str::FromStr>(s: &str) -> Option<T> {
+    let canonical = match s.as_bytes() {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
 /// Splits the first line off `buf`: the line (without `\n` or `\r\n`) and
 /// the bytes it took.
 fn take_line(buf: &[u8]) -> Result<(&str, usize), FrameError> {
@@ -277,7 +291,7 @@ pub fn parse_from_agent(buf: &[u8]) -> Result<(FromAgent, usize), FrameError> {
     let (line, used) = take_line(buf)?;
     let mut words = line.split(' ');
     let frame = match (words.next(), words.next()) {
-        (Some("PING"), Some(seq)) => seq.parse().map(FromAgent::Ping).unwrap_or(FromAgent::Unknown),
+        (Some("PING"), Some(seq)) => parse_decimal(seq).map_or(FromAgent::Unknown, FromAgent::Ping),
         (Some("FAIL"), Some(sid)) => SessionId::parse(sid).map(FromAgent::Fail).unwrap_or(FromAgent::Unknown),
         (Some("BYE"), Some(reason))
             if (1..=MAX_AGENT_BYE_CHARS).contains(&reason.len())
@@ -298,9 +312,9 @@ pub fn parse_to_agent(buf: &[u8]) -> Result<(Option<ToAgent>, usize), FrameError
     let (line, used) = take_line(buf)?;
     let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
     let frame = match verb {
-        "PONG" => arg.parse().ok().map(ToAgent::Pong),
+        "PONG" => parse_decimal(arg).map(ToAgent::Pong),
         "OPEN" => SessionId::parse(arg).map(ToAgent::Open),
-        "CMPI" => arg.parse().ok().map(ToAgent::Cmpi),
+        "CMPI" => parse_decimal(arg).map(ToAgent::Cmpi),
         "BYE" => Some(ToAgent::Bye(arg.to_string())),
         _ => None,
     };
@@ -321,13 +335,21 @@ pub struct SessionId {
 }
 
 impl SessionId {
-    /// Parses the `<worker>.<slot>.<hex>` form.
+    /// Parses the `<worker>.<slot>.<hex>` form, exactly as [`Display`]
+    /// writes it (no sign or leading zero, lower-case hex): an id has one
+    /// spelling, so the one in a join path is the one the log showed.
+    ///
+    /// [`Display`]: fmt::Display
     pub fn parse(s: &str) -> Option<Self> {
         let mut parts = s.split('.');
-        let worker = parts.next()?.parse().ok()?;
-        let slot = parts.next()?.parse().ok()?;
+        let worker = parse_decimal(parts.next()?)?;
+        let slot = parse_decimal(parts.next()?)?;
+        let hex = parts.next()?;
+        if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
         let mut token = [0u8; 16];
-        hex::decode_to_slice(parts.next()?, &mut token).ok()?;
+        hex::decode_to_slice(hex, &mut token).ok()?;
         if parts.next().is_some() {
             return None;
         }
@@ -425,6 +447,52 @@ mod tests {
         assert_eq!(SessionId::parse("3.9"), None);
         assert_eq!(SessionId::parse("3.9.0101"), None);
         assert_eq!(SessionId::parse(&format!("{sid}.1")), None);
+    }
+
+    #[test]
+    fn numbers_have_one_spelling() {
+        assert_eq!(parse_decimal::<u64>("0"), Some(0));
+        assert_eq!(parse_decimal::<u64>("18446744073709551615"), Some(u64::MAX));
+        for s in ["", "+7", "-7", "007", "00", " 7", "7 ", "18446744073709551616", "٣"] {
+            assert_eq!(parse_decimal::<u64>(s), None, "{s:?}");
+        }
+    }
+
+    /// fuzz/corpus/session_id/crash-leading-zero-slot: a slot written
+    /// `0294967295` was taken as 294967295.
+    #[test]
+    fn session_id_with_a_leading_zero_is_refused() {
+        let token = "ffffffffffffffffffffffffffffffff";
+        assert!(SessionId::parse(&format!("65535.294967295.{token}")).is_some());
+        assert_eq!(SessionId::parse(&format!("65535.0294967295.{token}")), None);
+        assert_eq!(SessionId::parse(&format!("01.2.{token}")), None);
+    }
+
+    #[test]
+    fn session_id_with_a_plus_sign_or_upper_case_hex_is_refused() {
+        let token = "0123456789abcdef0123456789abcdef";
+        assert!(SessionId::parse(&format!("1.2.{token}")).is_some());
+        let upper = token.to_uppercase();
+        for refused in [format!("+1.2.{token}"), format!("1.+2.{token}"), format!("1.2.{upper}")] {
+            assert_eq!(SessionId::parse(&refused), None, "{refused}");
+        }
+    }
+
+    /// fuzz/corpus/agent_frame/crash-ping-leading-zeros: `PING 0010867853145011699714`
+    /// was a ping of 10867853145011699714, answered with a `PONG` of other digits.
+    #[test]
+    fn ping_with_leading_zeros_is_not_a_ping() {
+        assert_eq!(
+            parse_from_agent(b"PING 0010867853145011699714\n"),
+            Ok((FromAgent::Unknown, 28))
+        );
+        assert_eq!(parse_from_agent(b"PING +5\n"), Ok((FromAgent::Unknown, 8)));
+        assert_eq!(parse_to_agent(b"PONG 05\n"), Ok((None, 8)));
+        assert_eq!(parse_to_agent(b"CMPI +60\n"), Ok((None, 9)));
+        assert_eq!(
+            parse_from_agent(b"PING 10867853145011699714\n"),
+            Ok((FromAgent::Ping(10867853145011699714), 26))
+        );
     }
 
     #[test]

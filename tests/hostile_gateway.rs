@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
 
@@ -311,4 +311,45 @@ fn a_hostile_client_list_cannot_drive_the_terminal() {
     assert_eq!(rows.len(), 2, "a header and one row: {:?}", done.stdout);
     assert_eq!(rows[1], row);
     assert!(!done.stdout.contains('\u{1b}'), "no escape reached the terminal");
+}
+
+/// `ringway status` read the admin listener's whole answer with
+/// `read_to_end` and only then looked for the head's end: a peer that
+/// sent a head of more than 8 KiB, or one that never ended, had all of it
+/// held in memory (and was waited on until the read timeout). Both are now
+/// refused once 8 KiB of head has arrived, without waiting for the peer
+/// to close.
+#[test]
+fn an_admin_answer_head_over_8_kib_is_refused() {
+    let pad = "a".repeat(ringway::http::MAX_HEAD_BYTES);
+    let never_ends = format!("HTTP/1.1 200 OK\r\nX-Pad: {pad}");
+    let whole = format!("HTTP/1.1 200 OK\r\nX-Pad: {pad}\r\nContent-Length: 2\r\n\r\n[]");
+    for (answer, then_close) in [(never_ends, false), (whole, true)] {
+        let gateway = FakeGateway::new();
+        let addr = gateway.addr().to_string();
+        let server = std::thread::spawn(move || {
+            let (mut stream, head) = gateway.accept_request();
+            assert!(head.starts_with("GET /api/clients HTTP/1.1\r\n"), "{head:?}");
+            stream.write_all(answer.as_bytes()).expect("write the answer");
+            if !then_close {
+                // Held open: the client must leave (EOF, or a reset for
+                // what it left unread) before this side's read deadline.
+                let ended = stream.read_to_end(&mut Vec::new());
+                let waited =
+                    matches!(&ended, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut));
+                assert!(!waited, "the client waited for the head to end: {ended:?}");
+            }
+        });
+        let done = run_bounded(ringway_client(KEY, &["status", "--admin", &addr]), b"", COMMAND_TIMEOUT);
+        server.join().expect("the fake admin listener's thread");
+        assert_eq!(
+            (done.code, done.stdout.as_str(), done.stderr.as_str()),
+            (
+                Some(1),
+                "",
+                format!("ringway: bad answer from {addr}: response head too large\n").as_str()
+            ),
+            "closed after the head: {then_close}"
+        );
+    }
 }

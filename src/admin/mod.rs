@@ -65,8 +65,16 @@ pub trait AdminOps: Send + Sync {
 /// reload applies a whole configuration and waits for every worker.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Largest answer body the `status` and `reload` commands read. A status
+/// of the largest fleet a gateway holds (tens of thousands of agents at a
+/// few hundred bytes each) is well under it; an answer past it is not
+/// ours, and reading it all would hold as much memory as the peer chose.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+
 /// A blocking admin request from the `status` and `reload` commands:
-/// the response head and the body.
+/// the response head and the body. The head is read as the gateway reads
+/// one (at most [`http::MAX_HEAD_BYTES`]), the body up to
+/// [`MAX_ANSWER_BYTES`].
 pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>) -> Result<(ResponseHead, String), String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("cannot reach the admin listener at {addr}: {e}"))?;
     s.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(|e| e.to_string())?;
@@ -77,7 +85,27 @@ pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>) -> Res
         format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let (head, len) = http::parse_response(&raw).map_err(|e| format!("bad answer from {addr}: {}", e.reason()))?;
-    Ok((head, String::from_utf8_lossy(&raw[len..]).into_owned()))
+    let mut chunk = [0u8; 4096];
+    let (head, len) = loop {
+        match http::parse_response(&raw) {
+            Ok(parsed) => break parsed,
+            Err(http::HeadError::Incomplete) => {}
+            Err(e) => return Err(format!("bad answer from {addr}: {}", e.response_reason())),
+        }
+        let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!(
+                "bad answer from {addr}: {}",
+                http::HeadError::Incomplete.response_reason()
+            ));
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    };
+    let mut body = raw.split_off(len);
+    let limit = (MAX_ANSWER_BYTES + 1).saturating_sub(body.len()) as u64;
+    (&mut s).take(limit).read_to_end(&mut body).map_err(|e| e.to_string())?;
+    if body.len() > MAX_ANSWER_BYTES {
+        return Err(format!("bad answer from {addr}: over {MAX_ANSWER_BYTES} bytes"));
+    }
+    Ok((head, String::from_utf8_lossy(&body).into_owned()))
 }

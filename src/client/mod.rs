@@ -382,10 +382,12 @@ async fn read_response(stream: &Conn) -> Result<(ResponseHead, Vec<u8>), ClientE
         match http::parse_response(&buf) {
             Ok((head, len)) => return Ok((head, buf.split_off(len))),
             Err(HeadError::Incomplete) => {}
-            Err(e) => return Err(ClientError::Protocol(e.reason().into())),
+            Err(e) => return Err(ClientError::Protocol(e.response_reason().into())),
         }
+        // Grow towards the head limit and no further: parse_response
+        // refuses a head that is still partial at MAX_HEAD_BYTES.
         if buf.len() == buf.capacity() {
-            buf.reserve(buf.capacity());
+            buf.reserve(buf.capacity().min(http::MAX_HEAD_BYTES - buf.len()).max(1));
         }
         let BufResult(res, b) = stream.read_into(buf).await;
         buf = b;

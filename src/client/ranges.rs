@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::config::{HEARTBEAT_GRACE, MAX_CMPI_SECS};
 use crate::http::ResponseHead;
+use crate::proto::parse_decimal;
 
 /// Shortest poll interval a client keeps: the gateway's own lower bound
 /// for `cmpi_secs`. A `0` would make the agent poll in a busy loop.
@@ -30,9 +31,10 @@ pub fn clamp_cmpi(secs: u64) -> Duration {
 
 /// Parses a `Ringway-Cmpi` header value: a decimal number of seconds,
 /// clamped as [`clamp_cmpi`] says. `None` if it is not a number that fits
-/// 64 bits, the same rule the channel's `CMPI` frame follows.
+/// 64 bits as the protocol writes numbers ([`parse_decimal`]), the same
+/// rule the channel's `CMPI` frame follows.
 pub fn parse_cmpi(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(clamp_cmpi)
+    parse_decimal::<u64>(value.trim()).map(clamp_cmpi)
 }
 
 /// Shortest `--dead-after` an agent accepts: it polls every half of it,
@@ -128,6 +130,8 @@ mod tests {
         assert_eq!(parse_cmpi("-1"), None);
         assert_eq!(parse_cmpi("1.5"), None);
         assert_eq!(parse_cmpi(""), None);
+        assert_eq!(parse_cmpi("+60"), None, "the CMPI frame's rule: no sign");
+        assert_eq!(parse_cmpi("060"), None, "the CMPI frame's rule: no leading zero");
     }
 
     #[test]

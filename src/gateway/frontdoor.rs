@@ -198,7 +198,7 @@ async fn admit(shard: &Shard, conn: &Conn, head: RequestHead, early: Vec<u8>) ->
 /// Whether `head` is a request the gateway serves: one of its paths,
 /// `GET`, no body, and each header it acts on at most once (400 and a
 /// close otherwise, see [`proto::BODY_HEADERS`], [`proto::SINGLE_HEADERS`]).
-fn servable(head: &RequestHead) -> Result<(), Refusal<'static>> {
+pub(crate) fn servable(head: &RequestHead) -> Result<(), Refusal<'static>> {
     let path = head.path();
     let known = path == proto::PATH_REGISTER
         || path == proto::PATH_CLIENTS

@@ -30,6 +30,8 @@ mod worker;
 
 pub use self::core::signin_history::{SIGNIN_HISTORY, SignInEntry};
 pub use self::core::stats::{AgentRow, SessionRow, Snapshot, StatsSnapshot, WorkerSnapshot};
+/// The front door's check of a parsed head, for the fuzz entry points.
+pub(crate) use self::frontdoor::servable;
 
 use std::collections::HashSet;
 use std::fmt;
