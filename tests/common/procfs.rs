@@ -26,10 +26,20 @@ pub const TCP_ESTABLISHED: u8 = 0x01;
 /// /proc/net/tcp state code of a listening socket.
 pub const TCP_LISTEN: u8 = 0x0A;
 
-/// Every IPv4 TCP socket of this network namespace.
+/// Every IPv4 TCP socket of this network namespace, each once. The kernel
+/// prints /proc/net/tcp a page at a time while sockets come and go, so a
+/// socket can appear twice in one read (seen: the same inode on two lines
+/// while other tests opened connections); duplicates are dropped.
 pub fn tcp_table() -> Vec<TcpEntry> {
     let table = fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    table.lines().skip(1).filter_map(parse_tcp_line).collect()
+    let mut seen = std::collections::HashSet::new();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(parse_tcp_line)
+        // Inode 0 is a socket no process holds (TIME_WAIT): keep them all.
+        .filter(|e| e.inode == 0 || seen.insert((e.inode, e.local, e.remote)))
+        .collect()
 }
 
 /// The IPv4 TCP connections of this network namespace whose remote end is
