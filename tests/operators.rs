@@ -916,3 +916,48 @@ fn the_console_shows_the_latest_sign_ins_newest_first() {
     assert!(ok < failed, "newest first:\n{body}");
     assert!(gw.get("/").body.contains(r#"<a id="signins-link" href="/signins">"#));
 }
+
+/// `ringway control login --password-file` (for scripts): the file's
+/// first line is the password; an empty file is refused with its path.
+#[test]
+fn login_reads_the_password_from_a_file() {
+    let alice = operator("alice", ALICE_PASSWORD, "");
+    let gw = Gateway::start(&config("totp = \"off\"\n", &[alice]));
+    let home = TestDir::new("operator-password-file");
+    let addr = gw.addr().to_string();
+    let file = home.join("password");
+    std::fs::write(&file, format!("{ALICE_PASSWORD}\n")).expect("password file");
+    let file = file.to_str().expect("UTF-8").to_string();
+    let login = |file: &str| {
+        run(control_command(
+            home.path(),
+            &[
+                "control",
+                "login",
+                "--gateway",
+                &addr,
+                "--user",
+                "alice",
+                "--as",
+                "ops",
+                "--password-file",
+                file,
+            ],
+        ))
+    };
+    let done = login(&file);
+    assert!(done.success(), "{done:?}");
+    gw.wait_for_event(
+        "Operator alice signed in as Control ops with key acme from 127.0.0.1",
+        EVENT_TIMEOUT,
+    );
+    let empty = home.join("empty");
+    std::fs::write(&empty, "").expect("empty file");
+    let done = login(empty.to_str().expect("UTF-8"));
+    assert!(!done.success(), "{done:?}");
+    assert!(
+        done.stderr
+            .contains(&format!("the password file {} is empty", empty.display())),
+        "{done:?}"
+    );
+}

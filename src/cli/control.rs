@@ -41,6 +41,10 @@ pub enum ControlCommand {
         /// The operator's name.
         #[arg(long)]
         user: String,
+        /// Read the password from this file (its first line) instead of
+        /// RINGWAY_PASSWORD or the terminal: for scripts.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<std::path::PathBuf>,
     },
     /// Forget this gateway's ticket.
     Logout {
@@ -210,7 +214,11 @@ async fn connect_any(eps: &[Endpoint], agent: &str) -> Result<Session, ClientErr
 /// Runs a control subcommand.
 pub fn run(cmd: ControlCommand) -> Result<(), String> {
     match cmd {
-        ControlCommand::Login { common, user } => login(common, &user),
+        ControlCommand::Login {
+            common,
+            user,
+            password_file,
+        } => login(common, &user, password_file.as_deref()),
         ControlCommand::Logout { gateway } => {
             if tickets::remove(&gateway)? {
                 eprintln!("Signed out of {gateway}: its ticket is removed");
@@ -286,7 +294,7 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
 }
 
 /// `ringway control login`: signs in and stores the ticket.
-fn login(common: ControlArgs, user: &str) -> Result<(), String> {
+fn login(common: ControlArgs, user: &str, password_file: Option<&std::path::Path>) -> Result<(), String> {
     if !crate::auth::scram::valid_user(user) {
         return Err(format!("invalid operator name {user:?}"));
     }
@@ -298,7 +306,8 @@ fn login(common: ControlArgs, user: &str) -> Result<(), String> {
         .into_iter()
         .next()
         .ok_or("no gateway to sign in to")?;
-    let password = match std::env::var(PASSWORD_ENV) {
+    let from_file = password_file.map(read_password_file).transpose()?;
+    let password = match from_file.map_or_else(|| std::env::var(PASSWORD_ENV), Ok) {
         Ok(p) => p,
         Err(_) if std::io::stdin().is_terminal() => rpassword::prompt_password(format!("Password for {user}: "))
             .map_err(|e| format!("cannot read the password: {e}"))?,
@@ -321,6 +330,30 @@ fn login(common: ControlArgs, user: &str) -> Result<(), String> {
         path.display()
     );
     Ok(())
+}
+
+/// Longest password file read: a passphrase, not a document.
+const MAX_PASSWORD_FILE: u64 = 4096;
+
+/// The first line of `path`, without its line end; refused if the file
+/// is longer than [`MAX_PASSWORD_FILE`] or the line is empty.
+fn read_password_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PASSWORD_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_PASSWORD_FILE {
+        return Err(format!(
+            "the password file {} is longer than {MAX_PASSWORD_FILE} bytes",
+            path.display()
+        ));
+    }
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        return Err(format!("the password file {} is empty", path.display()));
+    }
+    Ok(line)
 }
 
 /// A TOTP code from `RINGWAY_TOTP`, or typed at the terminal; none if
