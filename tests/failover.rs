@@ -619,3 +619,40 @@ fn round_trip(local: SocketAddr, payload: &[u8]) {
     s.read_to_end(&mut back).expect("read the echo");
     assert_eq!(back, payload);
 }
+
+/// `ringway agent --config FILE`: the same settings as the command line,
+/// the secondary among them; an agent started from a file alone
+/// registers with its primary, fails over to the secondary from the
+/// file when the primary dies, and serves sessions there.
+#[test]
+fn an_agent_configured_by_file_fails_over_to_the_secondary_it_names() {
+    let mut primary = Gateway::start(&GatewayConfig::new(&[KEY]));
+    let secondary = Gateway::start(&GatewayConfig::new(&[KEY]));
+    let service = Service::echo();
+    let dir = common::TestDir::new("agent-file");
+    std::fs::write(dir.join("agent.key"), format!("{KEY}\n")).expect("key file");
+    std::fs::write(
+        dir.join("agent.toml"),
+        format!(
+            "gateway = \"{}\"\nsecondary = [\"{}\"]\nkey_file = \"agent.key\"\nname = \"filed\"\nexpose = \"{}\"\nstate_dir = \"state\"\n",
+            primary.addr(),
+            secondary.addr(),
+            service.addr()
+        ),
+    )
+    .expect("agent config");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"));
+    cmd.arg("agent")
+        .arg("--config")
+        .arg(dir.join("agent.toml"))
+        .env_remove("RINGWAY_KEY");
+    let _agent = LoggedChild::spawn("agent filed", cmd);
+    primary.wait_for_event("Client filed connected", EVENT_TIMEOUT);
+    primary.kill();
+    secondary.wait_for_event_prefix("Client filed connected (failover from ", EVENT_TIMEOUT);
+    echo_round_trip(
+        &secondary.endpoint(KEY, "ops"),
+        "filed",
+        b"through the secondary from the file",
+    );
+}

@@ -43,6 +43,13 @@ const RELAY_BUFFER: usize = 64 * 1024;
 /// Arguments of `ringway agent`.
 #[derive(Args, Debug)]
 pub struct AgentArgs {
+    /// Read the settings from this TOML file: each is the long option of
+    /// the same name (`gateway = "..."`, `secondary = ["...", "..."]`,
+    /// `key_file`, `expose`, `name`, `ca_file`, `pin_sha256`, `insecure`,
+    /// `state_dir`, `dead_after`, `probe_secs`, `hold_down_secs`). An
+    /// option on the command line wins over the file.
+    #[arg(long, value_name = "FILE")]
+    _config: Option<PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
     /// This agent's name (default: the host name).

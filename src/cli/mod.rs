@@ -4,6 +4,7 @@
 #[cfg(target_os = "linux")]
 mod admin;
 mod agent;
+mod agent_file;
 mod control;
 mod gencert;
 mod genkey;
@@ -171,7 +172,14 @@ impl ClientArgs {
 
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match agent_file::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("ringway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
         #[cfg(target_os = "linux")]

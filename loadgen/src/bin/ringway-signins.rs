@@ -38,7 +38,7 @@ struct Args {
     /// The operator.
     #[arg(long)]
     user: String,
-    /// The operator's verifier, as in its [[operators]] block.
+    /// The operator's verifier, as in its `[[operators]]` block.
     #[arg(long)]
     verifier: String,
     /// Its password.
