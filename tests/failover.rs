@@ -646,8 +646,12 @@ fn an_agent_configured_by_file_fails_over_to_the_secondary_it_names() {
         .arg("--config")
         .arg(dir.join("agent.toml"))
         .env_remove("RINGWAY_KEY");
-    let _agent = LoggedChild::spawn("agent filed", cmd);
+    let agent = LoggedChild::spawn("agent filed", cmd);
     primary.wait_for_event("Client filed connected", EVENT_TIMEOUT);
+    // The gateway logs the arrival before its 101: kill it only once the
+    // agent holds the channel, or the agent saw a failed registration, not
+    // a lost channel, and arrives on the secondary as a newcomer.
+    agent.wait_for_line(&format!("registered with {} ", primary.addr()), EVENT_TIMEOUT);
     primary.kill();
     secondary.wait_for_event_prefix("Client filed connected (failover from ", EVENT_TIMEOUT);
     echo_round_trip(
