@@ -70,16 +70,20 @@ impl Audit {
         })
     }
 
-    /// Records `event` with `fields`, stamped now (UTC, RFC 3339).
-    pub fn record(&self, event: &str, fields: &[(&str, Value)]) {
+    /// Records `event` with the fields `fields` gives, stamped now (UTC,
+    /// RFC 3339). Without `[audit]` nothing is built: `fields` is not
+    /// called, so a session or sign-in pays nothing for an audit trail
+    /// that is off.
+    pub fn record(&self, event: &str, fields: impl FnOnce() -> Vec<(&'static str, Value)>) {
         if !self.on.load(Ordering::Relaxed) {
             return;
         }
+        let fields = fields();
         let mut object = Map::new();
         object.insert("ts".into(), Value::String(crate::timefmt::rfc3339(SystemTime::now())));
         object.insert("event".into(), Value::String(event.into()));
         for (k, v) in fields {
-            object.insert((*k).into(), v.clone());
+            object.insert(k.into(), v);
         }
         let line = Value::Object(object).to_string();
         let sent = self
@@ -284,8 +288,8 @@ mod tests {
             max_files: 3,
         }))
         .expect("start");
-        audit.record("browse", &[("operator", "alice".into()), ("agents", 2.into())]);
-        audit.record("sign_in", &[("outcome", "bad \"quote\"\n".into())]);
+        audit.record("browse", || vec![("operator", "alice".into()), ("agents", 2.into())]);
+        audit.record("sign_in", || vec![("outcome", "bad \"quote\"\n".into())]);
         audit.flush();
         let got = lines(&file);
         assert_eq!(got.len(), 2);
@@ -314,7 +318,7 @@ mod tests {
         .expect("start");
         let pad = "x".repeat(400);
         for i in 0..20u64 {
-            audit.record("session_end", &[("n", i.into()), ("pad", pad.clone().into())]);
+            audit.record("session_end", || vec![("n", i.into()), ("pad", pad.clone().into())]);
         }
         audit.flush();
         // Two ~470-byte records per 1 KiB file; three files kept.
@@ -331,7 +335,7 @@ mod tests {
         let d = dir("reconf");
         let file = d.join("audit.jsonl");
         let audit = Audit::start(None).expect("start");
-        audit.record("browse", &[]);
+        audit.record("browse", || panic!("fields are not built while the audit trail is off"));
         audit
             .reconfigure(Some(AuditConfig {
                 file: file.clone(),
@@ -339,7 +343,7 @@ mod tests {
                 max_files: 1,
             }))
             .expect("reconfigure");
-        audit.record("browse", &[("operator", "bob".into())]);
+        audit.record("browse", || vec![("operator", "bob".into())]);
         audit.flush();
         let got = lines(&file);
         assert_eq!(got.len(), 1, "the record before [audit] was not kept: {got:?}");

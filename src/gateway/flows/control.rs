@@ -86,19 +86,15 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
         agents.retain(|a| g.scope.may_reach(&a.name));
     }
     agents.sort_by(|a, b| a.name.cmp(&b.name));
-    shard.shared.audit.record(
-        "browse",
-        &[
-            (
-                "operator",
-                granted.as_ref().map(|g| g.operator.clone()).unwrap_or_default().into(),
-            ),
+    shard.shared.audit.record("browse", || {
+        vec![
+            ("operator", operator_of(granted.as_ref()).into()),
             ("key", shard.keys.borrow().name_of(kid).into()),
             ("control", control.as_str().into()),
             ("source", peer.ip().to_string().into()),
             ("agents", agents.len().into()),
-        ],
-    );
+        ]
+    });
     let body = match serde_json::to_vec(&agents) {
         Ok(b) => b,
         Err(_) => {
@@ -299,29 +295,29 @@ pub(crate) async fn connect(
     let _agent_permit = joined.permit;
     let counters = Rc::new(Counters::default());
     let (kill, killed) = oneshot::channel::<()>();
+    // One reading for the session's record and its audit line.
+    let started = SystemTime::now();
     let key = shard.sessions.borrow_mut().insert(SessionInfo {
         control: control.clone(),
         agent: agent.clone(),
         kid,
         operator: granted.as_ref().map(|g| (g.operator.clone(), g.generation)),
-        started: SystemTime::now(),
+        started,
         counters: counters.clone(),
         _kill: kill,
     });
     Stats::inc(&shard.stats.sessions_total);
     shard.event(format!("Control {control_shown} connected to Client {agent_shown}"));
-    let started = SystemTime::now();
-    let who: [(&str, serde_json::Value); 5] = [
-        (
-            "operator",
-            granted.as_ref().map(|g| g.operator.clone()).unwrap_or_default().into(),
-        ),
-        ("key", shard.keys.borrow().name_of(kid).into()),
-        ("agent", agent.as_str().into()),
-        ("control", control.as_str().into()),
-        ("source", peer.ip().to_string().into()),
-    ];
-    shard.shared.audit.record("session_start", &who);
+    let who = || -> Vec<(&'static str, serde_json::Value)> {
+        vec![
+            ("operator", operator_of(granted.as_ref()).into()),
+            ("key", shard.keys.borrow().name_of(kid).into()),
+            ("agent", agent.as_str().into()),
+            ("control", control.as_str().into()),
+            ("source", peer.ip().to_string().into()),
+        ]
+    };
+    shard.shared.audit.record("session_start", who);
     // Logged before the answers, so the log never shows what the peers do
     // after their 101 ahead of the session itself.
     let relaying = pin!(async {
@@ -353,13 +349,15 @@ pub(crate) async fn connect(
     shard.event(format!(
         "Control {control_shown} disconnected from Client {agent_shown}"
     ));
-    let mut end = who.to_vec();
-    end.extend([
-        ("start", crate::timefmt::rfc3339(started).into()),
-        ("bytes_to_agent", counters.a_to_b.get().into()),
-        ("bytes_to_control", counters.b_to_a.get().into()),
-    ]);
-    shard.shared.audit.record("session_end", &end);
+    shard.shared.audit.record("session_end", || {
+        let mut end = who();
+        end.extend([
+            ("start", crate::timefmt::rfc3339(started).into()),
+            ("bytes_to_agent", counters.a_to_b.get().into()),
+            ("bytes_to_control", counters.b_to_a.get().into()),
+        ]);
+        end
+    });
 }
 
 /// Refuses a connect that could not be paired (502, 503, 504) and says so
@@ -435,4 +433,10 @@ async fn approved(
             Err(Refusal::NotApproved)
         }
     }
+}
+
+/// The operator a grant names, empty without operators (as the audit
+/// trail writes it).
+fn operator_of(granted: Option<&super::operator::Grant>) -> String {
+    granted.map(|g| g.operator.clone()).unwrap_or_default()
 }

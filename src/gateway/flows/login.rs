@@ -179,16 +179,15 @@ pub(crate) async fn login(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(entry);
-    shard.shared.audit.record(
-        "sign_in",
-        &[
+    shard.shared.audit.record("sign_in", || {
+        vec![
             ("operator", user.clone().unwrap_or_default().into()),
             ("key", key_name.as_str().into()),
             ("control", control.as_str().into()),
             ("source", peer.ip().to_string().into()),
             ("outcome", outcome.label().into()),
-        ],
-    );
+        ]
+    });
     let user_shown = user.as_deref().map_or_else(|| "?".to_string(), sanitize);
     if outcome == Outcome::Ok {
         shard.event(format!(
