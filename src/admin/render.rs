@@ -283,6 +283,18 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
         "GET /v1/health probes answered (agents on a secondary checking this gateway).",
         per_worker(&|s| s.stats.health_probes),
     );
+    family(
+        "ringway_heap_trims_total",
+        "counter",
+        "Times a worker gave free heap pages back to the kernel after connections came and went.",
+        per_worker(&|s| s.stats.heap_trims),
+    );
+    family(
+        "ringway_heap_trim_microseconds_total",
+        "counter",
+        "Microseconds those trims took.",
+        per_worker(&|s| s.stats.heap_trim_micros),
+    );
     out
 }
 

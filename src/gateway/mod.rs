@@ -22,6 +22,7 @@
 mod core;
 mod flows;
 mod frontdoor;
+mod heap;
 mod listeners;
 mod pins;
 mod shard;
