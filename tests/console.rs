@@ -141,7 +141,7 @@ fn the_console_renders_in_headless_chromium() {
 // 3. Metrics.
 
 /// The families docs/ADMIN.md lists, with their types.
-const FAMILIES: [(&str, &str); 30] = [
+const FAMILIES: [(&str, &str); 32] = [
     ("ringway_role", "gauge"),
     ("ringway_standby", "gauge"),
     ("ringway_workers", "gauge"),
@@ -172,6 +172,8 @@ const FAMILIES: [(&str, &str); 30] = [
     ("ringway_key_quota_refusals_total", "counter"),
     ("ringway_pin_refusals_total", "counter"),
     ("ringway_health_probes_total", "counter"),
+    ("ringway_heap_trims_total", "counter"),
+    ("ringway_heap_trim_microseconds_total", "counter"),
 ];
 
 #[test]
