@@ -183,9 +183,12 @@ impl Gateway {
                             return DrainEnd::default();
                         }
                     };
-                    let _ = ready.send(Ok(()));
-                    drop(ready);
-                    runtime.block_on(worker::run(index, listeners, inbox, shared, config))
+                    // Ready once its listeners and their spare descriptors
+                    // are set up, so "Listening on port" means accepting.
+                    let ready = move || {
+                        let _ = ready.send(Ok(()));
+                    };
+                    runtime.block_on(worker::run(index, listeners, inbox, shared, config, ready))
                 })
                 .map_err(StartError::Runtime)?;
             threads.push(thread);

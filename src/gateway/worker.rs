@@ -91,10 +91,12 @@ pub(crate) async fn run(
     inbox: async_channel::Receiver<ShardMsg>,
     shared: Arc<Shared>,
     config: Arc<Config>,
+    ready: impl FnOnce(),
 ) -> DrainEnd {
     let shard = Rc::new(Shard::new(index, shared, config));
     let acceptors = Acceptors::default();
     add_listeners(&shard, &acceptors, listeners);
+    ready();
     let sweeper = compio::runtime::spawn(sweep(shard.clone()));
 
     let mut grace_until: Option<Instant> = None;
@@ -250,7 +252,10 @@ fn add_listeners(shard: &Rc<Shard>, acceptors: &Acceptors, listeners: Vec<(Socke
     for (addr, l) in listeners {
         match l.try_clone().and_then(|socket| Ok((socket, TcpListener::from_std(l)?))) {
             Ok((socket, l)) => {
-                let task = compio::runtime::spawn(accept_loop(shard.clone(), l));
+                // The spare descriptor is taken here, before the worker
+                // reports ready, so the gateway's descriptors are all open
+                // once "Listening on port" is logged.
+                let task = compio::runtime::spawn(accept_loop(shard.clone(), l, SpareFd::open()));
                 acceptors.borrow_mut().push(Acceptor { addr, task, socket });
             }
             Err(e) => log::error!("worker {}: cannot use listener {addr}: {e}", shard.index),
@@ -382,9 +387,8 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, mut spare: SpareFd) {
     let mut failures = AcceptFailures::default();
-    let mut spare = SpareFd::open();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
