@@ -40,6 +40,10 @@ pub struct Totals {
     pub max_connections: usize,
     /// `[gateway] role`.
     pub role: Role,
+    /// Times freed heap went back to the kernel.
+    pub heap_trims: u64,
+    /// Microseconds those trims took.
+    pub heap_trim_micros: u64,
 }
 
 impl Totals {
@@ -286,14 +290,14 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
     family(
         "ringway_heap_trims_total",
         "counter",
-        "Times a worker gave free heap pages back to the kernel after connections came and went.",
-        per_worker(&|s| s.stats.heap_trims),
+        "Times free heap pages went back to the kernel after connections came and went.",
+        vec![(String::new(), totals.heap_trims)],
     );
     family(
         "ringway_heap_trim_microseconds_total",
         "counter",
-        "Microseconds those trims took.",
-        per_worker(&|s| s.stats.heap_trim_micros),
+        "Microseconds those trims took (on a side thread, not a worker).",
+        vec![(String::new(), totals.heap_trim_micros)],
     );
     out
 }
@@ -603,6 +607,8 @@ pub(crate) mod tests {
             connections_open: 3,
             max_connections: 100,
             role: Role::Primary,
+            heap_trims: 2,
+            heap_trim_micros: 9_500,
         };
         let text = metrics(
             &Snapshot {
@@ -623,6 +629,8 @@ pub(crate) mod tests {
         assert!(text.contains("ringway_sign_ins_total{outcome=\"locked\"} 1\n"));
         assert!(text.contains("ringway_key_quota_refusals_total{worker=\"0\"} 2\n"));
         assert!(text.contains("ringway_pin_refusals_total{worker=\"0\"} 4\n"));
+        assert!(text.contains("\nringway_heap_trims_total 2\n"), "{text}");
+        assert!(text.contains("\nringway_heap_trim_microseconds_total 9500\n"), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').expect("sample has a value");
             assert!(value.parse::<f64>().is_ok(), "{line}");

@@ -28,12 +28,15 @@ impl AdminOps for Controller {
 
     fn totals(&self) -> crate::admin::render::Totals {
         let (connections_open, max_connections) = self.gateway.connections();
+        let (heap_trims, heap_trim_micros) = self.gateway.heap_trims();
         crate::admin::render::Totals {
             agents_connected: self.gateway.agents_connected(),
             max_clients: self.gateway.config().max_clients,
             connections_open,
             max_connections,
             role: self.gateway.config().role,
+            heap_trims,
+            heap_trim_micros,
         }
     }
 

@@ -105,6 +105,8 @@ pub struct Gateway {
     state: Mutex<Running>,
     /// The workers; each ends with its drain's counts.
     threads: Mutex<Vec<JoinHandle<DrainEnd>>>,
+    /// The side thread that gives freed heap back; it ends with the gateway.
+    _trimmer: heap::Trimmer,
 }
 
 /// The running configuration, and each configured listen address paired
@@ -157,6 +159,7 @@ impl Gateway {
             approver: Arc::default(),
             audit,
             signin_history: Mutex::default(),
+            heap: Arc::default(),
         });
 
         let cpus = allowed_cpus();
@@ -204,10 +207,12 @@ impl Gateway {
         for addr in &addrs {
             shared.events.event(format!("Listening on port {addr}"));
         }
+        let trimmer = heap::spawn(shared.heap.clone());
         Ok(Gateway {
             shared,
             state: Mutex::new((config, bound)),
             threads: Mutex::new(threads),
+            _trimmer: trimmer,
         })
     }
 
@@ -229,6 +234,12 @@ impl Gateway {
     /// Agents connected across all workers.
     pub fn agents_connected(&self) -> usize {
         self.shared.licence.used()
+    }
+
+    /// Times freed heap went back to the kernel, and the microseconds
+    /// that took (see `heap`).
+    pub fn heap_trims(&self) -> (u64, u64) {
+        self.shared.heap.trims()
     }
 
     /// Connections open now, and the cap.

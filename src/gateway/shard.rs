@@ -28,6 +28,7 @@ use super::core::signin_history::SignInHistory;
 use super::core::signins::SignIns;
 use super::core::sources::{IDLE_SOURCES, SourceLimits, Sources, Unauthenticated};
 use super::core::stats::Stats;
+use super::heap::HeapCounts;
 use crate::approve::Approver;
 use crate::audit::Audit;
 use crate::auth::scram::MockVerifiers;
@@ -90,6 +91,8 @@ pub(crate) struct Shared {
     pub audit: Audit,
     /// The latest sign-ins, for the console's history page.
     pub signin_history: std::sync::Mutex<SignInHistory>,
+    /// Accepted connections and the heap trimmer's counts (`heap`).
+    pub heap: Arc<HeapCounts>,
 }
 
 /// The keys the sign-in flows use, both from the ticket key.

@@ -23,7 +23,6 @@ use super::flows::answer::reject;
 use super::flows::handover::attach;
 use super::flows::{agent, join};
 use super::frontdoor::refuse_unread;
-use super::heap::{self, TrimClock};
 use super::shard::{Shard, Shared, pairing_limits};
 use crate::auth::{KeyRing, unix_now};
 use crate::config::Config;
@@ -146,27 +145,15 @@ pub(crate) async fn run(
 }
 
 /// Once a second: agents past their heartbeat deadline, pending slots
-/// past theirs, this worker's share of the source table's idle entries,
-/// and, after connections came and went, free heap pages back to the
-/// kernel (`heap`).
+/// past theirs, and this worker's share of the source table's idle
+/// entries.
 async fn sweep(shard: Rc<Shard>) {
-    let mut trims = TrimClock::new(Instant::now());
     loop {
         compio::time::sleep(HEARTBEAT_SWEEP).await;
         let now = Instant::now();
         shard.expire_silent(now);
         shard.pending.borrow_mut().expire(now);
         shard.shared.sources.sweep(now, shard.index, shard.workers());
-        if trims.due(shard.stats.accepted.get(), now) {
-            let start = Instant::now();
-            if !heap::trim() {
-                continue;
-            }
-            Stats::inc(&shard.stats.heap_trims);
-            let took = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let total = &shard.stats.heap_trim_micros;
-            total.set(total.get().saturating_add(took));
-        }
     }
 }
 
@@ -356,8 +343,6 @@ fn snapshot(shard: &Shard) -> WorkerSnapshot {
             .collect(),
         approvals: st.approvals.borrow().iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         health_probes: st.health_probes.get(),
-        heap_trims: st.heap_trims.get(),
-        heap_trim_micros: st.heap_trim_micros.get(),
     };
     let sessions: Vec<SessionRow> = shard
         .sessions
@@ -408,6 +393,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, mut spare: SpareFd
                     );
                 }
                 Stats::inc(&shard.stats.accepted);
+                shard.shared.heap.accepted_one();
                 // An IPv4 peer on a dual-stack [::] listener arrives as
                 // ::ffff:a.b.c.d; logs and the console show it as IPv4.
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());

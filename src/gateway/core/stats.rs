@@ -52,11 +52,6 @@ pub(crate) struct Stats {
     /// `GET /v1/health` probes answered (agents on a secondary checking
     /// whether their primary is back).
     pub health_probes: Cell<u64>,
-    /// Times this worker handed free heap pages back to the kernel
-    /// (`gateway::heap`).
-    pub heap_trims: Cell<u64>,
-    /// Microseconds those trims took, so their cost is visible.
-    pub heap_trim_micros: Cell<u64>,
 }
 
 impl Stats {
@@ -159,10 +154,6 @@ pub struct StatsSnapshot {
     pub approvals: BTreeMap<String, u64>,
     /// `GET /v1/health` probes answered.
     pub health_probes: u64,
-    /// Times free heap pages went back to the kernel.
-    pub heap_trims: u64,
-    /// Microseconds those trims took.
-    pub heap_trim_micros: u64,
 }
 
 /// Everything one worker reports to the admin listener.
