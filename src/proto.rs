@@ -188,6 +188,10 @@ pub struct AgentSummary {
     pub local_ip: String,
     /// Operating system the agent reported.
     pub os: String,
+    /// In a cluster, the id of the gateway that holds it when that is
+    /// not the one answering (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 /// Checks a peer-chosen name: 1 to [`MAX_NAME_CHARS`] characters, not

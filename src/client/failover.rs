@@ -178,6 +178,7 @@ mod tests {
             mac: String::new(),
             local_ip: String::new(),
             os: String::new(),
+            gateway: None,
         }
     }
 

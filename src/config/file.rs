@@ -9,6 +9,7 @@ use super::ConfigFile;
 use super::admin::{RawAdmin, parse_admin};
 use super::audit::{RawAudit, parse_audit};
 use super::auth::{RawAuth, parse_auth};
+use super::cluster::{RawCluster, parse_cluster};
 use super::error::{ConfigError, Source};
 use super::event_log::{RawLog, parse_log};
 use super::gateway::{RawGateway, parse_gateway};
@@ -30,6 +31,7 @@ struct RawConfig {
     auth: Option<RawAuth>,
     audit: Option<RawAudit>,
     operators: Option<Spanned<Vec<Spanned<RawOperator>>>>,
+    cluster: Option<RawCluster>,
 }
 
 /// Parses and checks configuration text; `file` names it in errors.
@@ -65,6 +67,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         tls: parse_tls(raw.tls.as_ref(), &src)?,
         operators,
         auth,
+        cluster: parse_cluster(raw.cluster.as_ref(), &src)?,
         warnings: Vec::new(),
     })
 }

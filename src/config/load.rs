@@ -94,6 +94,27 @@ impl ConfigFile {
             .iter()
             .map(|o| load_operator(o, &resolve, &at))
             .collect::<Result<Vec<_>, _>>()?;
+        let cluster = match self.cluster.clone() {
+            None => None,
+            Some(mut c) => {
+                if let Some(p) = &c.password_file {
+                    let path = resolve(p);
+                    let text = read_bounded(&path, MAX_TOKEN_FILE_BYTES).map_err(|e| {
+                        at(
+                            0,
+                            format!("cannot read the Redis password_file {}: {e}", path.display()),
+                        )
+                    })?;
+                    let pw = text.trim().to_string();
+                    if pw.is_empty() {
+                        return Err(at(0, format!("the Redis password_file {} is empty", path.display())));
+                    }
+                    c.password = Some(pw);
+                    c.password_file = Some(path);
+                }
+                Some(c)
+            }
+        };
         Ok(Config {
             file: self.file,
             listen: self.listen,
@@ -110,6 +131,7 @@ impl ConfigFile {
             tls,
             auth: self.auth,
             operators,
+            cluster,
             warnings,
         })
     }

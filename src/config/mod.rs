@@ -24,6 +24,7 @@ mod admin;
 mod audit;
 mod auth;
 mod bound;
+mod cluster;
 mod error;
 mod event_log;
 mod file;
@@ -63,6 +64,8 @@ pub use limits::{
 pub use load::{MAX_CONFIG_BYTES, MAX_TOKEN_FILE_BYTES, MAX_TOTP_FILE_BYTES, load};
 pub use operators::{MAX_AGENT_GLOBS, MAX_OPERATOR_KEYS, MAX_OPERATORS, Operator, OperatorFile, Scope, TotpSource};
 pub use tls::TlsFiles;
+
+pub use cluster::{ClusterConfig, redacted_url, valid_advertise, valid_cluster_id};
 
 use crate::audit::AuditConfig;
 use crate::auth::GatewayKey;
@@ -111,6 +114,9 @@ pub struct Settings<A, T, K, O> {
     /// `[[operators]]`, in the file's order; none means the gateway key
     /// alone admits a control, as before operators existed.
     pub operators: Vec<O>,
+    /// `[cluster]`: the shared directory in Redis, if this gateway is one
+    /// of several (docs/CLUSTER.md).
+    pub cluster: Option<ClusterConfig>,
     /// What check-config and the gateway's start warn about (weak keys,
     /// keys named by position), each as `file:line: warning: ...`. Found
     /// by the load step, which sees every secret.

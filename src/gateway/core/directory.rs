@@ -173,6 +173,7 @@ impl Directory {
                 mac: r.mac.clone(),
                 local_ip: r.local_ip.clone(),
                 os: r.os.clone(),
+                gateway: None,
             })
             .collect()
     }

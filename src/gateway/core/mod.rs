@@ -7,6 +7,7 @@
 //! The layers above use this one and never the reverse:
 //! `worker` → `frontdoor` → `flows` → `shard` → `core`.
 
+pub(crate) mod cluster;
 pub(crate) mod directory;
 pub(crate) mod drain;
 pub(crate) mod flaps;
