@@ -198,6 +198,7 @@ pub fn parse_response(buf: &[u8]) -> Result<(ResponseHead, usize), HeadError> {
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
+        307 => "Temporary Redirect",
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",

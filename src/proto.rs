@@ -48,6 +48,14 @@ pub const H_BOOT_WRITTEN: &str = "Ringway-Boot";
 pub const H_PREVIOUS: &str = "ringway-previous";
 /// [`H_PREVIOUS`] as clients write it.
 pub const H_PREVIOUS_WRITTEN: &str = "Ringway-Previous";
+/// On a browse answer in a cluster: why the list holds this gateway's
+/// agents only (the cluster directory did not answer).
+pub const H_CLUSTER_PARTIAL_WRITTEN: &str = "Ringway-Cluster-Partial";
+/// On a registration: the cluster gateway that redirected this agent
+/// here; a registration carrying it is never redirected again.
+pub const H_REDIRECTED: &str = "ringway-redirected";
+/// [`H_REDIRECTED`] as clients write it.
+pub const H_REDIRECTED_WRITTEN: &str = "Ringway-Redirected";
 /// Longest gateway name kept from [`H_PREVIOUS`]: a DNS name (253) and a
 /// port would fit in 260, but the log line only needs to tell gateways
 /// apart; longer is refused (the header is ignored).
@@ -93,7 +101,7 @@ pub const BODY_HEADERS: [(&str, &str); 2] = [
 /// counts would depend on who reads the head (a proxy in front may take
 /// the last, the gateway the first), so a request with two is refused
 /// (400) with the reason given here.
-pub const SINGLE_HEADERS: [(&str, &str); 13] = [
+pub const SINGLE_HEADERS: [(&str, &str); 14] = [
     ("authorization", "duplicate Authorization header"),
     (H_IDENTITY, "duplicate Ringway-Identity header"),
     (H_BOOT, "duplicate Ringway-Boot header"),
@@ -107,6 +115,7 @@ pub const SINGLE_HEADERS: [(&str, &str); 13] = [
     (H_AGENT_KEY, "duplicate Ringway-Agent-Key header"),
     (H_AGENT_SIG, "duplicate Ringway-Agent-Sig header"),
     (H_PREVIOUS, "duplicate Ringway-Previous header"),
+    (H_REDIRECTED, "duplicate Ringway-Redirected header"),
 ];
 
 /// Why an agent moved its channel, as [`H_PREVIOUS`] says.

@@ -28,6 +28,7 @@
 //! configured, every request but the stylesheet needs `Authorization:
 //! Bearer <token>` (or `?token=<token>` for a browser), else `401`.
 
+pub mod cluster;
 pub mod guard;
 pub mod listener;
 pub mod render;
@@ -58,6 +59,10 @@ pub trait AdminOps: Send + Sync {
     /// The latest operator sign-ins, newest first.
     fn signins(&self) -> Vec<crate::gateway::SignInEntry> {
         Vec::new()
+    }
+    /// The cluster as this gateway sees it, if it is in one.
+    fn cluster(&self) -> Option<crate::gateway::ClusterStatus> {
+        None
     }
 }
 

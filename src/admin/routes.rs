@@ -156,7 +156,13 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
     match (safe, head.method.as_str(), path) {
         (true, _, "/") => {
             let snapshot = ops.snapshot();
-            let html = render::console(&snapshot, &ops.totals(), head.target.split_once('?').map(|(_, q)| q));
+            let mut html = render::console(&snapshot, &ops.totals(), head.target.split_once('?').map(|(_, q)| q));
+            if let Some(status) = ops.cluster() {
+                let section = super::cluster::console_section(&status);
+                if let Some(at) = html.rfind("</body>") {
+                    html.insert_str(at, &section);
+                }
+            }
             Answer::from_snapshot(&snapshot, "text/html; charset=utf-8", html)
         }
         (true, _, "/api/clients") => {
@@ -175,6 +181,13 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
                 Err(e) => Answer::error(500, &format!("cannot encode: {e}")),
             }
         }
+        (true, _, "/api/cluster") => match ops.cluster() {
+            None => Answer::error(404, "this gateway is not in a cluster ([cluster] is not configured)"),
+            Some(status) => match serde_json::to_vec(&status) {
+                Ok(body) => Answer::ok("application/json", body),
+                Err(e) => Answer::error(500, &format!("cannot encode: {e}")),
+            },
+        },
         (true, _, "/api/signins") => match serde_json::to_vec(&ops.signins()) {
             Ok(body) => Answer::ok("application/json", body),
             Err(e) => Answer::error(500, &format!("cannot encode: {e}")),
@@ -189,7 +202,10 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
         }
         (true, _, "/metrics") => {
             let snapshot = ops.snapshot();
-            let text = render::metrics(&snapshot, &ops.totals());
+            let mut text = render::metrics(&snapshot, &ops.totals());
+            if let Some(status) = ops.cluster() {
+                text.push_str(&super::cluster::metrics(&status));
+            }
             Answer::from_snapshot(&snapshot, "text/plain; version=0.0.4", text)
         }
         (false, "POST", "/api/reload") => match ops.reload() {
@@ -206,8 +222,8 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
         (
             _,
             _,
-            "/" | "/api/clients" | "/api/gateway" | "/api/sessions" | "/api/signins" | "/signins" | "/metrics"
-            | "/api/reload" | FORGET_PATH | "/console.css",
+            "/" | "/api/clients" | "/api/gateway" | "/api/cluster" | "/api/sessions" | "/api/signins" | "/signins"
+            | "/metrics" | "/api/reload" | FORGET_PATH | "/console.css",
         ) => Answer::error(405, "method not allowed here"),
         _ => Answer::error(404, "no such endpoint"),
     }

@@ -205,7 +205,9 @@ async fn hold(
 ) -> (usize, Result<ChannelEnd, ClientError>) {
     loop {
         *last = Some(at);
-        let ep = &eps[at];
+        // A cluster gateway may have redirected the registration: the
+        // channel, and the sessions it opens, are with that one.
+        let ep = &channel.redirected().cloned().unwrap_or_else(|| eps[at].clone());
         channel.set_dead_after(moves.dead_after);
         log::info!(
             "registered with {} as {:?} (poll every {} s)",

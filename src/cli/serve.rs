@@ -44,6 +44,10 @@ impl AdminOps for Controller {
         self.gateway.signins()
     }
 
+    fn cluster(&self) -> Option<crate::gateway::ClusterStatus> {
+        self.gateway.cluster_status()
+    }
+
     fn reload(&self) -> Result<String, String> {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let new = match config::load(&self.path) {

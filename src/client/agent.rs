@@ -90,6 +90,8 @@ pub struct AgentChannel {
     dead_after: Option<Duration>,
     outgoing_tx: async_channel::Sender<FromAgent>,
     outgoing_rx: async_channel::Receiver<FromAgent>,
+    /// Where a cluster gateway's redirect took the registration.
+    redirected: Option<Endpoint>,
 }
 
 impl AgentChannel {
@@ -107,41 +109,74 @@ impl AgentChannel {
         info: &AgentInfo,
         previous: Option<(Move, &str)>,
     ) -> Result<AgentChannel, ClientError> {
-        let stream = dial(ep).await?;
-        // The address this machine used to reach the gateway is its local
-        // IP as far as the console cares, unless the caller knows better.
-        let local_ip = match (&info.local_ip, stream.tcp().local_addr()) {
-            (ip, _) if !ip.is_empty() => ip.clone(),
-            (_, Ok(addr)) => addr.ip().to_string(),
-            (_, Err(_)) => String::new(),
-        };
-        let mut extra = vec![
-            ("Upgrade", proto::UPGRADE_AGENT.to_string()),
-            ("Connection", "Upgrade".to_string()),
-            ("Ringway-Agent-Mac", pct_encode(&info.mac)),
-            ("Ringway-Agent-Ip", pct_encode(&local_ip)),
-            ("Ringway-Agent-Os", pct_encode(&info.os)),
-        ];
-        if let Some((kind, from)) = previous {
-            extra.push((proto::H_PREVIOUS_WRITTEN, format!("{} {from}", kind.as_str())));
+        let mut at = ep.clone();
+        let mut redirected_from: Option<String> = None;
+        loop {
+            let stream = dial(&at).await?;
+            // The address this machine used to reach the gateway is its local
+            // IP as far as the console cares, unless the caller knows better.
+            let local_ip = match (&info.local_ip, stream.tcp().local_addr()) {
+                (ip, _) if !ip.is_empty() => ip.clone(),
+                (_, Ok(addr)) => addr.ip().to_string(),
+                (_, Err(_)) => String::new(),
+            };
+            let mut extra = vec![
+                ("Upgrade", proto::UPGRADE_AGENT.to_string()),
+                ("Connection", "Upgrade".to_string()),
+                ("Ringway-Agent-Mac", pct_encode(&info.mac)),
+                ("Ringway-Agent-Ip", pct_encode(&local_ip)),
+                ("Ringway-Agent-Os", pct_encode(&info.os)),
+            ];
+            if let Some((kind, from)) = previous {
+                extra.push((proto::H_PREVIOUS_WRITTEN, format!("{} {from}", kind.as_str())));
+            }
+            if let Some(from) = &redirected_from {
+                extra.push((proto::H_REDIRECTED_WRITTEN, from.clone()));
+            }
+            let (head, early) = request(&at, &stream, "GET", proto::PATH_REGISTER, &extra).await?;
+            if head.status == 307 {
+                // A cluster gateway holding more than its share sends new
+                // agents to a less-loaded one, once: a registration that
+                // says it was redirected is never redirected again.
+                if redirected_from.is_some() {
+                    return Err(ClientError::Protocol("redirected twice while registering".into()));
+                }
+                let (to, path) = super::redirected(&at, &head)?;
+                if path != proto::PATH_REGISTER {
+                    return Err(ClientError::Protocol(format!(
+                        "the gateway redirected the registration to an unexpected path {path:?}"
+                    )));
+                }
+                log::info!("gateway {} sent this agent to {}", at.gateway, to.gateway);
+                redirected_from = Some(pct_encode(&at.gateway));
+                at = to;
+                continue;
+            }
+            if head.status != 101 {
+                return Err(refused(&stream, &head, early).await);
+            }
+            let cmpi = head
+                .header(proto::H_CMPI)
+                .and_then(parse_cmpi)
+                .ok_or_else(|| ClientError::Protocol("registration answer without a valid Ringway-Cmpi".into()))?;
+            let (outgoing_tx, outgoing_rx) = async_channel::bounded(OUTGOING_CAPACITY);
+            return Ok(AgentChannel {
+                stream,
+                buf: early,
+                cmpi: Cell::new(cmpi),
+                dead_after: None,
+                outgoing_tx,
+                outgoing_rx,
+                redirected: redirected_from.map(|_| at),
+            });
         }
-        let (head, early) = request(ep, &stream, "GET", proto::PATH_REGISTER, &extra).await?;
-        if head.status != 101 {
-            return Err(refused(&stream, &head, early).await);
-        }
-        let cmpi = head
-            .header(proto::H_CMPI)
-            .and_then(parse_cmpi)
-            .ok_or_else(|| ClientError::Protocol("registration answer without a valid Ringway-Cmpi".into()))?;
-        let (outgoing_tx, outgoing_rx) = async_channel::bounded(OUTGOING_CAPACITY);
-        Ok(AgentChannel {
-            stream,
-            buf: early,
-            cmpi: Cell::new(cmpi),
-            dead_after: None,
-            outgoing_tx,
-            outgoing_rx,
-        })
+    }
+
+    /// The gateway this channel is with when a cluster gateway redirected
+    /// the registration there; `None` when it is the one asked. Sessions
+    /// opened on this channel must join there.
+    pub fn redirected(&self) -> Option<&Endpoint> {
+        self.redirected.as_ref()
     }
 
     /// Treats the gateway as gone after `dead_after` without a word from
@@ -174,6 +209,7 @@ impl AgentChannel {
             dead_after,
             outgoing_tx,
             outgoing_rx,
+            redirected: _,
         } = self;
         drop(outgoing_tx);
         let last_ping = Cell::new((0u64, Instant::now()));

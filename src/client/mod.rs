@@ -481,22 +481,111 @@ pub async fn list_agents(ep: &Endpoint) -> Result<Vec<AgentSummary>, ClientError
     serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("bad client list: {e}")))
 }
 
-async fn upgrade(ep: &Endpoint, target: &str) -> Result<Session, ClientError> {
+/// An upgrade to `target`, or the `307` a cluster gateway answered
+/// instead: where to go, and the path to ask there.
+enum Upgraded {
+    Session(Session),
+    Redirect(Endpoint, String),
+}
+
+async fn upgrade_or_redirect(ep: &Endpoint, target: &str) -> Result<Upgraded, ClientError> {
     let stream = dial(ep).await?;
     let extra = [
         ("Upgrade", proto::UPGRADE_RELAY.to_string()),
         ("Connection", "Upgrade".to_string()),
     ];
     let (head, early) = request(ep, &stream, "GET", target, &extra).await?;
+    if head.status == 307 {
+        let (to, path) = redirected(ep, &head)?;
+        return Ok(Upgraded::Redirect(to, path));
+    }
     if head.status != 101 {
         return Err(refused(&stream, &head, early).await);
     }
-    Ok(Session { stream, early })
+    Ok(Upgraded::Session(Session { stream, early }))
 }
 
-/// Opens a relay session to agent `name`.
+async fn upgrade(ep: &Endpoint, target: &str) -> Result<Session, ClientError> {
+    match upgrade_or_redirect(ep, target).await? {
+        Upgraded::Session(s) => Ok(s),
+        Upgraded::Redirect(to, _) => Err(ClientError::Protocol(format!(
+            "the gateway redirected a request that is not redirected: to {}",
+            to.gateway
+        ))),
+    }
+}
+
+/// Where a `307` from a cluster gateway sends this client: an endpoint
+/// for the `Location`'s gateway (same key, identity and sign-in; its own
+/// boot id) and the path to ask there. Only to the same scheme: a TLS
+/// client is never sent to plain HTTP, and a plain one has no trust
+/// settings for TLS.
+pub fn redirected(ep: &Endpoint, head: &ResponseHead) -> Result<(Endpoint, String), ClientError> {
+    let bad = |why: &str| ClientError::Protocol(format!("bad redirect from the gateway: {why}"));
+    let location = head.header("location").ok_or_else(|| bad("no Location"))?;
+    let (scheme, rest) = location.split_once("://").ok_or_else(|| bad("Location is not a URL"))?;
+    let (host_port, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => return Err(bad("Location has no path")),
+    };
+    let tls = match (scheme, &ep.tls) {
+        ("https", Some(t)) => Some(ClientTls {
+            config: t.config.clone(),
+            server_name: host_of(host_port)
+                .ok_or_else(|| bad("Location has no host:port"))?
+                .to_string(),
+        }),
+        ("http", None) => None,
+        ("http", Some(_)) => return Err(bad("a TLS connection was sent to plain HTTP; refused")),
+        ("https", None) => {
+            return Err(bad(
+                "sent to https: give the gateway as https://HOST:PORT so TLS is trusted as you configured",
+            ));
+        }
+        _ => return Err(bad("Location is not http:// or https://")),
+    };
+    host_of(host_port).ok_or_else(|| bad("Location has no host:port"))?;
+    let mut to = ep.clone();
+    to.gateway = host_port.to_string();
+    to.tls = tls;
+    to.boot = BootCache::default();
+    // Sources bound to this machine's addresses stay valid for any gateway.
+    Ok((to, path.to_string()))
+}
+
+/// The host of `host:port` (brackets off an IPv6 one), if the port is one.
+fn host_of(host_port: &str) -> Option<&str> {
+    match host_port.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
+            Some(h.trim_start_matches('[').trim_end_matches(']'))
+        }
+        _ => None,
+    }
+}
+
+/// Opens a relay session to agent `name`. A cluster gateway that does not
+/// hold the agent answers `307` with the one that does; that redirect is
+/// followed once.
 pub async fn connect(ep: &Endpoint, name: &str) -> Result<Session, ClientError> {
-    upgrade(ep, &format!("{}{}", proto::PATH_CONNECT_PREFIX, pct_encode(name))).await
+    let target = format!("{}{}", proto::PATH_CONNECT_PREFIX, pct_encode(name));
+    match upgrade_or_redirect(ep, &target).await? {
+        Upgraded::Session(s) => Ok(s),
+        Upgraded::Redirect(to, path) => {
+            if !path.starts_with(proto::PATH_CONNECT_PREFIX) {
+                return Err(ClientError::Protocol(format!(
+                    "the gateway redirected the connect to an unexpected path {path:?}"
+                )));
+            }
+            log::info!("{name} is on gateway {}: connecting there", to.gateway);
+            match upgrade_or_redirect(&to, &path).await? {
+                Upgraded::Session(s) => Ok(s),
+                Upgraded::Redirect(again, _) => Err(ClientError::Protocol(format!(
+                    "redirected twice (to {} and then {}): the cluster's directory is moving; try again",
+                    to.gateway, again.gateway
+                ))),
+            }
+        }
+    }
 }
 
 /// Joins session `sid` as the agent (the data connection).

@@ -19,6 +19,7 @@
 //!   messages, replies, permits and quotas, per-source limits, the
 //!   drain's counts and gauges, counters.
 
+mod cluster;
 mod core;
 mod flows;
 mod frontdoor;
@@ -29,6 +30,7 @@ mod shard;
 mod state;
 mod worker;
 
+pub use self::cluster::{ClusterRow, ClusterStatus};
 pub use self::core::signin_history::{SIGNIN_HISTORY, SignInEntry};
 pub use self::core::stats::{AgentRow, SessionRow, Snapshot, StatsSnapshot, WorkerSnapshot};
 /// The front door's check of a parsed head, for the fuzz entry points.
@@ -144,6 +146,10 @@ impl Gateway {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..workers).map(|_| async_channel::bounded(INBOX_CAPACITY)).unzip();
         let cap = connection_cap(config.limits.max_connections);
+        let cluster = config
+            .cluster
+            .as_ref()
+            .map(|c| cluster::Cluster::start(c, senders.clone(), events.clone()));
         let shared = Arc::new(Shared {
             inboxes: senders,
             licence: Licence::default(),
@@ -160,6 +166,7 @@ impl Gateway {
             audit,
             signin_history: Mutex::default(),
             heap: Arc::default(),
+            cluster,
         });
 
         let cpus = allowed_cpus();
@@ -240,6 +247,11 @@ impl Gateway {
     /// that took (see `heap`).
     pub fn heap_trims(&self) -> (u64, u64) {
         self.shared.heap.trims()
+    }
+
+    /// The cluster as this gateway sees it, if `[cluster]` is configured.
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        self.shared.cluster.as_ref().map(|c| c.status())
     }
 
     /// Connections open now, and the cap.
@@ -516,6 +528,11 @@ impl Gateway {
         for t in threads {
             // A worker that panicked has nothing left to count.
             total += t.join().unwrap_or_default();
+        }
+        // Once the agents have gone: the lease and what is left of this
+        // gateway's records leave Redis.
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.stop();
         }
         self.shared.events.event(total.event_text(grace));
     }

@@ -93,6 +93,8 @@ pub(crate) struct Shared {
     pub signin_history: std::sync::Mutex<SignInHistory>,
     /// Accepted connections and the heap trimmer's counts (`heap`).
     pub heap: Arc<HeapCounts>,
+    /// The cluster's side threads, if `[cluster]` is configured.
+    pub cluster: Option<Arc<super::cluster::Cluster>>,
 }
 
 /// The keys the sign-in flows use, both from the ticket key.

@@ -26,6 +26,7 @@ use super::frontdoor::refuse_unread;
 use super::shard::{Shard, Shared, pairing_limits};
 use crate::auth::{KeyRing, unix_now};
 use crate::config::Config;
+use crate::eventlog::sanitize;
 use crate::proto::ToAgent;
 use crate::timefmt::rfc3339;
 
@@ -216,6 +217,18 @@ fn handle(shard: &Rc<Shard>, acceptors: &Acceptors, msg: ShardMsg) {
             compio::runtime::spawn(join::join_handed(shard.clone(), req)).detach();
         }
         ShardMsg::Fail { sid, kid, name } => shard.fail_waiter(sid, kid, &name),
+        ShardMsg::Evict { kid, name, reg, by } => {
+            let gone = shard.directory.borrow_mut().remove_cluster_reg(kid, &name, reg);
+            if let Some(rec) = gone {
+                let _ = rec.outbox.try_send(ToAgent::Bye("replaced".into()));
+                shard.event(format!(
+                    "Client {} replaced: a new connection came to gateway {} (old one from {} closed)",
+                    sanitize(&rec.name),
+                    sanitize(&by),
+                    rec.external
+                ));
+            }
+        }
         ShardMsg::List { kid, reply } => {
             let _ = reply.send(shard.directory.borrow().list(kid));
         }

@@ -187,7 +187,9 @@ pub(crate) enum Message {
 }
 
 impl Message {
-    /// The message as published.
+    /// The message as published (the claim script writes it in Lua; this
+    /// is the same text, for the tests).
+    #[cfg(test)]
     pub fn encode(&self) -> String {
         match self {
             Message::Replace { agent, reg, by } => {

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use slab::Slab;
 
+use super::cluster::MirrorShare;
 use super::flaps::Flaps;
 use super::outbox::Outbox;
 use super::permit::{Licence, Permit};
@@ -49,6 +50,9 @@ pub(crate) struct AgentRecord {
     /// How this name's replacements are logged; the flow hands it from a
     /// replaced record to its successor.
     pub flaps: Flaps,
+    /// In a cluster, its place in the mirror of this gateway's agents;
+    /// dropped with the record, so its Redis entry goes on every path.
+    pub cluster: Option<MirrorShare>,
 }
 
 /// What an admitted agent holds until its record goes.
@@ -136,6 +140,18 @@ impl Directory {
         let slot = self.slab.insert(rec);
         self.index.insert(key, slot);
         Ok((slot, old))
+    }
+
+    /// Removes agent (kid, name) if its cluster registration is `reg`:
+    /// a newer registration elsewhere took its name.
+    pub fn remove_cluster_reg(&mut self, kid: KeyId, name: &str, reg: u64) -> Option<AgentRecord> {
+        let slot = *self.index.get(&(kid, name.to_string()))?;
+        let rec = self.slab.get(slot)?;
+        if rec.cluster.as_ref().map(MirrorShare::reg) != Some(reg) {
+            return None;
+        }
+        let id = rec.id;
+        self.remove_if(slot, id)
     }
 
     /// Removes the record in `slot` if it is still registration `id`.

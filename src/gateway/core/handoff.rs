@@ -120,6 +120,18 @@ pub(crate) enum ShardMsg {
         /// The agent's name.
         name: String,
     },
+    /// Drop registration `reg` of agent (kid, name): a newer one holds
+    /// the name on gateway `by` of the cluster.
+    Evict {
+        /// The agent's key.
+        kid: KeyId,
+        /// Its name.
+        name: String,
+        /// The cluster registration that lost the name.
+        reg: u64,
+        /// The gateway that has it now.
+        by: String,
+    },
     /// The agents of key `kid` that this worker owns.
     List {
         /// The key.

@@ -85,6 +85,9 @@ pub(crate) enum Refusal<'a> {
     NotApproved,
     /// Too many connects are waiting for the approval hook.
     ApprovalsBusy,
+    /// The agent may be on another gateway of the cluster, and the
+    /// cluster directory cannot say: why.
+    ClusterUnavailable(&'a str),
 }
 
 impl Refusal<'_> {
@@ -110,6 +113,7 @@ impl Refusal<'_> {
             | Refusal::PinsFull
             | Refusal::PinsUnavailable
             | Refusal::ApprovalsBusy
+            | Refusal::ClusterUnavailable(_)
             | Refusal::ProofRefused(AuthError::NonceQuota) => 503,
             Refusal::NameTaken(_) => 409,
             Refusal::AgentKeyRequired => 400,
@@ -200,6 +204,7 @@ impl Refusal<'_> {
             Refusal::PinsUnavailable => "agent name pins are unavailable on this gateway; try again later".into(),
             Refusal::NotApproved => "the connection was not approved".into(),
             Refusal::ApprovalsBusy => "too many connections are waiting for approval; try again later".into(),
+            Refusal::ClusterUnavailable(why) => format!("no client of that name is here, and {why}").into(),
         }
     }
 

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use compio::BufResult;
@@ -20,6 +21,8 @@ use crate::auth::KeyId;
 use crate::auth::agentkey::{AgentKeyError, AgentPublicKey};
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
+use crate::gateway::cluster::{Cluster, now_ms};
+use crate::gateway::core::cluster::{AgentKey, Claimed, StoredAgent};
 use crate::gateway::core::directory::{AdmitError, AgentRecord, owner_of};
 use crate::gateway::core::flaps::Flaps;
 use crate::gateway::core::handoff::{Registration, ShardMsg};
@@ -30,8 +33,9 @@ use crate::gateway::core::stats::Stats;
 use crate::gateway::pins::{Checked, PinError};
 use crate::gateway::shard::Shard;
 use crate::http::{self, RequestHead};
-use crate::proto::{self, FrameError, FromAgent, ToAgent};
+use crate::proto::{self, AgentSummary, FrameError, FromAgent, ToAgent};
 use crate::relay::Duplex;
+use crate::timefmt::rfc3339;
 use crate::tls::{SealedConn, TlsConn};
 
 /// Frames that may wait in an agent's outbox. What fills it is bounded
@@ -148,6 +152,10 @@ pub(crate) async fn register(
     } else {
         None
     };
+    if let Some(to) = spread_to(&shard, &head) {
+        redirect_agent(&shard, &stream, &name, &to).await;
+        return;
+    }
     let owner = owner_of(kid, &name, shard.workers());
     let reg = Registration {
         handoff: match detach(stream, peer, early) {
@@ -205,9 +213,51 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         return;
     }
 
+    let now = SystemTime::now();
+    let held = match &shard.shared.cluster {
+        None => None,
+        Some(cluster) => {
+            let agent = AgentKey {
+                kid,
+                name: name.clone(),
+            };
+            let stored = StoredAgent {
+                gw: cluster.id.clone(),
+                reg: Cluster::new_reg(),
+                at_ms: now_ms(),
+                summary: AgentSummary {
+                    name: name.clone(),
+                    external_addr: peer.to_string(),
+                    connected_since: rfc3339(now),
+                    last_poll: rfc3339(now),
+                    mac: mac.clone(),
+                    local_ip: local_ip.clone(),
+                    os: os.clone(),
+                    gateway: None,
+                },
+            };
+            match cluster.claim(agent.clone(), stored.clone(), config.max_clients).await {
+                Ok(Claimed::Yes) => {}
+                Ok(Claimed::Licence) => {
+                    shard.event(format!(
+                        "Licence exceed. Rejecting connection from Client {shown} ({local_ip}, {}): the cluster has {} clients connected",
+                        peer.ip(),
+                        config.max_clients
+                    ));
+                    reject(&shard, &stream, Refusal::Licence(config.max_clients)).await;
+                    return;
+                }
+                // Admitted on this gateway's own licence; the side thread
+                // writes it once Redis answers again.
+                Err(why) => log::warn!("client {shown} admitted without the cluster: {}", why.reason()),
+            }
+            // Its share of the mirror goes with the record: a refusal
+            // below drops both, and the claim is released.
+            Some(cluster.hold(agent, stored))
+        }
+    };
     let (outbox, outbox_rx) = outbox(OUTBOX_CAPACITY);
     let id = shard.next_id();
-    let now = SystemTime::now();
     // Whether a replacement is logged is decided with the predecessor's
     // count, which the new record carries on (no await until admit).
     let mut flaps = Flaps::default();
@@ -233,6 +283,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
             outbox,
             licence: None,
             flaps,
+            cluster: held,
         },
         &shard.shared.licence,
         config.max_clients,
@@ -333,6 +384,38 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         ChannelStream::Sealed(s) => compio::runtime::spawn(channel.run(s, early, outbox_rx)).detach(),
         ChannelStream::Tls(t) => compio::runtime::spawn(channel.run(*t, early, outbox_rx)).detach(),
     }
+}
+
+/// Where to send this registration instead, in a cluster whose other
+/// gateways hold fewer agents than this one's share allows; never for a
+/// registration that was redirected here already.
+fn spread_to(shard: &Shard, head: &RequestHead) -> Option<String> {
+    let cluster = shard.shared.cluster.as_ref()?;
+    if head.header(proto::H_REDIRECTED).is_some() {
+        return None;
+    }
+    cluster.spread(shard.shared.licence.agents.used() as u64)
+}
+
+/// `307` to the least-loaded gateway `to`: the agent registers there.
+async fn redirect_agent(shard: &Shard, stream: &Conn, name: &str, to: &str) {
+    if let Some(cluster) = &shard.shared.cluster {
+        cluster.counts.agent_redirects.fetch_add(1, Ordering::Relaxed);
+    }
+    log::info!(
+        "client {} sent to {to}: this gateway holds more than its share",
+        sanitize(name)
+    );
+    let location = format!("{to}{}", proto::PATH_REGISTER);
+    let reason = format!("this gateway holds its share of clients; register at {to}\n");
+    let boot = shard.shared.boot.to_string();
+    let answer = http::response(
+        307,
+        &[("Location", &location), (proto::H_BOOT_WRITTEN, &boot)],
+        "text/plain; charset=utf-8",
+        reason.as_bytes(),
+    );
+    let _ = send(shard, stream, answer).await;
 }
 
 /// Checks (and on first use makes) the pin of `name` under key `kid` for

@@ -7,9 +7,11 @@
 //! Then both sides get `101` and the relay runs with both sockets on this
 //! one thread.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_channel::oneshot;
@@ -18,10 +20,13 @@ use futures_util::future::{Either, select};
 use super::answer::{identity, refuse_proof, reject, send, verify, wants_upgrade};
 use super::operator::{fresh_code, grant};
 use crate::approve::{Busy, Question, Verdict};
+use crate::auth::KeyId;
 use crate::auth::new_nonce;
 use crate::config::Approve;
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
+use crate::gateway::cluster::SessionShare;
+use crate::gateway::core::cluster::{AgentKey, Located};
 use crate::gateway::core::directory::owner_of;
 use crate::gateway::core::handoff::{OpenResult, ShardMsg};
 use crate::gateway::core::permit::Permit;
@@ -82,6 +87,19 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
             }
         }
     }
+    // In a cluster, the key's agents on the other live gateways too. With
+    // Redis away, this gateway's own agents are listed, and a header says
+    // the list is partial.
+    let mut partial = None;
+    if let Some(cluster) = &shard.shared.cluster {
+        match cluster.list(kid).await {
+            Ok(remote) => {
+                let here: HashSet<String> = agents.iter().map(|a| a.name.clone()).collect();
+                agents.extend(remote.into_iter().filter(|a| !here.contains(&a.name)));
+            }
+            Err(why) => partial = Some(why.reason()),
+        }
+    }
     if let Some(g) = &granted {
         agents.retain(|a| g.scope.may_reach(&a.name));
     }
@@ -103,8 +121,51 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
         }
     };
     let boot = shard.shared.boot.to_string();
-    let answer = http::response(200, &[(proto::H_BOOT_WRITTEN, &boot)], "application/json", &body);
+    let mut headers = vec![(proto::H_BOOT_WRITTEN, boot.as_str())];
+    if let Some(why) = &partial {
+        headers.push((proto::H_CLUSTER_PARTIAL_WRITTEN, why.as_str()));
+    }
+    let answer = http::response(200, &headers, "application/json", &body);
     let _ = send(&shard, &stream, answer).await;
+}
+
+/// An agent not on this gateway: in a cluster, a `307` to the gateway
+/// that holds it (the control CLI follows it once), a `503` when the
+/// cluster directory cannot say, else the `404` a lone gateway gives.
+async fn not_here(shard: &Shard, stream: &Conn, kid: KeyId, agent: &str, name_raw: &str, control_shown: &str) {
+    let agent_shown = sanitize(agent);
+    let Some(cluster) = &shard.shared.cluster else {
+        reject(shard, stream, Refusal::NoSuchClient(&agent_shown)).await;
+        return;
+    };
+    let key = AgentKey {
+        kid,
+        name: agent.to_string(),
+    };
+    match cluster.locate(key).await {
+        Ok(Located::At { gw, advertise }) if gw != cluster.id => {
+            cluster.counts.control_redirects.fetch_add(1, Ordering::Relaxed);
+            log::info!("control {control_shown} sent to gateway {gw} ({advertise}) for client {agent_shown}");
+            let location = format!("{advertise}{}{name_raw}", proto::PATH_CONNECT_PREFIX);
+            let reason = format!("client {agent_shown} is on gateway {gw}; connect at {advertise}\n");
+            let boot = shard.shared.boot.to_string();
+            let answer = http::response(
+                307,
+                &[("Location", &location), (proto::H_BOOT_WRITTEN, &boot)],
+                "text/plain; charset=utf-8",
+                reason.as_bytes(),
+            );
+            let _ = send(shard, stream, answer).await;
+        }
+        Ok(_) => reject(shard, stream, Refusal::NoSuchClient(&agent_shown)).await,
+        Err(why) => {
+            let why = why.reason();
+            shard.event(format!(
+                "Control {control_shown} asked for Client {agent_shown}, which is not here: {why}"
+            ));
+            reject(shard, stream, Refusal::ClusterUnavailable(&why)).await;
+        }
+    }
 }
 
 /// `GET /v1/connect/<name>`: a relay session to agent `name`.
@@ -237,7 +298,7 @@ pub(crate) async fn connect(
     let joined = match (opened, outcome) {
         (_, Some(Ok(Ok(joined)))) => joined,
         (OpenResult::NotFound, _) => {
-            reject(&shard, &stream, Refusal::NoSuchClient(&agent_shown)).await;
+            not_here(&shard, &stream, kid, &agent, &name_raw, &control_shown).await;
             return;
         }
         (OpenResult::Busy, _) => {
@@ -307,6 +368,7 @@ pub(crate) async fn connect(
         _kill: kill,
     });
     Stats::inc(&shard.stats.sessions_total);
+    let _in_lease = shard.shared.cluster.as_ref().map(SessionShare::new);
     shard.event(format!("Control {control_shown} connected to Client {agent_shown}"));
     let who = || -> Vec<(&'static str, serde_json::Value)> {
         vec![
