@@ -91,7 +91,7 @@ pub struct AgentChannel {
     outgoing_tx: async_channel::Sender<FromAgent>,
     outgoing_rx: async_channel::Receiver<FromAgent>,
     /// Where a cluster gateway's redirect took the registration.
-    redirected: Option<Endpoint>,
+    redirected: Option<Box<Endpoint>>,
 }
 
 impl AgentChannel {
@@ -167,7 +167,7 @@ impl AgentChannel {
                 dead_after: None,
                 outgoing_tx,
                 outgoing_rx,
-                redirected: redirected_from.map(|_| at),
+                redirected: redirected_from.map(|_| Box::new(at)),
             });
         }
     }
@@ -176,7 +176,7 @@ impl AgentChannel {
     /// the registration there; `None` when it is the one asked. Sessions
     /// opened on this channel must join there.
     pub fn redirected(&self) -> Option<&Endpoint> {
-        self.redirected.as_ref()
+        self.redirected.as_deref()
     }
 
     /// Treats the gateway as gone after `dead_after` without a word from

@@ -39,7 +39,8 @@ pub const MAX_CLUSTER_ID_CHARS: usize = 32;
 /// by the load step into `password`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://[:password@]host:port/db` or `rediss://` for TLS.
+    /// `redis://[:password@]host:port/db`, `rediss://` for TLS, or
+    /// `unix:///path/to/redis.sock`.
     pub redis: String,
     /// A file holding the Redis password (`password_file`), as written
     /// in a `ConfigFile`, resolved from the config's folder in a `Config`.
@@ -49,8 +50,9 @@ pub struct ClusterConfig {
     /// This gateway's id in the cluster: unique, stable across restarts.
     pub id: String,
     /// Where controls and agents reach this gateway:
-    /// `http://host:port` or `https://host:port`.
-    pub advertise: String,
+    /// `http://host:port` or `https://host:port`. `None`: the first listen
+    /// address as bound (https when `[tls]` is configured).
+    pub advertise: Option<String>,
     /// Lease lifetime (renewed every third of it).
     pub lease: Duration,
     /// How far above its share a gateway goes before it redirects new agents.
@@ -94,7 +96,7 @@ pub(super) struct RawCluster {
     redis: Spanned<String>,
     password_file: Option<Spanned<String>>,
     id: Spanned<String>,
-    advertise: Spanned<String>,
+    advertise: Option<Spanned<String>>,
     lease_secs: Option<Spanned<u64>>,
     slack_percent: Option<Spanned<u64>>,
     spread: Option<bool>,
@@ -127,10 +129,16 @@ pub fn valid_advertise(url: &str) -> bool {
 pub(super) fn parse_cluster(raw: Option<&RawCluster>, src: &Source) -> Result<Option<ClusterConfig>, ConfigError> {
     let Some(c) = raw else { return Ok(None) };
     let redis = c.redis.get_ref();
-    if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+    if !["redis://", "rediss://", "unix://", "redis+unix://"]
+        .iter()
+        .any(|s| redis.starts_with(s))
+    {
         return Err(src.error(
             c.redis.span(),
-            format!("redis = {:?} is not a redis:// or rediss:// URL", redacted_url(redis)),
+            format!(
+                "redis = {:?} is not a redis://, rediss:// or unix:// URL",
+                redacted_url(redis)
+            ),
         ));
     }
     if let Err(e) = redis::Client::open(redis.as_str()) {
@@ -146,16 +154,22 @@ pub(super) fn parse_cluster(raw: Option<&RawCluster>, src: &Source) -> Result<Op
             format!("cluster id {id:?} must be 1 to {MAX_CLUSTER_ID_CHARS} of A-Z a-z 0-9 . _ -"),
         ));
     }
-    let advertise = c.advertise.get_ref().trim_end_matches('/');
-    if !valid_advertise(advertise) {
-        return Err(src.error(
-            c.advertise.span(),
-            format!(
-                "advertise = {:?} must be http://HOST:PORT or https://HOST:PORT, the address controls and agents reach this gateway at",
-                c.advertise.get_ref()
-            ),
-        ));
-    }
+    let advertise = match &c.advertise {
+        None => None,
+        Some(a) => {
+            let url = a.get_ref().trim_end_matches('/');
+            if !valid_advertise(url) {
+                return Err(src.error(
+                    a.span(),
+                    format!(
+                        "advertise = {:?} must be http://HOST:PORT or https://HOST:PORT, the address controls and agents reach this gateway at",
+                        a.get_ref()
+                    ),
+                ));
+            }
+            Some(url.to_string())
+        }
+    };
     if let Some(cross) = &c.cross
         && cross.get_ref() != "redirect"
     {
@@ -179,7 +193,7 @@ pub(super) fn parse_cluster(raw: Option<&RawCluster>, src: &Source) -> Result<Op
         password_file,
         password: None,
         id: id.clone(),
-        advertise: advertise.to_string(),
+        advertise,
         lease: Duration::from_secs(CLUSTER_LEASE_SECS.take(&c.lease_secs, src)?),
         slack_percent: CLUSTER_SLACK_PERCENT.take(&c.slack_percent, src)?,
         spread: c.spread.unwrap_or(true),
@@ -202,8 +216,14 @@ mod tests {
         assert_eq!(section("", "cluster", parse_cluster), Ok(None));
         let c = parse(BASE).expect("valid").expect("present");
         assert_eq!(
-            (c.id.as_str(), c.advertise.as_str(), c.lease, c.slack_percent, c.spread),
-            ("gw1", "http://10.0.0.1:8080", Duration::from_secs(15), 20, true)
+            (
+                c.id.as_str(),
+                c.advertise.as_deref(),
+                c.lease,
+                c.slack_percent,
+                c.spread
+            ),
+            ("gw1", Some("http://10.0.0.1:8080"), Duration::from_secs(15), 20, true)
         );
         let c = parse(&format!(
             "{BASE}lease_secs = 3\nslack_percent = 0\nspread = false\ncross = \"redirect\"\npassword_file = \"redis.pw\"\n"
@@ -220,7 +240,7 @@ mod tests {
     fn bad_values_are_refused_with_their_line() {
         assert_eq!(
             parse("redis = \"http://x:1\"\nid = \"gw1\"\nadvertise = \"http://a:1\"\n"),
-            Err("test.toml:2: redis = \"http://x:1\" is not a redis:// or rediss:// URL".into())
+            Err("test.toml:2: redis = \"http://x:1\" is not a redis://, rediss:// or unix:// URL".into())
         );
         assert_eq!(
             parse("redis = \"redis://127.0.0.1\"\nid = \"g w\"\nadvertise = \"http://a:1\"\n"),
@@ -240,6 +260,14 @@ mod tests {
             parse(&format!("{BASE}lease_secs = 1\n")),
             Err("test.toml:5: lease_secs = 1 is out of range (2 to 300)".into())
         );
+    }
+
+    #[test]
+    fn unix_sockets_and_an_advertise_taken_from_the_listen_address() {
+        let c = parse("redis = \"unix:///run/redis/redis.sock\"\nid = \"gw1\"\n")
+            .expect("valid")
+            .expect("present");
+        assert_eq!((c.redis.as_str(), c.advertise), ("unix:///run/redis/redis.sock", None));
     }
 
     #[test]

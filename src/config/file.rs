@@ -51,6 +51,19 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
     let auth = parse_auth(raw.auth.as_ref(), &src)?;
     let key_names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
     let operators = parse_operators(raw.operators.as_ref(), &auth, &key_names, &src)?;
+    let cluster = parse_cluster(raw.cluster.as_ref(), &src)?;
+    if let Some(c) = &cluster
+        && c.advertise.is_none()
+        && gateway.listen[0].ip().is_unspecified()
+    {
+        return Err(src.error(
+            raw.gateway.span(),
+            format!(
+                "[cluster] needs advertise = \"http://HOST:PORT\": the first listen address {} names no host other gateways' clients can reach",
+                gateway.listen[0]
+            ),
+        ));
+    }
     Ok(ConfigFile {
         file: file.to_string(),
         listen: gateway.listen,
@@ -67,7 +80,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
         tls: parse_tls(raw.tls.as_ref(), &src)?,
         operators,
         auth,
-        cluster: parse_cluster(raw.cluster.as_ref(), &src)?,
+        cluster,
         warnings: Vec::new(),
     })
 }

@@ -197,15 +197,17 @@ pub struct ClusterStatus {
 }
 
 impl Cluster {
-    /// Starts the side threads for `config`; `inboxes` reach the workers.
+    /// Starts the side threads for `config`; this gateway is reached at
+    /// `advertise`, and `inboxes` reach its workers.
     pub(crate) fn start(
         config: &ClusterConfig,
+        advertise: String,
         inboxes: Vec<async_channel::Sender<ShardMsg>>,
         events: EventLog,
     ) -> Arc<Cluster> {
         let cluster = Arc::new(Cluster {
             id: config.id.clone(),
-            advertise: config.advertise.clone(),
+            advertise,
             config: config.clone(),
             board: Arc::default(),
             view: Mutex::new(View::default()),
@@ -300,7 +302,7 @@ impl Cluster {
         let kid = agent.kid;
         self.ask(kid, |reply| Request::Claim {
             agent,
-            stored,
+            stored: Box::new(stored),
             max_clients,
             reply,
         })
@@ -905,10 +907,25 @@ impl Link {
                 None => dead.push(id),
             }
         }
+        // Agents held, as the claims wrote them: exact now, where a lease
+        // says what its gateway held when it last renewed. Spreading
+        // decides on these.
+        if !live.is_empty() {
+            let mut pipe = redis::pipe();
+            for id in live.keys() {
+                pipe.cmd("SCARD").arg(held_key(id));
+            }
+            Link::ops(c, live.len());
+            let held: Vec<u64> = pipe.query(&mut self.conn)?;
+            for (lease, n) in live.values_mut().zip(held) {
+                lease.agents = n;
+            }
+        }
         {
             let mut view = c.view.lock().unwrap_or_else(|p| p.into_inner());
             view.live = live;
             view.sent.clear();
+            view.kept = 0;
             view.redis_up = true;
             view.down_reason.clear();
             view.read_at = Some(Instant::now());

@@ -146,10 +146,15 @@ impl Gateway {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..workers).map(|_| async_channel::bounded(INBOX_CAPACITY)).unzip();
         let cap = connection_cap(config.limits.max_connections);
-        let cluster = config
-            .cluster
-            .as_ref()
-            .map(|c| cluster::Cluster::start(c, senders.clone(), events.clone()));
+        let cluster = config.cluster.as_ref().map(|c| {
+            // Unless given, the first listen address as bound (the config
+            // check refused an unspecified one).
+            let advertise = c.advertise.clone().unwrap_or_else(|| {
+                let scheme = if config.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", addrs[0])
+            });
+            cluster::Cluster::start(c, advertise, senders.clone(), events.clone())
+        });
         let shared = Arc::new(Shared {
             inboxes: senders,
             licence: Licence::default(),

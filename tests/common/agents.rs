@@ -172,6 +172,9 @@ async fn run_agent(
         }
     };
     let _ = registered.send((index, Ok(()))).await;
+    // A cluster gateway may have sent the registration to another one:
+    // sessions join where the channel is.
+    let ep = channel.redirected().cloned().unwrap_or(ep);
     let handler = TestHandler {
         ep,
         behaviour,

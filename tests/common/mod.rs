@@ -22,6 +22,8 @@
 //!   command.rs: short-lived commands (curl, openssl, Chromium) with a
 //!   bound.
 //! - [`Service`] (service.rs): a local TCP service on std threads.
+//! - [`Redis`] (redis.rs): a real redis-server on a Unix socket of the
+//!   test's own, for the cluster tests.
 //! - bytes.rs: a seeded byte stream and SHA-256.
 //! - [`Tap`] (tap.rs): a forwarding proxy that records what clients send,
 //!   the eavesdropper of the replay tests.
@@ -57,6 +59,7 @@ mod netns;
 mod process;
 mod procfs;
 mod prometheus;
+mod redis;
 mod reset;
 mod service;
 mod session;
@@ -101,6 +104,8 @@ pub use process::*;
 pub use procfs::*;
 #[allow(unused_imports)]
 pub use prometheus::*;
+#[allow(unused_imports)]
+pub use redis::*;
 #[allow(unused_imports)]
 pub use reset::*;
 #[allow(unused_imports)]

@@ -231,6 +231,9 @@ pub(crate) struct View {
     /// Agents sent to each gateway since the leases were read: their
     /// counts lag, so spreading adds what it sent itself.
     pub sent: HashMap<String, u64>,
+    /// Agents this gateway decided to keep since then: registrations in
+    /// flight are not in the licence count yet.
+    pub kept: u64,
     /// Whether the last exchange with Redis worked.
     pub redis_up: bool,
     /// Why Redis is not usable, for 503s and the console.
@@ -248,13 +251,26 @@ impl View {
     }
 
     /// Where to send a new agent instead of admitting it here, if this
-    /// gateway (`me`, holding `mine` agents) would go above its share of
-    /// the cluster plus `slack_percent`; counts the redirect in `sent`.
-    /// `None`: admit it here.
-    pub fn spread(&mut self, me: &str, mine: u64, slack_percent: u64) -> Option<String> {
-        if !self.redis_up || self.live.len() < 2 || !self.live.contains_key(me) {
+    /// gateway (`me`, holding `local` agents) would go above its share of
+    /// the cluster plus `slack_percent`; counts the redirect in `sent`,
+    /// or the agent kept in `kept`. `None`: admit it here.
+    pub fn spread(&mut self, me: &str, local: u64, slack_percent: u64) -> Option<String> {
+        if !self.redis_up || self.live.len() < 2 {
             return None;
         }
+        let at_read = self.live.get(me)?.agents;
+        // Registrations kept but not admitted yet count as held.
+        let mine = local.max(at_read + self.kept);
+        let target = self.spread_target(me, mine, slack_percent);
+        match &target {
+            Some(t) => *self.sent.entry(t.clone()).or_insert(0) += 1,
+            None => self.kept += 1,
+        }
+        target
+    }
+
+    /// [`View::spread`]'s rule, counting nothing.
+    fn spread_target(&self, me: &str, mine: u64, slack_percent: u64) -> Option<String> {
         let count = |id: &str, lease: &Lease| -> u64 {
             let base = if id == me { mine } else { lease.agents };
             base + self.sent.get(id).copied().unwrap_or(0)
@@ -272,11 +288,7 @@ impl View {
             .filter(|(id, _)| id.as_str() != me)
             .map(|(id, l)| (id.clone(), count(id, l)))
             .min_by_key(|(id, load)| (*load, id.clone()))?;
-        if load + 1 >= mine {
-            return None;
-        }
-        *self.sent.entry(target.clone()).or_insert(0) += 1;
-        Some(target)
+        (load + 1 < mine).then_some(target)
     }
 }
 
@@ -331,7 +343,7 @@ pub(crate) enum Request {
         /// The agent.
         agent: AgentKey,
         /// Its record.
-        stored: StoredAgent,
+        stored: Box<StoredAgent>,
         /// The licence.
         max_clients: usize,
         /// The answer.
@@ -557,8 +569,10 @@ mod tests {
         // rest, the others admitting what they are sent.
         let mut v = view(&[("gw1", 0), ("gw2", 0), ("gw3", 0)]);
         let mut held: BTreeMap<&str, u64> = [("gw1", 0), ("gw2", 0), ("gw3", 0)].into();
-        for _ in 0..300 {
-            let mine = held["gw1"];
+        for i in 0..300 {
+            // Half of them arrive before any is admitted: the licence
+            // count lags what was decided.
+            let mine = if i < 150 { 0 } else { held["gw1"] };
             match v.spread("gw1", mine, 20) {
                 None => *held.get_mut("gw1").expect("gw1") += 1,
                 Some(to) => *held.get_mut(to.as_str()).expect("known") += 1,

@@ -27,6 +27,7 @@ fn record(id: u64, k: u8, name: &str, last_seen: Instant) -> AgentRecord {
         outbox,
         licence: None,
         flaps: Flaps::default(),
+        cluster: None,
     }
 }
 
