@@ -14,10 +14,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::{
-    AgentThread, Behaviour, EVENT_TIMEOUT, Gateway, GatewayConfig, Prng, Redis, Service, TestDir, connect_std,
-    echo_round_trip, list, names, poll_until, refusal, spawn_agent_binary, spawn_control_binary,
+    AgentThread, Behaviour, EVENT_TIMEOUT, Gateway, GatewayConfig, Prng, Redis, Service, TestDir, block_on,
+    connect_std, echo_round_trip, list, names, poll_until, refusal, ringway_command, run_bounded, spawn_agent_binary,
+    spawn_control_binary,
 };
-use ringway::client::ChannelEnd;
+use ringway::client::{self, ChannelEnd};
+use ringway::proto;
 
 const KEY: &str = "cluster-key-1";
 /// Lease of the test gateways: renewed every second.
@@ -146,6 +148,43 @@ fn three_hundred_agents_spread_across_three_gateways_within_the_slack_and_each_l
             "gw{}'s list names the holders of the others",
             i + 1
         );
+    }
+    // The operator's view of the cluster, from the real CLI, once gw2 has
+    // read the held counts again (every second).
+    let settled = poll_until(EVENT_TIMEOUT, || {
+        let status = gws[1].get_json("/api/cluster");
+        let sum: u64 = status["gateways"]
+            .as_array()?
+            .iter()
+            .filter_map(|g| g["agents"].as_u64())
+            .sum();
+        (sum == 300).then_some(())
+    });
+    assert!(settled.is_some(), "{}", gws[1].get("/api/cluster").body);
+    let admin = gws[1].admin().to_string();
+    let out = run_bounded(
+        ringway_command(&["status", "--cluster", "--admin", &admin]),
+        b"",
+        EVENT_TIMEOUT,
+    );
+    assert!(out.success(), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("This gateway: gw2\nDirectory (Redis): up; leases read "),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("\nGateways (3)\n"), "{}", out.stdout);
+    for (i, n) in counts.iter().enumerate() {
+        let mark = if i == 1 { " *" } else { "" };
+        let row = format!(
+            "{:<20} {:<40} {:>8} {:>8}",
+            format!("gw{}{mark}", i + 1),
+            format!("http://{}", gws[i].addr()),
+            n,
+            0
+        );
+        assert!(out.stdout.contains(&row), "{row:?} in:\n{}", out.stdout);
     }
     // A session through a redirected agent: it joins where its channel is.
     let on_gw3 = list(&gws[2].endpoint(KEY, "ops"))
@@ -341,6 +380,18 @@ fn redis_killed_and_restarted_empty_keeps_local_service_and_rebuilds_the_cluster
     assert_eq!(&back, b"still here");
     echo_round_trip(&ops, "r1", b"a new local session");
     assert_eq!(names(&ops), ["r1"]);
+    let head = block_on(async {
+        let conn = client::dial(&ops).await.expect("dial");
+        client::request(&ops, &conn, "GET", proto::PATH_CLIENTS, &[])
+            .await
+            .map(|(h, _)| h)
+    })
+    .expect("browse");
+    let partial = head.header("ringway-cluster-partial").unwrap_or_default();
+    assert!(
+        partial.starts_with("the cluster directory is unavailable: "),
+        "{partial:?}"
+    );
     let (status, reason) = refusal(connect_std(&ops, "r2"));
     assert_eq!(status, 503, "{reason}");
     assert!(

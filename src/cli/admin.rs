@@ -20,6 +20,18 @@ pub struct AdminArgs {
     token_file: Option<PathBuf>,
 }
 
+/// `ringway status`'s options.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Where the admin listener is.
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// Show the cluster instead: every live gateway, its clients and
+    /// sessions, and whether the shared directory (Redis) answers.
+    #[arg(long)]
+    cluster: bool,
+}
+
 impl AdminArgs {
     fn token(&self) -> Result<Option<String>, String> {
         self.token_file
@@ -49,8 +61,13 @@ impl AdminArgs {
     }
 }
 
-/// Prints the clients and sessions tables.
-pub fn status(args: AdminArgs) -> Result<(), String> {
+/// Prints the clients and sessions tables, or with `--cluster` the
+/// cluster's gateways.
+pub fn status(args: StatusArgs) -> Result<(), String> {
+    if args.cluster {
+        return cluster_status(&args.admin);
+    }
+    let args = args.admin;
     let info = args.get("GET", "/api/gateway")?;
     let info: GatewayInfo<'_> = serde_json::from_str(&info).map_err(|e| format!("bad gateway answer: {e}"))?;
     println!(
@@ -100,6 +117,38 @@ pub fn status(args: AdminArgs) -> Result<(), String> {
             s.bytes_to_agent,
             s.bytes_to_control,
             s.worker
+        );
+    }
+    Ok(())
+}
+
+/// Prints the cluster as the gateway sees it.
+fn cluster_status(args: &AdminArgs) -> Result<(), String> {
+    let body = args.get("GET", "/api/cluster")?;
+    let status: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("bad cluster answer: {e}"))?;
+    let text = |v: &serde_json::Value| sanitize(v.as_str().unwrap_or(""));
+    let redis = if status["redis_up"].as_bool() == Some(true) {
+        "up".to_string()
+    } else {
+        format!("DOWN: {}", text(&status["down_reason"]))
+    };
+    let age = status["view_age_secs"]
+        .as_f64()
+        .map_or("never".to_string(), |s| format!("{s:.1} s ago"));
+    println!("This gateway: {}", text(&status["id"]));
+    println!("Directory (Redis): {redis}; leases read {age}");
+    println!();
+    let gateways = status["gateways"].as_array().cloned().unwrap_or_default();
+    println!("Gateways ({})", gateways.len());
+    println!("{:<20} {:<40} {:>8} {:>8}", "ID", "ADDRESS", "CLIENTS", "SESSIONS");
+    for g in &gateways {
+        let mark = if g["this"].as_bool() == Some(true) { " *" } else { "" };
+        println!(
+            "{:<20} {:<40} {:>8} {:>8}",
+            format!("{}{mark}", text(&g["id"])),
+            text(&g["advertise"]),
+            g["agents"].as_u64().unwrap_or(0),
+            g["sessions"].as_u64().unwrap_or(0)
         );
     }
     Ok(())

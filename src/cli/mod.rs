@@ -43,7 +43,7 @@ enum Command {
     },
     /// Show the gateway's clients and active sessions (admin listener).
     #[cfg(target_os = "linux")]
-    Status(admin::AdminArgs),
+    Status(admin::StatusArgs),
     /// Make the gateway re-read its config file (admin listener).
     #[cfg(target_os = "linux")]
     Reload(admin::AdminArgs),

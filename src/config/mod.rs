@@ -65,7 +65,10 @@ pub use load::{MAX_CONFIG_BYTES, MAX_TOKEN_FILE_BYTES, MAX_TOTP_FILE_BYTES, load
 pub use operators::{MAX_AGENT_GLOBS, MAX_OPERATOR_KEYS, MAX_OPERATORS, Operator, OperatorFile, Scope, TotpSource};
 pub use tls::TlsFiles;
 
-pub use cluster::{ClusterConfig, redacted_url, valid_advertise, valid_cluster_id};
+pub use cluster::{
+    CLUSTER_LEASE_SECS, CLUSTER_SLACK_PERCENT, ClusterConfig, MAX_CLUSTER_ID_CHARS, redacted_url, valid_advertise,
+    valid_cluster_id,
+};
 
 use crate::audit::AuditConfig;
 use crate::auth::GatewayKey;

@@ -287,6 +287,12 @@ impl Gateway {
             ));
             new.workers = old.workers;
         }
+        if new.cluster != old.cluster {
+            report
+                .warnings
+                .push("changing [cluster] needs a restart; the running cluster settings stay".into());
+            new.cluster = old.cluster.clone();
+        }
         let old_ids: std::collections::BTreeSet<_> = old.keys.iter().map(|k| k.id()).collect();
         let new_ids: std::collections::BTreeSet<_> = new.keys.iter().map(|k| k.id()).collect();
         if old_ids != new_ids {
