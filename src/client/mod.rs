@@ -592,3 +592,51 @@ pub async fn connect(ep: &Endpoint, name: &str) -> Result<Session, ClientError> 
 pub async fn join(ep: &Endpoint, sid: SessionId) -> Result<Session, ClientError> {
     upgrade(ep, &format!("{}{sid}", proto::PATH_SESSION_PREFIX)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::Trust;
+
+    fn head(location: &str) -> ResponseHead {
+        let text = format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
+        http::parse_response(text.as_bytes()).expect("a response head").0
+    }
+
+    fn endpoint(gateway: &str) -> Endpoint {
+        Endpoint::new(gateway, GatewayKey::new("Testing1-key"), "ops", &Trust::Insecure).expect("endpoint")
+    }
+
+    #[test]
+    fn a_redirect_keeps_the_scheme_and_the_key_and_forgets_the_boot_id() {
+        let plain = endpoint("127.0.0.1:1");
+        let (to, path) = redirected(&plain, &head("http://127.0.0.2:8080/v1/connect/pc%201")).expect("followed");
+        assert_eq!((to.gateway.as_str(), path.as_str()), ("127.0.0.2:8080", "/v1/connect/pc%201"));
+        assert!(to.tls.is_none() && to.boot.get().is_none());
+        assert_eq!(to.key.id(), plain.key.id());
+        let tls = endpoint("https://gw1.example.com:443");
+        let (to, _) = redirected(&tls, &head("https://gw2.example.com:8443/v1/agent/register")).expect("followed");
+        assert_eq!(to.tls.as_ref().map(|t| t.server_name.as_str()), Some("gw2.example.com"));
+    }
+
+    #[test]
+    fn a_hostile_redirect_is_refused_with_its_reason() {
+        let tls = endpoint("https://gw1.example.com:443");
+        let plain = endpoint("127.0.0.1:1");
+        for (ep, location, why) in [
+            (&tls, "http://evil:80/v1/connect/pc1", "a TLS connection was sent to plain HTTP; refused"),
+            (&plain, "https://gw2:443/v1/connect/pc1", "sent to https"),
+            (&plain, "ftp://gw2:21/v1/connect/pc1", "Location is not http:// or https://"),
+            (&plain, "http://gw2/v1/connect/pc1", "Location has no host:port"),
+            (&plain, "http://gw2:80", "Location has no path"),
+            (&plain, "gw2:80/v1/connect/pc1", "Location is not a URL"),
+        ] {
+            match redirected(ep, &head(location)) {
+                Err(ClientError::Protocol(e)) => assert!(e.contains(why), "{location}: {e}"),
+                other => panic!("{location}: {:?}", other.map(|(e, p)| (e.gateway, p))),
+            }
+        }
+        let none = http::parse_response(b"HTTP/1.1 307 X\r\nContent-Length: 0\r\n\r\n").expect("head").0;
+        assert!(redirected(&plain, &none).is_err());
+    }
+}
