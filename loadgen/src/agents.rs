@@ -204,9 +204,15 @@ impl Held<'_> {
         loop {
             *last = Some(at);
             let ep = &self.eps[at];
+            // A cluster gateway may have sent the registration to another
+            // one: sessions join where the channel is.
+            let joined_at = channel.redirected().cloned();
             let homing = Homing::for_cmpi(channel.cmpi(), None, None);
             let outgoing = channel.outgoing();
-            let echoer = Echoer { ep, rec: self.rec };
+            let echoer = Echoer {
+                ep: joined_at.as_ref().unwrap_or(ep),
+                rec: self.rec,
+            };
             let run = crate::churn::run_until(channel.run(&echoer), hang_up);
             if at == 0 {
                 return (at, run.await);
