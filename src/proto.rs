@@ -51,6 +51,11 @@ pub const H_PREVIOUS_WRITTEN: &str = "Ringway-Previous";
 /// On a browse answer in a cluster: why the list holds this gateway's
 /// agents only (the cluster directory did not answer).
 pub const H_CLUSTER_PARTIAL_WRITTEN: &str = "Ringway-Cluster-Partial";
+/// On a cluster's `307`: the boot id of the gateway the `Location`
+/// names, so a plain-HTTP client signs its first proof there right.
+pub const H_LOCATION_BOOT: &str = "ringway-location-boot";
+/// [`H_LOCATION_BOOT`] as gateways write it.
+pub const H_LOCATION_BOOT_WRITTEN: &str = "Ringway-Location-Boot";
 /// On a registration: the cluster gateway that redirected this agent
 /// here; a registration carrying it is never redirected again.
 pub const H_REDIRECTED: &str = "ringway-redirected";

@@ -14,9 +14,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::{
-    AgentThread, Behaviour, EVENT_TIMEOUT, Gateway, GatewayConfig, Prng, Redis, Service, TestDir, block_on,
-    connect_std, echo_round_trip, list, names, poll_until, refusal, ringway_command, run_bounded, spawn_agent_binary,
-    spawn_control_binary,
+    AgentThread, Behaviour, EVENT_TIMEOUT, Gateway, GatewayConfig, LoggedChild, Prng, Redis, Service, TestDir,
+    block_on, connect_std, echo_round_trip, http_request, list, names, poll_until, refusal, ringway_command,
+    run_bounded, spawn_agent_binary, spawn_control_binary,
 };
 use ringway::client::{self, ChannelEnd};
 use ringway::proto;
@@ -30,11 +30,14 @@ const LEASE_SECS: u64 = 3;
 struct Options {
     spread: bool,
     max_clients: Option<usize>,
+    /// More `[cluster]` lines.
+    extra: &'static str,
 }
 
 const PINNED: Options = Options {
     spread: false,
     max_clients: None,
+    extra: "",
 };
 
 /// Gateway `gwN` on 127.0.0.N, in `redis`'s cluster.
@@ -43,9 +46,10 @@ fn gateway(redis: &Redis, n: usize, opts: Options) -> Gateway {
     config.listen = vec![SocketAddr::from((Ipv4Addr::new(127, 0, 0, n as u8), 0))];
     config.max_clients = opts.max_clients;
     config.tail.push(format!(
-        "[cluster]\nredis = {:?}\nid = \"gw{n}\"\nlease_secs = {LEASE_SECS}\nslack_percent = 20\nspread = {}\n",
+        "[cluster]\nredis = {:?}\nid = \"gw{n}\"\nlease_secs = {LEASE_SECS}\nslack_percent = 20\nspread = {}\n{}",
         redis.url(),
-        opts.spread
+        opts.spread,
+        opts.extra
     ));
     let gw = Gateway::start(&config);
     gw.wait_for_event(&available(redis, n, 0), EVENT_TIMEOUT);
@@ -106,14 +110,7 @@ fn serve(gw: &Gateway, names: &[&str], echo: &Service) -> AgentThread {
 fn three_hundred_agents_spread_across_three_gateways_within_the_slack_and_each_lists_them_all() {
     let dir = TestDir::new("cluster-spread");
     let redis = Redis::start(&dir);
-    let gws = cluster(
-        &redis,
-        3,
-        Options {
-            spread: true,
-            max_clients: None,
-        },
-    );
+    let gws = cluster(&redis, 3, Options { spread: true, ..PINNED });
     let echo = Service::echo();
     let expected: BTreeSet<String> = (0..300).map(|i| format!("pc{i:03}")).collect();
     // Every agent dials gw1; gw1 keeps its share and sends the rest on.
@@ -318,8 +315,8 @@ fn the_licence_holds_across_the_cluster_with_fifty_simultaneous_registrations() 
         &redis,
         3,
         Options {
-            spread: false,
             max_clients: Some(20),
+            ..PINNED
         },
     );
     let echo = Service::echo();
@@ -413,4 +410,82 @@ fn redis_killed_and_restarted_empty_keeps_local_service_and_rebuilds_the_cluster
     let mut back = [0u8; 9];
     session.stream.read_exact(&mut back).expect("echo");
     assert_eq!(&back, b"and still");
+}
+
+#[test]
+fn a_draining_gateway_moves_its_agents_away_over_time_and_keeps_its_sessions() {
+    let dir = TestDir::new("cluster-drain");
+    let redis = Redis::start(&dir);
+    let gws = cluster(
+        &redis,
+        3,
+        Options {
+            extra: "drain_secs = 2\n",
+            ..PINNED
+        },
+    );
+    let echo = Service::echo();
+    let gw1 = gws[0].addr().to_string();
+    let agents: Vec<LoggedChild> = (0..6)
+        .map(|i| spawn_agent_binary(&gw1, KEY, &format!("d{i}"), echo.addr(), &[]))
+        .collect();
+    for a in &agents {
+        a.wait_for_line(&format!("registered with {gw1} "), EVENT_TIMEOUT);
+    }
+    // A session through gw2 to d0 on gw1, open across the drain.
+    let mut session = connect_std(&gws[1].endpoint(KEY, "ops"), "d0").expect("a session to d0");
+
+    let reply = http_request(gws[0].admin(), "POST", "/api/drain");
+    let said = "Draining gateway gw1: 6 clients are sent to the other gateways over 2 s; new clients go there too";
+    assert_eq!((reply.status, reply.body.as_str()), (200, format!("{said}\n").as_str()));
+    gws[0].wait_for_event(said, EVENT_TIMEOUT);
+    let moved = poll_until(EVENT_TIMEOUT, || {
+        let l = list(&gws[1].endpoint(KEY, "ops")).ok()?;
+        (l.len() == 6 && l.iter().all(|a| a.gateway.as_deref() != Some("gw1"))).then_some(l)
+    });
+    assert!(moved.is_some(), "{:?}", list(&gws[1].endpoint(KEY, "ops")));
+    assert_eq!(held(&gws[0]), 0);
+    for i in 0..6 {
+        assert_eq!(
+            gws[0].count_events(&format!("Client d{i} Disconnected (moved: gateway draining)")),
+            1
+        );
+    }
+    session.stream.write_all(b"drained, not cut").expect("write");
+    let mut back = [0u8; 16];
+    session.stream.read_exact(&mut back).expect("echo");
+    assert_eq!(&back, b"drained, not cut");
+    // New agents dialling gw1 are sent on.
+    let _late = serve(&gws[0], &["late"], &echo);
+    let listed = list(&gws[0].endpoint(KEY, "ops")).expect("browse");
+    let late = listed.iter().find(|a| a.name == "late").expect("late is listed");
+    assert!(matches!(late.gateway.as_deref(), Some("gw2" | "gw3")), "{late:?}");
+    let m = gws[0].metrics();
+    assert_eq!(
+        (
+            m.sum("ringway_cluster_draining", &[]),
+            m.sum("ringway_cluster_drained_total", &[])
+        ),
+        (1.0, 6.0)
+    );
+
+    let reply = http_request(gws[0].admin(), "POST", "/api/drain?stop");
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "Gateway gw1 stopped draining: it takes new clients again\n")
+    );
+    let serving = poll_until(EVENT_TIMEOUT, || {
+        let status = gws[0].get_json("/api/cluster");
+        let me = status["gateways"]
+            .as_array()?
+            .iter()
+            .find(|g| g["id"] == "gw1")?
+            .clone();
+        (me["draining"] == false).then_some(())
+    });
+    assert!(serving.is_some());
+    let _home = serve(&gws[0], &["home"], &echo);
+    assert_eq!(held(&gws[0]), 1);
+    let reply = http_request(gws[0].admin(), "POST", "/api/drain?later");
+    assert_eq!(reply.status, 400, "{}", reply.body);
 }

@@ -81,6 +81,18 @@ pub fn metrics(status: &ClusterStatus) -> String {
         one(status.replaced_elsewhere as f64),
     );
     family(
+        "ringway_cluster_draining",
+        "gauge",
+        "1 while this gateway drains (ringway drain): new agents go elsewhere, its own are moved away.",
+        one(if status.draining { 1.0 } else { 0.0 }),
+    );
+    family(
+        "ringway_cluster_drained_total",
+        "counter",
+        "Agents a drain told to move to another gateway.",
+        one(status.drained as f64),
+    );
+    family(
         "ringway_cluster_redis_failures_total",
         "counter",
         "Times the cluster directory (Redis) was lost.",
@@ -95,12 +107,13 @@ pub fn console_section(status: &ClusterStatus) -> String {
     for g in &status.gateways {
         let _ = write!(
             rows,
-            "<tr class=\"gateway\"><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"gateway\"><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&g.id),
             if g.this { " (this one)" } else { "" },
             escape(&g.advertise),
             g.agents,
-            g.sessions
+            g.sessions,
+            if g.draining { "draining" } else { "serving" }
         );
     }
     let redis = if status.redis_up {
@@ -112,7 +125,7 @@ pub fn console_section(status: &ClusterStatus) -> String {
         .view_age_secs
         .map_or("never".to_string(), |s| format!("{s:.1} s ago"));
     format!(
-        "<h2>Cluster</h2>\n<p class=\"counts\"><span>This gateway: <b id=\"cluster-id\">{}</b></span><span>Directory: <b id=\"cluster-redis\">{}</b></span><span>Leases read: <b id=\"cluster-age\">{age}</b></span></p>\n<table id=\"cluster\"><thead><tr><th>Gateway</th><th>Address</th><th>Clients</th><th>Sessions</th></tr></thead><tbody>{rows}</tbody></table>\n",
+        "<h2>Cluster</h2>\n<p class=\"counts\"><span>This gateway: <b id=\"cluster-id\">{}</b></span><span>Directory: <b id=\"cluster-redis\">{}</b></span><span>Leases read: <b id=\"cluster-age\">{age}</b></span></p>\n<table id=\"cluster\"><thead><tr><th>Gateway</th><th>Address</th><th>Clients</th><th>Sessions</th><th>State</th></tr></thead><tbody>{rows}</tbody></table>\n",
         escape(&status.id),
         escape(&redis),
     )
@@ -134,6 +147,7 @@ mod tests {
                     advertise: "http://127.0.0.1:1".into(),
                     agents: 3,
                     sessions: 1,
+                    draining: false,
                     this: true,
                 },
                 ClusterRow {
@@ -141,6 +155,7 @@ mod tests {
                     advertise: "http://<b>:2".into(),
                     agents: 4,
                     sessions: 0,
+                    draining: true,
                     this: false,
                 },
             ],
@@ -168,6 +183,7 @@ mod tests {
     fn the_cluster_section_escapes_what_redis_holds() {
         let html = console_section(&status());
         assert!(html.contains("<td>gw1 (this one)</td>"), "{html}");
+        assert!(html.contains("<td>0</td><td>draining</td></tr>"), "{html}");
         assert!(html.contains("http://&lt;b&gt;:2"), "{html}");
         assert!(html.contains("<b id=\"cluster-redis\">up</b>"), "{html}");
     }

@@ -64,6 +64,11 @@ pub trait AdminOps: Send + Sync {
     fn cluster(&self) -> Option<crate::gateway::ClusterStatus> {
         None
     }
+    /// Starts (`on`) or stops draining this cluster gateway: what it did,
+    /// or why not.
+    fn drain(&self, _on: bool) -> Result<String, String> {
+        Err("this gateway is not in a cluster".into())
+    }
 }
 
 /// How long the `status` and `reload` commands wait for an answer: a

@@ -212,6 +212,17 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
             Ok(summary) => Answer::ok("text/plain; charset=utf-8", format!("{summary}\n")),
             Err(why) => Answer::error(400, &why),
         },
+        (false, "POST", DRAIN_PATH) => {
+            let on = match head.target.split_once('?').map(|(_, q)| q) {
+                None | Some("") => true,
+                Some("stop") => false,
+                Some(_) => return Answer::error(400, "POST /api/drain starts a drain, POST /api/drain?stop ends it"),
+            };
+            match ops.drain(on) {
+                Ok(summary) => Answer::ok("text/plain; charset=utf-8", format!("{summary}\n")),
+                Err(why) => Answer::error(409, &why),
+            }
+        }
         (false, "POST", FORGET_PATH) => match forget_params(&head.target) {
             Ok((name, key)) => match ops.forget(&name, key.as_deref()) {
                 Ok(summary) => Answer::ok("text/plain; charset=utf-8", format!("{summary}\n")),
@@ -223,11 +234,15 @@ fn route(head: &RequestHead, cx: &Context<'_>, ops: &dyn AdminOps) -> Answer {
             _,
             _,
             "/" | "/api/clients" | "/api/gateway" | "/api/cluster" | "/api/sessions" | "/api/signins" | "/signins"
-            | "/metrics" | "/api/reload" | FORGET_PATH | "/console.css",
+            | "/metrics" | "/api/reload" | FORGET_PATH | DRAIN_PATH | "/console.css",
         ) => Answer::error(405, "method not allowed here"),
         _ => Answer::error(404, "no such endpoint"),
     }
 }
+
+/// Starts a cluster gateway's drain (`POST /api/drain`) or ends it
+/// (`POST /api/drain?stop`); `ringway drain` posts here.
+pub const DRAIN_PATH: &str = "/api/drain";
 
 /// Releases an agent name pin: `POST /api/agents/forget?name=NAME[&key=KEY]`,
 /// both percent-encoded; the same Host, Origin and token checks as every

@@ -140,11 +140,19 @@ fn cluster_status(args: &AdminArgs) -> Result<(), String> {
     println!();
     let gateways = status["gateways"].as_array().cloned().unwrap_or_default();
     println!("Gateways ({})", gateways.len());
-    println!("{:<20} {:<40} {:>8} {:>8}", "ID", "ADDRESS", "CLIENTS", "SESSIONS");
+    println!(
+        "{:<20} {:<40} {:>8} {:>8} STATE",
+        "ID", "ADDRESS", "CLIENTS", "SESSIONS"
+    );
     for g in &gateways {
         let mark = if g["this"].as_bool() == Some(true) { " *" } else { "" };
+        let state = if g["draining"].as_bool() == Some(true) {
+            "draining"
+        } else {
+            "serving"
+        };
         println!(
-            "{:<20} {:<40} {:>8} {:>8}",
+            "{:<20} {:<40} {:>8} {:>8} {state}",
             format!("{}{mark}", text(&g["id"])),
             text(&g["advertise"]),
             g["agents"].as_u64().unwrap_or(0),
@@ -188,6 +196,29 @@ pub fn agents(cmd: AgentsCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// `ringway drain`'s options.
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    /// Where the admin listener is.
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// End the drain: the gateway takes new clients again.
+    #[arg(long)]
+    stop: bool,
+}
+
+/// Starts or ends a cluster gateway's drain.
+pub fn drain(args: DrainArgs) -> Result<(), String> {
+    let path = if args.stop {
+        format!("{}?stop", crate::admin::routes::DRAIN_PATH)
+    } else {
+        crate::admin::routes::DRAIN_PATH.to_string()
+    };
+    let summary = args.admin.get("POST", &path)?;
+    println!("{}", summary.trim());
+    Ok(())
 }
 
 /// Asks the gateway to re-read its config file.

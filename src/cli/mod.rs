@@ -47,6 +47,10 @@ enum Command {
     /// Make the gateway re-read its config file (admin listener).
     #[cfg(target_os = "linux")]
     Reload(admin::AdminArgs),
+    /// Move this cluster gateway's clients to the others, spread over
+    /// `[cluster] drain_secs`, and send new ones there (admin listener).
+    #[cfg(target_os = "linux")]
+    Drain(admin::DrainArgs),
     /// Manage agents through the admin listener (release a pinned name).
     #[cfg(target_os = "linux")]
     #[command(subcommand)]
@@ -207,6 +211,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => admin::status(args),
         #[cfg(target_os = "linux")]
         Command::Reload(args) => admin::reload(args),
+        #[cfg(target_os = "linux")]
+        Command::Drain(args) => admin::drain(args),
         #[cfg(target_os = "linux")]
         Command::Agents(cmd) => admin::agents(cmd),
         Command::GenCert(args) => gencert::run(args),

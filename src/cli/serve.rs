@@ -48,6 +48,10 @@ impl AdminOps for Controller {
         self.gateway.cluster_status()
     }
 
+    fn drain(&self, on: bool) -> Result<String, String> {
+        self.gateway.drain(on)
+    }
+
     fn reload(&self) -> Result<String, String> {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let new = match config::load(&self.path) {

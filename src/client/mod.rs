@@ -548,7 +548,12 @@ pub fn redirected(ep: &Endpoint, head: &ResponseHead) -> Result<(Endpoint, Strin
     let mut to = ep.clone();
     to.gateway = host_port.to_string();
     to.tls = tls;
+    // The new gateway's boot id, if the redirect says it: the first proof
+    // there is then signed right (no `401 stale_boot` round trip).
     to.boot = BootCache::default();
+    if let Some(boot) = head.header(proto::H_LOCATION_BOOT).and_then(BootId::parse) {
+        *to.boot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(boot);
+    }
     // Sources bound to this machine's addresses stay valid for any gateway.
     Ok((to, path.to_string()))
 }
@@ -611,8 +616,21 @@ mod tests {
     fn a_redirect_keeps_the_scheme_and_the_key_and_forgets_the_boot_id() {
         let plain = endpoint("127.0.0.1:1");
         let (to, path) = redirected(&plain, &head("http://127.0.0.2:8080/v1/connect/pc%201")).expect("followed");
-        assert_eq!((to.gateway.as_str(), path.as_str()), ("127.0.0.2:8080", "/v1/connect/pc%201"));
+        assert_eq!(
+            (to.gateway.as_str(), path.as_str()),
+            ("127.0.0.2:8080", "/v1/connect/pc%201")
+        );
         assert!(to.tls.is_none() && to.boot.get().is_none());
+        let with_boot = http::parse_response(
+            b"HTTP/1.1 307 X\r\nLocation: http://h:1/v1/connect/a\r\nRingway-Location-Boot: 00112233445566778899aabbccddeeff\r\nContent-Length: 0\r\n\r\n",
+        )
+        .expect("head")
+        .0;
+        let (to, _) = redirected(&plain, &with_boot).expect("followed");
+        assert_eq!(
+            to.boot.get().map(|b| b.to_string()).as_deref(),
+            Some("00112233445566778899aabbccddeeff")
+        );
         assert_eq!(to.key.id(), plain.key.id());
         let tls = endpoint("https://gw1.example.com:443");
         let (to, _) = redirected(&tls, &head("https://gw2.example.com:8443/v1/agent/register")).expect("followed");
@@ -624,9 +642,17 @@ mod tests {
         let tls = endpoint("https://gw1.example.com:443");
         let plain = endpoint("127.0.0.1:1");
         for (ep, location, why) in [
-            (&tls, "http://evil:80/v1/connect/pc1", "a TLS connection was sent to plain HTTP; refused"),
+            (
+                &tls,
+                "http://evil:80/v1/connect/pc1",
+                "a TLS connection was sent to plain HTTP; refused",
+            ),
             (&plain, "https://gw2:443/v1/connect/pc1", "sent to https"),
-            (&plain, "ftp://gw2:21/v1/connect/pc1", "Location is not http:// or https://"),
+            (
+                &plain,
+                "ftp://gw2:21/v1/connect/pc1",
+                "Location is not http:// or https://",
+            ),
             (&plain, "http://gw2/v1/connect/pc1", "Location has no host:port"),
             (&plain, "http://gw2:80", "Location has no path"),
             (&plain, "gw2:80/v1/connect/pc1", "Location is not a URL"),
@@ -636,7 +662,9 @@ mod tests {
                 other => panic!("{location}: {:?}", other.map(|(e, p)| (e.gateway, p))),
             }
         }
-        let none = http::parse_response(b"HTTP/1.1 307 X\r\nContent-Length: 0\r\n\r\n").expect("head").0;
+        let none = http::parse_response(b"HTTP/1.1 307 X\r\nContent-Length: 0\r\n\r\n")
+            .expect("head")
+            .0;
         assert!(redirected(&plain, &none).is_err());
     }
 }

@@ -32,6 +32,16 @@ pub const CLUSTER_SLACK_PERCENT: Bound = Bound {
     max: 10_000,
 };
 
+/// `drain_secs`: over how long a draining gateway (`ringway drain`)
+/// moves its agents away, so the others take them at a steady rate
+/// rather than all in one second.
+pub const CLUSTER_DRAIN_SECS: Bound = Bound {
+    key: "drain_secs",
+    default: 60,
+    min: 1,
+    max: 3600,
+};
+
 /// Longest gateway id: it is part of every Redis key and message.
 pub const MAX_CLUSTER_ID_CHARS: usize = 32;
 
@@ -59,6 +69,8 @@ pub struct ClusterConfig {
     pub slack_percent: u64,
     /// Whether to redirect new agents to less-loaded gateways at all.
     pub spread: bool,
+    /// Over how long a drain moves the agents away.
+    pub drain: Duration,
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -71,6 +83,7 @@ impl fmt::Debug for ClusterConfig {
             .field("lease", &self.lease)
             .field("slack_percent", &self.slack_percent)
             .field("spread", &self.spread)
+            .field("drain", &self.drain)
             .finish()
     }
 }
@@ -100,6 +113,7 @@ pub(super) struct RawCluster {
     lease_secs: Option<Spanned<u64>>,
     slack_percent: Option<Spanned<u64>>,
     spread: Option<bool>,
+    drain_secs: Option<Spanned<u64>>,
     cross: Option<Spanned<String>>,
 }
 
@@ -197,6 +211,7 @@ pub(super) fn parse_cluster(raw: Option<&RawCluster>, src: &Source) -> Result<Op
         lease: Duration::from_secs(CLUSTER_LEASE_SECS.take(&c.lease_secs, src)?),
         slack_percent: CLUSTER_SLACK_PERCENT.take(&c.slack_percent, src)?,
         spread: c.spread.unwrap_or(true),
+        drain: Duration::from_secs(CLUSTER_DRAIN_SECS.take(&c.drain_secs, src)?),
     }))
 }
 

@@ -66,8 +66,8 @@ pub use operators::{MAX_AGENT_GLOBS, MAX_OPERATOR_KEYS, MAX_OPERATORS, Operator,
 pub use tls::TlsFiles;
 
 pub use cluster::{
-    CLUSTER_LEASE_SECS, CLUSTER_SLACK_PERCENT, ClusterConfig, MAX_CLUSTER_ID_CHARS, redacted_url, valid_advertise,
-    valid_cluster_id,
+    CLUSTER_DRAIN_SECS, CLUSTER_LEASE_SECS, CLUSTER_SLACK_PERCENT, ClusterConfig, MAX_CLUSTER_ID_CHARS, redacted_url,
+    valid_advertise, valid_cluster_id,
 };
 
 use crate::audit::AuditConfig;
@@ -202,6 +202,33 @@ mod tests {
         assert_eq!((admin.token, admin.hosts), (None, Vec::<String>::new()));
         assert_eq!(c.auth, AuthConfig::default());
         assert!(c.operators.is_empty(), "the example's operator is commented out");
+    }
+
+    #[test]
+    fn the_examples_cluster_parses_once_uncommented() {
+        let text = include_str!("../../config.toml.example");
+        let at = text.find("# [cluster]").expect("a [cluster] example");
+        let end = at + text[at..].find("\n\n").expect("the block ends");
+        let uncommented: String = text[at..end]
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let c = parse(
+            &format!("{}{uncommented}{}", &text[..at], &text[end..]),
+            "config.toml.example",
+            None,
+        )
+        .expect("it parses");
+        let cluster = c.cluster.expect("[cluster]");
+        assert_eq!(
+            (
+                cluster.id.as_str(),
+                cluster.advertise.as_deref(),
+                cluster.lease.as_secs(),
+                cluster.drain.as_secs()
+            ),
+            ("gw-eu-1", Some("https://gw-eu-1.example.com:443"), 15, 60)
+        );
     }
 
     #[test]

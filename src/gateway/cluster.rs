@@ -7,7 +7,7 @@
 //! key layout, the scripts' rules and every message.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -136,6 +136,8 @@ pub(crate) struct ClusterCounts {
     pub redis_failures: AtomicU64,
     /// Sessions relayed here now, for the lease.
     pub sessions: AtomicU64,
+    /// Agents told to move away by a drain.
+    pub drained: AtomicU64,
 }
 
 /// A clustered gateway's link to the others.
@@ -154,6 +156,12 @@ pub(crate) struct Cluster {
     inboxes: Vec<async_channel::Sender<ShardMsg>>,
     events: EventLog,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// This run's boot id, in the lease.
+    boot: String,
+    /// `ringway drain`: move the agents away, take no new ones.
+    draining: AtomicBool,
+    /// The drain's pace: agents to move per second (set when it starts).
+    drain_rate: AtomicU64,
 }
 
 /// What one gateway's row of the console and `status --cluster` shows.
@@ -167,6 +175,8 @@ pub struct ClusterRow {
     pub agents: u64,
     /// Sessions it relays.
     pub sessions: u64,
+    /// Whether it is draining (`ringway drain`).
+    pub draining: bool,
     /// Whether it is this gateway.
     pub this: bool,
 }
@@ -194,6 +204,10 @@ pub struct ClusterStatus {
     pub replaced_elsewhere: u64,
     /// Times Redis was lost.
     pub redis_failures: u64,
+    /// Whether this gateway is draining.
+    pub draining: bool,
+    /// Agents a drain moved away.
+    pub drained: u64,
 }
 
 impl Cluster {
@@ -202,6 +216,7 @@ impl Cluster {
     pub(crate) fn start(
         config: &ClusterConfig,
         advertise: String,
+        boot: String,
         inboxes: Vec<async_channel::Sender<ShardMsg>>,
         events: EventLog,
     ) -> Arc<Cluster> {
@@ -215,6 +230,9 @@ impl Cluster {
             inboxes,
             events,
             threads: Mutex::default(),
+            boot,
+            draining: AtomicBool::new(false),
+            drain_rate: AtomicU64::new(0),
         });
         let mut threads = Vec::new();
         for (name, run) in [
@@ -256,14 +274,49 @@ impl Cluster {
     }
 
     /// Where to send a new agent instead, if this gateway holds more than
-    /// its share: the advertised address of the least-loaded gateway.
-    pub(crate) fn spread(&self, mine: u64) -> Option<String> {
-        if !self.config.spread {
+    /// its share or is draining: the advertised address and boot id of the
+    /// least-loaded gateway.
+    pub(crate) fn spread(&self, mine: u64) -> Option<(String, String)> {
+        let draining = self.draining.load(Ordering::Relaxed);
+        if !self.config.spread && !draining {
             return None;
         }
         let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        if draining && let Some(me) = view.live.get_mut(&self.id) {
+            // The lease says so from the next renewal; the view now.
+            me.draining = true;
+        }
         let target = view.spread(&self.id, mine, self.config.slack_percent)?;
-        view.advertise_of(&target).map(str::to_string)
+        view.lease_of(&target).map(|l| (l.advertise.clone(), l.boot.clone()))
+    }
+
+    /// Starts or stops a drain (`ringway drain`): while it runs, new
+    /// agents are sent to the others and the ones here are told to move,
+    /// spread over `drain_secs`; sessions already relayed stay. Returns
+    /// what it did, for the caller.
+    pub(crate) fn drain(&self, on: bool, held: u64) -> String {
+        let was = self.draining.swap(on, Ordering::Relaxed);
+        let secs = self.config.drain.as_secs().max(1);
+        let text = match (was, on) {
+            (false, true) => {
+                let rate = held.div_ceil(secs).max(1);
+                self.drain_rate.store(rate, Ordering::Relaxed);
+                format!(
+                    "Draining gateway {}: {held} clients are sent to the other gateways over {secs} s; new clients go there too",
+                    self.id
+                )
+            }
+            (true, true) => format!("Gateway {} is draining already", self.id),
+            (true, false) => format!("Gateway {} stopped draining: it takes new clients again", self.id),
+            (false, false) => format!("Gateway {} is not draining", self.id),
+        };
+        if was != on {
+            self.events.event(text.clone());
+            // Renew now, so the others see the state at once.
+            self.board.lock().resync = true;
+            self.board.wake();
+        }
+        text
     }
 
     /// Why Redis is unusable now, if it is (no wait).
@@ -337,6 +390,7 @@ impl Cluster {
                     advertise: l.advertise.clone(),
                     agents: l.agents,
                     sessions: l.sessions,
+                    draining: l.draining,
                     this: *id == self.id,
                 })
                 .collect(),
@@ -345,6 +399,8 @@ impl Cluster {
             control_redirects: c.control_redirects.load(Ordering::Relaxed),
             replaced_elsewhere: c.replaced_elsewhere.load(Ordering::Relaxed),
             redis_failures: c.redis_failures.load(Ordering::Relaxed),
+            draining: self.draining.load(Ordering::Relaxed),
+            drained: c.drained.load(Ordering::Relaxed),
         }
     }
 
@@ -389,11 +445,19 @@ impl Cluster {
         let mut retry_at = Instant::now();
         let renew_every = self.config.lease / 3;
         let mut next_renew = Instant::now();
+        let mut next_move = Instant::now();
         let mut was_up = false;
         loop {
+            if self.draining.load(Ordering::Relaxed) && Instant::now() >= next_move {
+                self.move_some();
+                next_move = Instant::now() + Duration::from_secs(1);
+            }
             let (requests, dirty, resync, stop) = {
                 let mut m = self.board.lock();
-                let wake_at = if link.is_some() { next_renew } else { retry_at };
+                let mut wake_at = if link.is_some() { next_renew } else { retry_at };
+                if self.draining.load(Ordering::Relaxed) {
+                    wake_at = wake_at.min(next_move);
+                }
                 if m.requests.is_empty() && (m.dirty.is_empty() || link.is_none()) && !m.resync && !m.stop {
                     let now = Instant::now();
                     if wake_at > now {
@@ -471,6 +535,18 @@ impl Cluster {
                     retry_at = Instant::now() + REDIS_RETRY;
                 }
             }
+        }
+    }
+
+    /// One second of a drain: each worker is told to move its share of
+    /// this second's agents away.
+    fn move_some(&self) {
+        let rate = self.drain_rate.load(Ordering::Relaxed);
+        let workers = self.inboxes.len().max(1) as u64;
+        let each = rate.div_ceil(workers) as usize;
+        for inbox in &self.inboxes {
+            // A full inbox skips a second: the drain takes a little longer.
+            let _ = inbox.try_send(ShardMsg::MoveAway { count: each });
         }
     }
 
@@ -698,9 +774,13 @@ impl Link {
                         let found = raw
                             .as_deref()
                             .and_then(StoredAgent::decode)
-                            .and_then(|s| view.advertise_of(&s.gw).map(|a| (s.gw, a.to_string())));
+                            .and_then(|s| view.lease_of(&s.gw).map(|l| (s.gw, l.clone())));
                         let _ = reply.send(Ok(match found {
-                            Some((gw, advertise)) => Located::At { gw, advertise },
+                            Some((gw, l)) => Located::At {
+                                gw,
+                                advertise: l.advertise,
+                                boot: l.boot,
+                            },
                             None => Located::Nowhere,
                         }));
                     }
@@ -865,6 +945,8 @@ impl Link {
         let lease = Lease {
             agents: c.board.lock().agents.len() as u64,
             sessions: c.counts.sessions.load(Ordering::Relaxed),
+            boot: c.boot.clone(),
+            draining: c.draining.load(Ordering::Relaxed),
             advertise: c.advertise.clone(),
         };
         Link::ops(c, 1);

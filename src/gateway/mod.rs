@@ -146,6 +146,7 @@ impl Gateway {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..workers).map(|_| async_channel::bounded(INBOX_CAPACITY)).unzip();
         let cap = connection_cap(config.limits.max_connections);
+        let boot = BootId::random();
         let cluster = config.cluster.as_ref().map(|c| {
             // Unless given, the first listen address as bound (the config
             // check refused an unspecified one).
@@ -153,7 +154,7 @@ impl Gateway {
                 let scheme = if config.tls.is_some() { "https" } else { "http" };
                 format!("{scheme}://{}", addrs[0])
             });
-            cluster::Cluster::start(c, advertise, senders.clone(), events.clone())
+            cluster::Cluster::start(c, advertise, boot.to_string(), senders.clone(), events.clone())
         });
         let shared = Arc::new(Shared {
             inboxes: senders,
@@ -162,7 +163,7 @@ impl Gateway {
             max_connections: AtomicUsize::new(cap),
             sources: Arc::new(Sources::new(source_limits(&config.limits, cap))),
             nonces: NonceCache::default(),
-            boot: BootId::random(),
+            boot,
             events,
             signin_keys,
             signins: SignIns::default(),
@@ -252,6 +253,15 @@ impl Gateway {
     /// that took (see `heap`).
     pub fn heap_trims(&self) -> (u64, u64) {
         self.shared.heap.trims()
+    }
+
+    /// Starts (`on`) or stops a drain of this cluster gateway: what it
+    /// did, or why it cannot.
+    pub fn drain(&self, on: bool) -> Result<String, String> {
+        match &self.shared.cluster {
+            None => Err("this gateway is not in a cluster ([cluster] is not configured): nothing to drain to".into()),
+            Some(c) => Ok(c.drain(on, self.shared.licence.agents.used() as u64)),
+        }
     }
 
     /// The cluster as this gateway sees it, if `[cluster]` is configured.

@@ -229,6 +229,22 @@ fn handle(shard: &Rc<Shard>, acceptors: &Acceptors, msg: ShardMsg) {
                 ));
             }
         }
+        ShardMsg::MoveAway { count } => {
+            let ids: Vec<u64> = shard.directory.borrow().iter().take(count).map(|r| r.id).collect();
+            let gone = shard.directory.borrow_mut().remove_where(|r| ids.contains(&r.id));
+            for rec in gone {
+                let _ = rec.outbox.try_send(ToAgent::Bye("moved".into()));
+                shard.event(format!(
+                    "Client {} Disconnected (moved: gateway draining)",
+                    sanitize(&rec.name)
+                ));
+            }
+            if let Some(c) = &shard.shared.cluster {
+                c.counts
+                    .drained
+                    .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         ShardMsg::List { kid, reply } => {
             let _ = reply.send(shard.directory.borrow().list(kid));
         }

@@ -133,13 +133,19 @@ impl StoredAgent {
     }
 }
 
-/// A gateway's lease value: `1 <agents> <sessions> <advertise>`.
+/// A gateway's lease value: `1 <agents> <sessions> <boot> <state>
+/// <advertise>`, `<state>` being `serving` or `draining`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Lease {
     /// Agents it holds.
     pub agents: u64,
     /// Sessions it relays.
     pub sessions: u64,
+    /// Its boot id, which plain-HTTP proofs sent to it are signed with:
+    /// a `307` there carries it, saving the client a `stale_boot` round trip.
+    pub boot: String,
+    /// Whether it is moving its agents away and takes no new ones.
+    pub draining: bool,
     /// Where controls and agents reach it.
     pub advertise: String,
 }
@@ -147,7 +153,11 @@ pub(crate) struct Lease {
 impl Lease {
     /// The value as stored.
     pub fn encode(&self) -> String {
-        format!("1 {} {} {}", self.agents, self.sessions, self.advertise)
+        let state = if self.draining { "draining" } else { "serving" };
+        format!(
+            "1 {} {} {} {state} {}",
+            self.agents, self.sessions, self.boot, self.advertise
+        )
     }
 
     /// Parses a lease value; `None` for anything else.
@@ -156,16 +166,24 @@ impl Lease {
             return None;
         }
         let text = std::str::from_utf8(text).ok()?;
-        let mut it = text.splitn(4, ' ');
+        let mut it = text.split(' ');
         if it.next()? != "1" {
             return None;
         }
         let agents = it.next()?.parse().ok()?;
         let sessions = it.next()?.parse().ok()?;
+        let boot = it.next().filter(|b| crate::auth::BootId::parse(b).is_some())?;
+        let draining = match it.next()? {
+            "serving" => false,
+            "draining" => true,
+            _ => return None,
+        };
         let advertise = it.next()?;
-        crate::config::valid_advertise(advertise).then(|| Lease {
+        (it.next().is_none() && crate::config::valid_advertise(advertise)).then(|| Lease {
             agents,
             sessions,
+            boot: boot.to_string(),
+            draining,
             advertise: advertise.to_string(),
         })
     }
@@ -245,9 +263,9 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// Where gateway `id` is reached, if its lease is live.
-    pub fn advertise_of(&self, id: &str) -> Option<&str> {
-        self.live.get(id).map(|l| l.advertise.as_str())
+    /// Gateway `id`'s lease, if it is live.
+    pub fn lease_of(&self, id: &str) -> Option<&Lease> {
+        self.live.get(id)
     }
 
     /// Where to send a new agent instead of admitting it here, if this
@@ -259,6 +277,12 @@ impl View {
             return None;
         }
         let at_read = self.live.get(me)?.agents;
+        if self.live.get(me).is_some_and(|l| l.draining) {
+            // Draining: every new agent goes to the least-loaded other.
+            let target = self.least_loaded(me)?.0;
+            *self.sent.entry(target.clone()).or_insert(0) += 1;
+            return Some(target);
+        }
         // Registrations kept but not admitted yet count as held.
         let mine = local.max(at_read + self.kept);
         let target = self.spread_target(me, mine, slack_percent);
@@ -272,8 +296,11 @@ impl View {
     /// [`View::spread`]'s rule, counting nothing.
     fn spread_target(&self, me: &str, mine: u64, slack_percent: u64) -> Option<String> {
         let count = |id: &str, lease: &Lease| -> u64 {
-            let base = if id == me { mine } else { lease.agents };
-            base + self.sent.get(id).copied().unwrap_or(0)
+            if id == me {
+                mine
+            } else {
+                lease.agents + self.sent.get(id).copied().unwrap_or(0)
+            }
         };
         let total: u64 = self.live.iter().map(|(id, l)| count(id, l)).sum::<u64>() + 1;
         let n = self.live.len() as u64;
@@ -282,13 +309,18 @@ impl View {
         if mine < ceiling {
             return None;
         }
-        let (target, load) = self
-            .live
-            .iter()
-            .filter(|(id, _)| id.as_str() != me)
-            .map(|(id, l)| (id.clone(), count(id, l)))
-            .min_by_key(|(id, load)| (*load, id.clone()))?;
+        let (target, load) = self.least_loaded(me)?;
         (load + 1 < mine).then_some(target)
+    }
+
+    /// The live gateway other than `me`, not draining, with the fewest
+    /// agents (counting those sent to it since the leases were read).
+    fn least_loaded(&self, me: &str) -> Option<(String, u64)> {
+        self.live
+            .iter()
+            .filter(|(id, l)| id.as_str() != me && !l.draining)
+            .map(|(id, l)| (id.clone(), l.agents + self.sent.get(id).copied().unwrap_or(0)))
+            .min_by_key(|(id, load)| (*load, id.clone()))
     }
 }
 
@@ -330,6 +362,8 @@ pub(crate) enum Located {
         gw: String,
         /// Where it is reached.
         advertise: String,
+        /// Its boot id.
+        boot: String,
     },
     /// No live gateway holds it.
     Nowhere,
@@ -496,10 +530,14 @@ impl Drop for MirrorShare {
 mod tests {
     use super::*;
 
+    const BOOT: &str = "00112233445566778899aabbccddeeff";
+
     fn lease(agents: u64) -> Lease {
         Lease {
             agents,
             sessions: 0,
+            boot: BOOT.into(),
+            draining: false,
             advertise: "http://127.0.0.1:1".into(),
         }
     }
@@ -538,10 +576,19 @@ mod tests {
         assert_eq!(StoredAgent::decode(b"gw1 9007199254740992 1 {}"), None);
         assert_eq!(StoredAgent::decode(&vec![b' '; MAX_RECORD_BYTES + 1]), None);
         let l = lease(3);
-        assert_eq!(l.encode(), "1 3 0 http://127.0.0.1:1");
-        assert_eq!(Lease::decode(l.encode().as_bytes()), Some(l));
-        assert_eq!(Lease::decode(b"2 3 0 http://a:1"), None);
-        assert_eq!(Lease::decode(b"1 3 0 ftp://a:1"), None);
+        assert_eq!(l.encode(), format!("1 3 0 {BOOT} serving http://127.0.0.1:1"));
+        assert_eq!(Lease::decode(l.encode().as_bytes()), Some(l.clone()));
+        let d = Lease { draining: true, ..l };
+        assert_eq!(Lease::decode(d.encode().as_bytes()), Some(d));
+        for bad in [
+            format!("2 3 0 {BOOT} serving http://a:1"),
+            format!("1 3 0 {BOOT} serving ftp://a:1"),
+            format!("1 3 0 {BOOT} resting http://a:1"),
+            format!("1 3 0 {BOOT} serving http://a:1 extra"),
+            "1 3 0 nothex serving http://a:1".to_string(),
+        ] {
+            assert_eq!(Lease::decode(bad.as_bytes()), None, "{bad}");
+        }
         let m = Message::Replace {
             agent: AgentKey {
                 kid: KeyId([1; 8]),
@@ -597,6 +644,27 @@ mod tests {
             view(&[("gw1", 0), ("gw2", 10)]).spread("gw1", 50, 20),
             Some("gw2".into())
         );
+    }
+
+    #[test]
+    fn a_draining_gateway_sends_every_agent_away_and_gets_none() {
+        let mut v = view(&[("gw1", 5), ("gw2", 9), ("gw3", 7)]);
+        if let Some(l) = v.live.get_mut("gw1") {
+            l.draining = true;
+        }
+        assert_eq!(v.spread("gw1", 5, 20), Some("gw3".into()));
+        assert_eq!(v.spread("gw1", 5, 20), Some("gw3".into()));
+        assert_eq!(
+            v.spread("gw1", 5, 20),
+            Some("gw2".into()),
+            "gw3 has 9 counting the two sent"
+        );
+        // gw2 and gw3 never pick the draining gw1, however light.
+        let mut v = view(&[("gw1", 0), ("gw2", 90), ("gw3", 0)]);
+        if let Some(l) = v.live.get_mut("gw1") {
+            l.draining = true;
+        }
+        assert_eq!(v.spread("gw2", 90, 20), Some("gw3".into()));
     }
 
     #[test]

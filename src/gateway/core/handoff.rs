@@ -132,6 +132,11 @@ pub(crate) enum ShardMsg {
         /// The gateway that has it now.
         by: String,
     },
+    /// A drain's second: tell up to `count` agents to move away.
+    MoveAway {
+        /// How many.
+        count: usize,
+    },
     /// The agents of key `kid` that this worker owns.
     List {
         /// The key.

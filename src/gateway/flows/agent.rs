@@ -152,8 +152,8 @@ pub(crate) async fn register(
     } else {
         None
     };
-    if let Some(to) = spread_to(&shard, &head) {
-        redirect_agent(&shard, &stream, &name, &to).await;
+    if let Some((to, boot)) = spread_to(&shard, &head) {
+        redirect_agent(&shard, &stream, &name, &to, &boot).await;
         return;
     }
     let owner = owner_of(kid, &name, shard.workers());
@@ -389,7 +389,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
 /// Where to send this registration instead, in a cluster whose other
 /// gateways hold fewer agents than this one's share allows; never for a
 /// registration that was redirected here already.
-fn spread_to(shard: &Shard, head: &RequestHead) -> Option<String> {
+fn spread_to(shard: &Shard, head: &RequestHead) -> Option<(String, String)> {
     let cluster = shard.shared.cluster.as_ref()?;
     if head.header(proto::H_REDIRECTED).is_some() {
         return None;
@@ -397,8 +397,9 @@ fn spread_to(shard: &Shard, head: &RequestHead) -> Option<String> {
     cluster.spread(shard.shared.licence.agents.used() as u64)
 }
 
-/// `307` to the least-loaded gateway `to`: the agent registers there.
-async fn redirect_agent(shard: &Shard, stream: &Conn, name: &str, to: &str) {
+/// `307` to the least-loaded gateway `to` (boot id `boot`): the agent
+/// registers there.
+async fn redirect_agent(shard: &Shard, stream: &Conn, name: &str, to: &str, boot_there: &str) {
     if let Some(cluster) = &shard.shared.cluster {
         cluster.counts.agent_redirects.fetch_add(1, Ordering::Relaxed);
     }
@@ -411,7 +412,11 @@ async fn redirect_agent(shard: &Shard, stream: &Conn, name: &str, to: &str) {
     let boot = shard.shared.boot.to_string();
     let answer = http::response(
         307,
-        &[("Location", &location), (proto::H_BOOT_WRITTEN, &boot)],
+        &[
+            ("Location", &location),
+            (proto::H_BOOT_WRITTEN, &boot),
+            (proto::H_LOCATION_BOOT_WRITTEN, boot_there),
+        ],
         "text/plain; charset=utf-8",
         reason.as_bytes(),
     );

@@ -143,7 +143,11 @@ async fn not_here(shard: &Shard, stream: &Conn, kid: KeyId, agent: &str, name_ra
         name: agent.to_string(),
     };
     match cluster.locate(key).await {
-        Ok(Located::At { gw, advertise }) if gw != cluster.id => {
+        Ok(Located::At {
+            gw,
+            advertise,
+            boot: there,
+        }) if gw != cluster.id => {
             cluster.counts.control_redirects.fetch_add(1, Ordering::Relaxed);
             log::info!("control {control_shown} sent to gateway {gw} ({advertise}) for client {agent_shown}");
             let location = format!("{advertise}{}{name_raw}", proto::PATH_CONNECT_PREFIX);
@@ -151,7 +155,11 @@ async fn not_here(shard: &Shard, stream: &Conn, kid: KeyId, agent: &str, name_ra
             let boot = shard.shared.boot.to_string();
             let answer = http::response(
                 307,
-                &[("Location", &location), (proto::H_BOOT_WRITTEN, &boot)],
+                &[
+                    ("Location", &location),
+                    (proto::H_BOOT_WRITTEN, &boot),
+                    (proto::H_LOCATION_BOOT_WRITTEN, &there),
+                ],
                 "text/plain; charset=utf-8",
                 reason.as_bytes(),
             );
