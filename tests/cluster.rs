@@ -18,7 +18,9 @@ use common::{
     block_on, connect_std, echo_round_trip, http_request, list, names, poll_until, refusal, ringway_command,
     run_bounded, spawn_agent_binary, spawn_control_binary,
 };
-use ringway::client::{self, ChannelEnd};
+use ringway::auth::scram::{Argon2Params, Verifier};
+use ringway::auth::totp::{self, TotpSecret};
+use ringway::client::{self, ChannelEnd, Endpoint};
 use ringway::proto;
 
 const KEY: &str = "cluster-key-1";
@@ -488,4 +490,105 @@ fn a_draining_gateway_moves_its_agents_away_over_time_and_keeps_its_sessions() {
     assert_eq!(held(&gws[0]), 1);
     let reply = http_request(gws[0].admin(), "POST", "/api/drain?later");
     assert_eq!(reply.status, 400, "{}", reply.body);
+}
+
+/// A TOTP secret (base32 of 20 bytes), as `ringway operator add --totp` makes.
+const CAROL_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+const CAROL_PASSWORD: &str = "carol likes codes";
+
+/// Waits, if need be, until at least 5 s of the current 30 s TOTP step
+/// remain: the clock is the only thing to wait for (no event says a step
+/// began).
+fn settled_step() -> u64 {
+    loop {
+        let now = common::unix_now();
+        if now % 30 < 25 {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn sign_in(ep: &Endpoint, code: &str) -> Result<Endpoint, ringway::client::ClientError> {
+    let code = code.to_string();
+    let mut give = move || Ok(Some(code.clone()));
+    let t = block_on(client::login(ep, "carol", CAROL_PASSWORD.as_bytes(), &mut give))?;
+    Ok(Endpoint {
+        operator: Some(std::sync::Arc::new(t)),
+        ..ep.clone()
+    })
+}
+
+#[test]
+fn a_totp_code_used_on_one_gateway_is_refused_on_the_others_and_one_ticket_works_on_all() {
+    let dir = TestDir::new("cluster-operators");
+    let redis = Redis::start(&dir);
+    // argon2's floor, so a sign-in costs tens of milliseconds.
+    let params = Argon2Params {
+        m_kib: 19_456,
+        t: 2,
+        p: 1,
+    };
+    let verifier = Verifier::generate(CAROL_PASSWORD.as_bytes(), &params)
+        .expect("a verifier")
+        .to_text();
+    let block = format!(
+        "[auth]\ntotp = \"required\"\n[[operators]]\nname = \"carol\"\nverifier = {verifier:?}\ntotp_secret = {CAROL_SECRET:?}\n"
+    );
+    // One ticket key for both, copied as docs/CLUSTER.md says.
+    let ticket_key = format!("{}\n", "5a".repeat(32));
+    // Each gateway's folder (config, state) outlives it: declared first,
+    // dropped last.
+    let homes: Vec<TestDir> = (1..=2)
+        .map(|n| TestDir::new(&format!("cluster-operators-gw{n}")))
+        .collect();
+    let gws: Vec<Gateway> = homes
+        .iter()
+        .enumerate()
+        .map(|(i, home)| {
+            let n = i + 1;
+            let state = home.join("state");
+            std::fs::create_dir_all(&state).expect("state folder");
+            std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("mode");
+            let key = state.join("ticket.key");
+            std::fs::write(&key, &ticket_key).expect("ticket key");
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("mode");
+            let mut config = GatewayConfig::operated(&[KEY]);
+            config.listen = vec![SocketAddr::from((Ipv4Addr::new(127, 0, 0, n as u8), 0))];
+            config.tail.push(block.clone());
+            config.tail.push(format!(
+                "[cluster]\nredis = {:?}\nid = \"gw{n}\"\nlease_secs = {LEASE_SECS}\nspread = false\n",
+                redis.url()
+            ));
+            let gw = Gateway::start_in(home, &config);
+            gw.wait_for_event(&available(&redis, n, 0), EVENT_TIMEOUT);
+            gw
+        })
+        .collect();
+    for gw in &gws {
+        wait_live(gw, 2);
+    }
+    let echo = Service::echo();
+    let _pc = serve(&gws[1], &["pc"], &echo);
+    let secret = TotpSecret::from_base32(CAROL_SECRET).expect("a secret");
+    let code = totp::code_at(&secret, &totp::Params::DEFAULT, settled_step());
+    let on_gw1 = sign_in(&gws[0].endpoint(KEY, "ops"), &code).expect("carol signs in on gw1");
+    let (status, reason) = refusal(sign_in(&gws[1].endpoint(KEY, "ops"), &code));
+    assert_eq!((status, reason.as_str()), (401, "sign-in refused: invalid-proof"));
+    assert_eq!(
+        gws[1]
+            .metrics()
+            .sum("ringway_sign_ins_total", &[("outcome", "replayed_code")]),
+        1.0,
+        "gw2 saw the code gw1 had accepted"
+    );
+    // gw1's ticket is good on gw2 (the same ticket key): browse there,
+    // and a connect through gw1 that is redirected to gw2.
+    let on_gw2 = Endpoint {
+        gateway: gws[1].addr().to_string(),
+        boot: Default::default(),
+        ..on_gw1.clone()
+    };
+    assert_eq!(names(&on_gw2), ["pc"]);
+    echo_round_trip(&on_gw1, "pc", b"one sign-in, two gateways");
 }

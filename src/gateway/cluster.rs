@@ -17,7 +17,7 @@ use redis::{Connection, RedisResult, Script};
 
 use super::core::cluster::{
     AgentKey, Board, Claimed, Lease, Located, Message, MirrorShare, REG_LIMIT, Request, StoredAgent, Unavailable, View,
-    agents_key, channel_of, gateways_key, held_key, lease_key, licence_key,
+    agents_key, channel_of, gateways_key, held_key, lease_key, licence_key, totp_key,
 };
 use super::core::directory::owner_of;
 use super::core::handoff::ShardMsg;
@@ -119,6 +119,19 @@ for _, m in ipairs(members) do
 end
 return redis.call('SCARD', KEYS[1])
 ";
+
+/// Accepts a TOTP step once cluster-wide. KEYS: totp:<operator>. ARGV:
+/// step, seconds to keep it (past the codes' window).
+const STEP: &str = r"
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) <= last then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+";
+
+/// How long a used TOTP step is remembered in Redis: well past the
+/// window in which a code is accepted (a step either side of 30 s).
+const STEP_MEMORY_SECS: u64 = 300;
 
 /// What the cluster counts, for /metrics.
 #[derive(Debug, Default)]
@@ -366,6 +379,15 @@ impl Cluster {
     pub(crate) async fn locate(&self, agent: AgentKey) -> Result<Located, Unavailable> {
         let kid = agent.kid;
         self.ask(kid, |reply| Request::Locate { agent, reply }).await
+    }
+
+    /// Whether TOTP step `step` of `operator` is new cluster-wide (and
+    /// now used): a code accepted on one gateway is refused on the others.
+    pub(crate) async fn claim_step(&self, operator: &str, step: u64) -> Result<bool, Unavailable> {
+        // The operator's own share of the queue, as a key has.
+        let tenant = KeyId::of(&format!("operator:{operator}"));
+        let operator = operator.to_string();
+        self.ask(tenant, |reply| Request::Step { operator, step, reply }).await
     }
 
     /// The agents of `kid` on the other live gateways.
@@ -642,6 +664,9 @@ fn answer_unavailable(r: Request, why: Unavailable) {
         Request::List { reply, .. } => {
             let _ = reply.send(Err(why));
         }
+        Request::Step { reply, .. } => {
+            let _ = reply.send(Err(why));
+        }
     }
 }
 
@@ -659,6 +684,7 @@ struct Link {
     claim: Script,
     release: Script,
     bury: Script,
+    step: Script,
     /// The registration of each agent this gateway wrote as its own.
     written: HashMap<AgentKey, u64>,
 }
@@ -666,16 +692,22 @@ struct Link {
 impl Link {
     fn open(c: &Cluster) -> RedisResult<Link> {
         let mut conn = c.connect()?;
-        let (claim, release, bury) = (Script::new(CLAIM), Script::new(RELEASE), Script::new(BURY));
-        for s in [&claim, &release, &bury] {
+        let (claim, release, bury, step) = (
+            Script::new(CLAIM),
+            Script::new(RELEASE),
+            Script::new(BURY),
+            Script::new(STEP),
+        );
+        for s in [&claim, &release, &bury, &step] {
             s.prepare_invoke().load(&mut conn)?;
         }
-        c.counts.redis_ops.fetch_add(4, Ordering::Relaxed);
+        c.counts.redis_ops.fetch_add(5, Ordering::Relaxed);
         Ok(Link {
             conn,
             claim,
             release,
             bury,
+            step,
             written: HashMap::new(),
         })
     }
@@ -783,6 +815,24 @@ impl Link {
                             },
                             None => Located::Nowhere,
                         }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Unavailable::Redis(e.to_string())));
+                        return Err(e);
+                    }
+                }
+            }
+            Request::Step { operator, step, reply } => {
+                Link::ops(c, 1);
+                let got: RedisResult<i64> = self
+                    .step
+                    .key(totp_key(&operator))
+                    .arg(step)
+                    .arg(STEP_MEMORY_SECS)
+                    .invoke(&mut self.conn);
+                match got {
+                    Ok(fresh) => {
+                        let _ = reply.send(Ok(fresh == 1));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(Unavailable::Redis(e.to_string())));

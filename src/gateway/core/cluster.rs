@@ -43,6 +43,11 @@ pub(crate) fn licence_key() -> String {
     format!("{PREFIX}licence")
 }
 
+/// The step of the last TOTP code an operator used, cluster-wide.
+pub(crate) fn totp_key(operator: &str) -> String {
+    format!("{PREFIX}totp:{}", pct_encode(operator))
+}
+
 /// The pub/sub channel gateway `id` listens on.
 pub(crate) fn channel_of(id: &str) -> String {
     format!("{PREFIX}to:{id}")
@@ -389,6 +394,16 @@ pub(crate) enum Request {
         agent: AgentKey,
         /// The answer.
         reply: oneshot::Sender<Result<Located, Unavailable>>,
+    },
+    /// Accept TOTP step `step` of `operator` cluster-wide: `true` if no
+    /// gateway accepted it (or a later one) before.
+    Step {
+        /// The operator.
+        operator: String,
+        /// The step of the code it gave.
+        step: u64,
+        /// The answer.
+        reply: oneshot::Sender<Result<bool, Unavailable>>,
     },
     /// The agents of `kid` held by other live gateways.
     List {

@@ -234,7 +234,7 @@ pub(crate) async fn connect(
             reject(&shard, &stream, Refusal::NoSuchClient(&agent_shown)).await;
             return;
         }
-        if let Err(why) = fresh_code(&shard, peer.ip(), &head, g) {
+        if let Err(why) = fresh_code(&shard, peer.ip(), &head, g).await {
             reject(&shard, &stream, why).await;
             return;
         }

@@ -279,7 +279,7 @@ impl Exchange<'_> {
             (Some(op), Ok(_)) if !op.scope.may_use_key(self.key_name) => Outcome::KeyNotAllowed,
             // totp = "off" asks no one, even an operator with a secret.
             (Some(_), Ok(_)) if !ask_code => Outcome::Ok,
-            (Some(op), Ok(_)) => self.check_code(op, code.as_deref(), now),
+            (Some(op), Ok(_)) => self.check_code(op, code.as_deref(), now).await,
         };
         let Some(op) = operator.filter(|_| outcome != Outcome::UnknownOperator) else {
             return (
@@ -336,7 +336,7 @@ impl Exchange<'_> {
     /// The operator's code, if it must give one: right, and of a step
     /// after the last one accepted (checked and stored under one lock, so
     /// no two workers accept the same code).
-    fn check_code(&self, op: &Operator, code: Option<&str>, now: Instant) -> Outcome {
+    async fn check_code(&self, op: &Operator, code: Option<&str>, now: Instant) -> Outcome {
         let Some(secret) = &op.totp else {
             // No secret (allowed while totp = "optional"): `CODE none`,
             // or anything, is all it can give.
@@ -352,6 +352,7 @@ impl Exchange<'_> {
             TotpError::Replayed,
         );
         match checked {
+            Ok(step) if super::operator::used_elsewhere(self.shard, &op.name, step).await => Outcome::ReplayedCode,
             Ok(_) => Outcome::Ok,
             Err(TotpError::Malformed) => Outcome::NoCode,
             Err(TotpError::Wrong) => Outcome::WrongCode,

@@ -107,7 +107,7 @@ fn check(
 /// With `[auth] totp_per_session`: the connect's `Ringway-Totp` code,
 /// right and not used before (each code opens one session). An operator
 /// without a secret has nothing to give.
-pub(crate) fn fresh_code(
+pub(crate) async fn fresh_code(
     shard: &Shard,
     peer: IpAddr,
     head: &RequestHead,
@@ -132,6 +132,10 @@ pub(crate) fn fresh_code(
         |last| totp::verify(secret, &totp::Params::DEFAULT, code, unix_now(), last),
         TotpError::Replayed,
     );
+    let checked = match checked {
+        Ok(step) if used_elsewhere(shard, &grant.operator, step).await => Err(TotpError::Replayed),
+        other => other,
+    };
     checked.map(|_| ()).map_err(|e| {
         let why = match e {
             TotpError::Malformed => "no_code",
@@ -141,6 +145,28 @@ pub(crate) fn fresh_code(
         refused(shard, peer, &grant.operator, why);
         Refusal::FreshCodeNeeded
     })
+}
+
+/// In a cluster, whether another gateway accepted TOTP step `step` of
+/// `operator` (or a later one) already; this gateway's acceptance is then
+/// refused too, so a code opens one sign-in or session cluster-wide.
+/// With the directory away, the gateway's own check stands alone (and
+/// the log says so): sign-ins keep working through a Redis outage.
+pub(crate) async fn used_elsewhere(shard: &Shard, operator: &str, step: u64) -> bool {
+    let Some(cluster) = &shard.shared.cluster else {
+        return false;
+    };
+    match cluster.claim_step(operator, step).await {
+        Ok(fresh) => !fresh,
+        Err(why) => {
+            log::warn!(
+                "TOTP code of operator {} checked on this gateway only: {}",
+                crate::eventlog::sanitize(operator),
+                why.reason()
+            );
+            false
+        }
+    }
 }
 
 /// Counts and logs a refused ticket or code.
