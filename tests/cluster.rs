@@ -20,6 +20,7 @@ use common::{
 };
 use ringway::auth::scram::{Argon2Params, Verifier};
 use ringway::auth::totp::{self, TotpSecret};
+use ringway::client::identity::AgentIdentity;
 use ringway::client::{self, ChannelEnd, Endpoint};
 use ringway::proto;
 
@@ -591,4 +592,56 @@ fn a_totp_code_used_on_one_gateway_is_refused_on_the_others_and_one_ticket_works
     };
     assert_eq!(names(&on_gw2), ["pc"]);
     echo_round_trip(&on_gw1, "pc", b"one sign-in, two gateways");
+}
+
+#[test]
+fn a_name_pinned_on_one_gateway_is_refused_to_another_machine_on_the_others_until_released() {
+    let dir = TestDir::new("cluster-pins");
+    let redis = Redis::start(&dir);
+    let gws = cluster(&redis, 2, PINNED);
+    let echo = Service::echo();
+    let machine = |gw: &Gateway, id: &std::sync::Arc<AgentIdentity>| {
+        let mut ep = gw.endpoint(KEY, "kiosk");
+        ep.agent_key = Some(id.clone());
+        ep
+    };
+    let (a, b) = (
+        std::sync::Arc::new(AgentIdentity::generate()),
+        std::sync::Arc::new(AgentIdentity::generate()),
+    );
+    let first = AgentThread::start(machine(&gws[0], &a), Behaviour::Serve(echo.addr())).expect("a takes kiosk");
+    let taken = "the name kiosk is taken by another machine (its agent key differs); \
+                 choose another name, or ask the administrator to release it";
+    let (status, reason) = refusal(AgentThread::start(machine(&gws[1], &b), Behaviour::Serve(echo.addr())));
+    assert_eq!((status, reason.as_str()), (409, taken));
+    gws[1].wait_for_event_prefix(
+        "Client kiosk refused: the name is pinned to another machine's agent key in the cluster (key key1); new connection from ",
+        EVENT_TIMEOUT,
+    );
+    // a keeps its name and its gateway.
+    let listed = list(&gws[1].endpoint(KEY, "ops")).expect("browse");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|x| (x.name.as_str(), x.gateway.as_deref()))
+            .collect::<Vec<_>>(),
+        [("kiosk", Some("gw1"))]
+    );
+    echo_round_trip(&gws[1].endpoint(KEY, "ops"), "kiosk", b"still a's");
+
+    // Released on gw2: in Redis and, by message, in gw1's own store.
+    let reply = http_request(gws[1].admin(), "POST", "/api/agents/forget?name=kiosk");
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "released the pin of client kiosk in the cluster\n")
+    );
+    gws[0].wait_for_event(
+        "Client kiosk (key key1): name pin released by the administrator of another gateway",
+        EVENT_TIMEOUT,
+    );
+    let _second = AgentThread::start(machine(&gws[1], &b), Behaviour::Serve(echo.addr())).expect("b takes kiosk now");
+    let (_, end) = first.wait_end(EVENT_TIMEOUT);
+    assert_eq!(end, Ok(ChannelEnd::Bye("replaced".into())));
+    let (status, reason) = refusal(AgentThread::start(machine(&gws[0], &a), Behaviour::Serve(echo.addr())));
+    assert_eq!((status, reason.as_str()), (409, taken), "a is refused on gw1 now");
 }

@@ -16,8 +16,8 @@ use futures_channel::oneshot;
 use redis::{Connection, RedisResult, Script};
 
 use super::core::cluster::{
-    AgentKey, Board, Claimed, Lease, Located, Message, MirrorShare, REG_LIMIT, Request, StoredAgent, Unavailable, View,
-    agents_key, channel_of, gateways_key, held_key, lease_key, licence_key, totp_key,
+    AgentKey, Board, Claimed, Lease, Located, Message, MirrorShare, PinVerdict, REG_LIMIT, Request, StoredAgent,
+    Unavailable, View, agents_key, channel_of, gateways_key, held_key, lease_key, licence_key, pins_key, totp_key,
 };
 use super::core::directory::owner_of;
 use super::core::handoff::ShardMsg;
@@ -120,6 +120,28 @@ end
 return redis.call('SCARD', KEYS[1])
 ";
 
+/// Pins a name cluster-wide if it is free. KEYS: pins:<kid>. ARGV: pct
+/// name, agent key. Returns new, same or taken.
+const PIN: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 'new'
+end
+if cur == ARGV[2] then return 'same' end
+return 'taken'
+";
+
+/// Takes a pin back if it is still to this agent key. KEYS: pins:<kid>.
+/// ARGV: pct name, agent key.
+const UNPIN: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
 /// Accepts a TOTP step once cluster-wide. KEYS: totp:<operator>. ARGV:
 /// step, seconds to keep it (past the codes' window).
 const STEP: &str = r"
@@ -175,7 +197,14 @@ pub(crate) struct Cluster {
     draining: AtomicBool,
     /// The drain's pace: agents to move per second (set when it starts).
     drain_rate: AtomicU64,
+    /// Releases a name pin in this gateway's own store (set once the
+    /// store exists), for `unpin` messages from the others.
+    forget_hook: std::sync::OnceLock<ForgetHook>,
 }
+
+/// What an `unpin` message does here: release `name` under the key named
+/// (every key: `None`).
+pub(crate) type ForgetHook = Box<dyn Fn(Option<&str>, &str) + Send + Sync>;
 
 /// What one gateway's row of the console and `status --cluster` shows.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -246,6 +275,7 @@ impl Cluster {
             boot,
             draining: AtomicBool::new(false),
             drain_rate: AtomicU64::new(0),
+            forget_hook: std::sync::OnceLock::new(),
         });
         let mut threads = Vec::new();
         for (name, run) in [
@@ -388,6 +418,62 @@ impl Cluster {
         let tenant = KeyId::of(&format!("operator:{operator}"));
         let operator = operator.to_string();
         self.ask(tenant, |reply| Request::Step { operator, step, reply }).await
+    }
+
+    /// Pins `agent`'s name to `key` cluster-wide if it is free, or says
+    /// whose it is.
+    pub(crate) async fn pin(&self, agent: AgentKey, key: String) -> Result<PinVerdict, Unavailable> {
+        let kid = agent.kid;
+        self.ask(kid, |reply| Request::Pin { agent, key, reply }).await
+    }
+
+    /// Takes back a pin this gateway just made, which its own store then
+    /// refused.
+    pub(crate) async fn unpin(&self, agent: AgentKey, key: String) -> Result<(), Unavailable> {
+        let kid = agent.kid;
+        self.ask(kid, |reply| Request::Unpin { agent, key, reply }).await
+    }
+
+    /// Sets what an `unpin` message from another gateway does here.
+    pub(crate) fn on_unpin(&self, hook: ForgetHook) {
+        let _ = self.forget_hook.set(hook);
+    }
+
+    /// Releases `name`'s pins under keys `kids` (the key named `key`, or
+    /// every key) cluster-wide, and tells every other live gateway to
+    /// release its own: on a connection of its own (the admin thread's
+    /// `agents forget`, never a worker). How many Redis held.
+    pub(crate) fn forget_pins(&self, kids: &[KeyId], key: Option<&str>, name: &str) -> Result<usize, String> {
+        let down = |e: redis::RedisError| format!("the cluster directory is unavailable: {e}");
+        let mut conn = self.connect().map_err(down)?;
+        let mut n = 0;
+        for kid in kids {
+            self.counts.redis_ops.fetch_add(1, Ordering::Relaxed);
+            let gone: usize = redis::cmd("HDEL")
+                .arg(pins_key(*kid))
+                .arg(pct_encode(name))
+                .query(&mut conn)
+                .map_err(down)?;
+            n += gone;
+        }
+        let others: Vec<String> = {
+            let view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            view.live.keys().filter(|id| **id != self.id).cloned().collect()
+        };
+        let msg = Message::Unpin {
+            key: key.map(str::to_string),
+            name: name.to_string(),
+        }
+        .encode();
+        for id in others {
+            self.counts.redis_ops.fetch_add(1, Ordering::Relaxed);
+            redis::cmd("PUBLISH")
+                .arg(channel_of(&id))
+                .arg(&msg)
+                .query::<()>(&mut conn)
+                .map_err(down)?;
+        }
+        Ok(n)
     }
 
     /// The agents of `kid` on the other live gateways.
@@ -614,6 +700,13 @@ impl Cluster {
     fn on_message(&self, payload: &[u8]) {
         match Message::decode(payload) {
             Some(Message::Replace { agent, reg, by }) => self.evict(agent, reg, &by),
+            // The store's write is an fsync: fine on this thread, never a
+            // worker's.
+            Some(Message::Unpin { key, name }) => {
+                if let Some(hook) = self.forget_hook.get() {
+                    hook(key.as_deref(), &name);
+                }
+            }
             None => log::debug!("cluster: ignored a message of {} bytes", payload.len()),
         }
     }
@@ -667,6 +760,12 @@ fn answer_unavailable(r: Request, why: Unavailable) {
         Request::Step { reply, .. } => {
             let _ = reply.send(Err(why));
         }
+        Request::Pin { reply, .. } => {
+            let _ = reply.send(Err(why));
+        }
+        Request::Unpin { reply, .. } => {
+            let _ = reply.send(Err(why));
+        }
     }
 }
 
@@ -685,6 +784,8 @@ struct Link {
     release: Script,
     bury: Script,
     step: Script,
+    pin: Script,
+    unpin: Script,
     /// The registration of each agent this gateway wrote as its own.
     written: HashMap<AgentKey, u64>,
 }
@@ -692,22 +793,26 @@ struct Link {
 impl Link {
     fn open(c: &Cluster) -> RedisResult<Link> {
         let mut conn = c.connect()?;
-        let (claim, release, bury, step) = (
+        let (claim, release, bury, step, pin, unpin) = (
             Script::new(CLAIM),
             Script::new(RELEASE),
             Script::new(BURY),
             Script::new(STEP),
+            Script::new(PIN),
+            Script::new(UNPIN),
         );
-        for s in [&claim, &release, &bury, &step] {
+        for s in [&claim, &release, &bury, &step, &pin, &unpin] {
             s.prepare_invoke().load(&mut conn)?;
         }
-        c.counts.redis_ops.fetch_add(5, Ordering::Relaxed);
+        c.counts.redis_ops.fetch_add(7, Ordering::Relaxed);
         Ok(Link {
             conn,
             claim,
             release,
             bury,
             step,
+            pin,
+            unpin,
             written: HashMap::new(),
         })
     }
@@ -815,6 +920,47 @@ impl Link {
                             },
                             None => Located::Nowhere,
                         }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Unavailable::Redis(e.to_string())));
+                        return Err(e);
+                    }
+                }
+            }
+            Request::Pin { agent, key, reply } => {
+                Link::ops(c, 1);
+                let got: RedisResult<String> = self
+                    .pin
+                    .key(pins_key(agent.kid))
+                    .arg(pct_encode(&agent.name))
+                    .arg(key)
+                    .invoke(&mut self.conn);
+                match got {
+                    Ok(v) => {
+                        let verdict = match v.as_str() {
+                            "new" => PinVerdict::New,
+                            "same" => PinVerdict::Same,
+                            _ => PinVerdict::Taken,
+                        };
+                        let _ = reply.send(Ok(verdict));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Unavailable::Redis(e.to_string())));
+                        return Err(e);
+                    }
+                }
+            }
+            Request::Unpin { agent, key, reply } => {
+                Link::ops(c, 1);
+                let got: RedisResult<i64> = self
+                    .unpin
+                    .key(pins_key(agent.kid))
+                    .arg(pct_encode(&agent.name))
+                    .arg(key)
+                    .invoke(&mut self.conn);
+                match got {
+                    Ok(_) => {
+                        let _ = reply.send(Ok(()));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(Unavailable::Redis(e.to_string())));

@@ -175,6 +175,25 @@ impl Gateway {
             cluster,
         });
 
+        if let Some(cluster) = &shared.cluster {
+            // Another gateway's `agents forget` releases the name here too.
+            let weak = Arc::downgrade(&shared);
+            cluster.on_unpin(Box::new(move |key, name| {
+                let Some(shared) = weak.upgrade() else { return };
+                let Some(store) = shared.pins.get() else { return };
+                match store.forget(name, key) {
+                    Ok(keys) => {
+                        for k in keys {
+                            shared.events.event(format!(
+                                "Client {} (key {k}): name pin released by the administrator of another gateway",
+                                crate::eventlog::sanitize(name)
+                            ));
+                        }
+                    }
+                    Err(e) => log::warn!("cannot release the pin of {}: {e}", crate::eventlog::sanitize(name)),
+                }
+            }));
+        }
         let cpus = allowed_cpus();
         let config = Arc::new(config);
         let bound: Vec<(SocketAddr, SocketAddr)> = config.listen.iter().copied().zip(addrs.iter().copied()).collect();
@@ -417,6 +436,24 @@ impl Gateway {
             .ok_or("this gateway keeps no agent name pins ([auth] pin_agent_names = false)")?;
         let keys = store.forget(name, key)?;
         let shown = crate::eventlog::sanitize(name);
+        // In a cluster the name is released on every gateway: Redis holds
+        // the cluster's pins, under each key's id.
+        if let Some(cluster) = &self.shared.cluster {
+            let config = self.config();
+            let kids: Vec<crate::auth::KeyId> = config
+                .keys
+                .iter()
+                .filter(|k| key.is_none_or(|want| k.name() == want))
+                .map(|k| k.id())
+                .collect();
+            let released = cluster.forget_pins(&kids, key, name)?;
+            if keys.is_empty() && released > 0 {
+                self.shared.events.event(format!(
+                    "Client {shown}: name pin released cluster-wide by the administrator"
+                ));
+                return Ok(format!("released the pin of client {shown} in the cluster"));
+            }
+        }
         if keys.is_empty() {
             return Err(match key {
                 Some(k) => format!("no pin for client {shown} with key {}", crate::eventlog::sanitize(k)),

@@ -43,6 +43,12 @@ pub(crate) fn licence_key() -> String {
     format!("{PREFIX}licence")
 }
 
+/// The agent keys names are pinned to, cluster-wide, under key `kid`: a
+/// hash, field = agent name, percent-encoded.
+pub(crate) fn pins_key(kid: KeyId) -> String {
+    format!("{PREFIX}pins:{kid}")
+}
+
 /// The step of the last TOTP code an operator used, cluster-wide.
 pub(crate) fn totp_key(operator: &str) -> String {
     format!("{PREFIX}totp:{}", pct_encode(operator))
@@ -207,17 +213,30 @@ pub(crate) enum Message {
         /// The gateway that holds the newer one.
         by: String,
     },
+    /// `unpin <pct key name | -> <pct name>`: the administrator released
+    /// the agent name's pin under that gateway key (every key: `-`) on
+    /// another gateway; release it here too.
+    Unpin {
+        /// The gateway key's name, or `None` for every key.
+        key: Option<String>,
+        /// The agent name.
+        name: String,
+    },
 }
 
 impl Message {
-    /// The message as published (the claim script writes it in Lua; this
-    /// is the same text, for the tests).
-    #[cfg(test)]
+    /// The message as published (the claim script writes `replace` in
+    /// Lua, the same text).
     pub fn encode(&self) -> String {
         match self {
             Message::Replace { agent, reg, by } => {
                 format!("replace {} {reg} {by} {}", agent.kid, pct_encode(&agent.name))
             }
+            Message::Unpin { key, name } => format!(
+                "unpin {} {}",
+                key.as_deref().map_or("-".to_string(), pct_encode),
+                pct_encode(name)
+            ),
         }
     }
 
@@ -239,6 +258,14 @@ impl Message {
                     reg,
                     by: by.to_string(),
                 })
+            }
+            "unpin" => {
+                let key = match it.next()? {
+                    "-" => None,
+                    k => Some(pct_decode(k).filter(|k| !k.is_empty() && k.len() <= 256)?),
+                };
+                let name = pct_decode(it.next()?).filter(|n| crate::proto::valid_name(n))?;
+                it.next().is_none().then_some(Message::Unpin { key, name })
             }
             _ => None,
         }
@@ -358,6 +385,17 @@ pub(crate) enum Claimed {
     Licence,
 }
 
+/// A name's pin, cluster-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PinVerdict {
+    /// It was free and is now pinned to this agent key.
+    New,
+    /// It is pinned to this agent key already.
+    Same,
+    /// It is pinned to another machine's agent key.
+    Taken,
+}
+
 /// Where an agent is, cluster-wide.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Located {
@@ -394,6 +432,25 @@ pub(crate) enum Request {
         agent: AgentKey,
         /// The answer.
         reply: oneshot::Sender<Result<Located, Unavailable>>,
+    },
+    /// Pin `agent`'s name to agent key `key` (its text) cluster-wide if
+    /// it is free, or say whose it is.
+    Pin {
+        /// The agent.
+        agent: AgentKey,
+        /// The agent key, as its text.
+        key: String,
+        /// The answer.
+        reply: oneshot::Sender<Result<PinVerdict, Unavailable>>,
+    },
+    /// Take back the pin of `agent`'s name if it is still to `key`.
+    Unpin {
+        /// The agent.
+        agent: AgentKey,
+        /// The agent key, as its text.
+        key: String,
+        /// The answer.
+        reply: oneshot::Sender<Result<(), Unavailable>>,
     },
     /// Accept TOTP step `step` of `operator` cluster-wide: `true` if no
     /// gateway accepted it (or a later one) before.
@@ -617,6 +674,27 @@ mod tests {
         assert_eq!(Message::decode(b"replace 01 9 gw2 pc"), None);
         assert_eq!(Message::decode(b"replace 0101010101010101 9 g:w pc"), None);
         assert_eq!(Message::decode(b"hello"), None);
+        for m in [
+            Message::Unpin {
+                key: Some("main key".into()),
+                name: "pc 1".into(),
+            },
+            Message::Unpin {
+                key: None,
+                name: "pc1".into(),
+            },
+        ] {
+            assert_eq!(Message::decode(m.encode().as_bytes()), Some(m));
+        }
+        assert_eq!(
+            Message::encode(&Message::Unpin {
+                key: None,
+                name: "a b".into()
+            }),
+            "unpin - a%20b"
+        );
+        assert_eq!(Message::decode(b"unpin - "), None);
+        assert_eq!(Message::decode(b"unpin - a b"), None);
         let k = AgentKey {
             kid: KeyId([2; 8]),
             name: "a b".into(),

@@ -22,7 +22,7 @@ use crate::auth::agentkey::{AgentKeyError, AgentPublicKey};
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
 use crate::gateway::cluster::{Cluster, now_ms};
-use crate::gateway::core::cluster::{AgentKey, Claimed, StoredAgent};
+use crate::gateway::core::cluster::{AgentKey, Claimed, PinVerdict, StoredAgent};
 use crate::gateway::core::directory::{AdmitError, AgentRecord, owner_of};
 use crate::gateway::core::flaps::Flaps;
 use crate::gateway::core::handoff::{Registration, ShardMsg};
@@ -423,13 +423,63 @@ async fn redirect_agent(shard: &Shard, stream: &Conn, name: &str, to: &str, boot
     let _ = send(shard, stream, answer).await;
 }
 
+/// In a cluster, the name's pin is checked in Redis too, first: a name
+/// pinned to another machine on any gateway is refused here, and a pin
+/// Redis took for this registration is taken back if this gateway's own
+/// store refuses it, so the two never disagree about who may have a name.
+/// With Redis away, this gateway's store decides alone (and says so).
+async fn check_pin<'n>(
+    shard: &Shard,
+    kid: KeyId,
+    name: &'n str,
+    agent_key: Option<AgentPublicKey>,
+    peer: SocketAddr,
+) -> Result<(), Refusal<'n>> {
+    let (Some(cluster), Some(machine)) = (&shard.shared.cluster, agent_key) else {
+        return check_pin_here(shard, kid, name, agent_key, peer).await;
+    };
+    let agent = AgentKey {
+        kid,
+        name: name.to_string(),
+    };
+    let taken_here = match cluster.pin(agent.clone(), machine.to_string()).await {
+        Ok(PinVerdict::Taken) => {
+            Stats::inc(&shard.stats.pin_refusals);
+            let key = shard.keys.borrow().name_of(kid).to_string();
+            shard.event_from(
+                peer.ip(),
+                format!(
+                    "Client {} refused: the name is pinned to another machine's agent key in the cluster (key {key}); new connection from {peer}",
+                    sanitize(name)
+                ),
+            );
+            return Err(Refusal::NameTaken(name));
+        }
+        Ok(PinVerdict::New) => true,
+        Ok(PinVerdict::Same) => false,
+        Err(why) => {
+            log::warn!(
+                "pin of client {} checked on this gateway only: {}",
+                sanitize(name),
+                why.reason()
+            );
+            false
+        }
+    };
+    let here = check_pin_here(shard, kid, name, agent_key, peer).await;
+    if here.is_err() && taken_here {
+        let _ = cluster.unpin(agent, machine.to_string()).await;
+    }
+    here
+}
+
 /// Checks (and on first use makes) the pin of `name` under key `kid` for
 /// a registration by `agent_key` from `peer`, on the name's owner worker,
 /// before anything of the directory changes: a refused machine replaces
 /// nobody. The refusal is logged, at most once a minute per name. A first
 /// pin is answered once it is on disk (the store's writer thread commits
 /// it; this worker's loop goes on meanwhile).
-async fn check_pin<'n>(
+async fn check_pin_here<'n>(
     shard: &Shard,
     kid: KeyId,
     name: &'n str,
