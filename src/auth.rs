@@ -394,6 +394,12 @@ impl KeyRing {
         self.by_id.contains_key(&kid)
     }
 
+    /// The key with this id, if it is configured (a cluster gateway
+    /// relaying a control's connect proves the same key to the agent's).
+    pub fn key_of(&self, kid: KeyId) -> Option<&GatewayKey> {
+        self.by_id.get(&kid).map(|(k, _)| k)
+    }
+
     /// The name of the key with this id, for what people see; `"?"` for
     /// one no longer configured (its agents are being dropped).
     pub fn name_of(&self, kid: KeyId) -> &str {

@@ -56,6 +56,12 @@ pub const H_CLUSTER_PARTIAL_WRITTEN: &str = "Ringway-Cluster-Partial";
 pub const H_LOCATION_BOOT: &str = "ringway-location-boot";
 /// [`H_LOCATION_BOOT`] as gateways write it.
 pub const H_LOCATION_BOOT_WRITTEN: &str = "Ringway-Location-Boot";
+/// On a connect a cluster gateway relays to the agent's gateway: the
+/// relaying gateway's id. A connect carrying it is never relayed again
+/// (no chain, no loop while the directory settles).
+pub const H_RELAYED: &str = "ringway-relayed";
+/// [`H_RELAYED`] as gateways write it.
+pub const H_RELAYED_WRITTEN: &str = "Ringway-Relayed";
 /// On a registration: the cluster gateway that redirected this agent
 /// here; a registration carrying it is never redirected again.
 pub const H_REDIRECTED: &str = "ringway-redirected";
@@ -106,7 +112,7 @@ pub const BODY_HEADERS: [(&str, &str); 2] = [
 /// counts would depend on who reads the head (a proxy in front may take
 /// the last, the gateway the first), so a request with two is refused
 /// (400) with the reason given here.
-pub const SINGLE_HEADERS: [(&str, &str); 14] = [
+pub const SINGLE_HEADERS: [(&str, &str); 15] = [
     ("authorization", "duplicate Authorization header"),
     (H_IDENTITY, "duplicate Ringway-Identity header"),
     (H_BOOT, "duplicate Ringway-Boot header"),
@@ -121,6 +127,7 @@ pub const SINGLE_HEADERS: [(&str, &str); 14] = [
     (H_AGENT_SIG, "duplicate Ringway-Agent-Sig header"),
     (H_PREVIOUS, "duplicate Ringway-Previous header"),
     (H_REDIRECTED, "duplicate Ringway-Redirected header"),
+    (H_RELAYED, "duplicate Ringway-Relayed header"),
 ];
 
 /// Why an agent moved its channel, as [`H_PREVIOUS`] says.

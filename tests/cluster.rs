@@ -524,48 +524,7 @@ fn sign_in(ep: &Endpoint, code: &str) -> Result<Endpoint, ringway::client::Clien
 fn a_totp_code_used_on_one_gateway_is_refused_on_the_others_and_one_ticket_works_on_all() {
     let dir = TestDir::new("cluster-operators");
     let redis = Redis::start(&dir);
-    // argon2's floor, so a sign-in costs tens of milliseconds.
-    let params = Argon2Params {
-        m_kib: 19_456,
-        t: 2,
-        p: 1,
-    };
-    let verifier = Verifier::generate(CAROL_PASSWORD.as_bytes(), &params)
-        .expect("a verifier")
-        .to_text();
-    let block = format!(
-        "[auth]\ntotp = \"required\"\n[[operators]]\nname = \"carol\"\nverifier = {verifier:?}\ntotp_secret = {CAROL_SECRET:?}\n"
-    );
-    // One ticket key for both, copied as docs/CLUSTER.md says.
-    let ticket_key = format!("{}\n", "5a".repeat(32));
-    // Each gateway's folder (config, state) outlives it: declared first,
-    // dropped last.
-    let homes: Vec<TestDir> = (1..=2)
-        .map(|n| TestDir::new(&format!("cluster-operators-gw{n}")))
-        .collect();
-    let gws: Vec<Gateway> = homes
-        .iter()
-        .enumerate()
-        .map(|(i, home)| {
-            let n = i + 1;
-            let state = home.join("state");
-            std::fs::create_dir_all(&state).expect("state folder");
-            std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("mode");
-            let key = state.join("ticket.key");
-            std::fs::write(&key, &ticket_key).expect("ticket key");
-            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("mode");
-            let mut config = GatewayConfig::operated(&[KEY]);
-            config.listen = vec![SocketAddr::from((Ipv4Addr::new(127, 0, 0, n as u8), 0))];
-            config.tail.push(block.clone());
-            config.tail.push(format!(
-                "[cluster]\nredis = {:?}\nid = \"gw{n}\"\nlease_secs = {LEASE_SECS}\nspread = false\n",
-                redis.url()
-            ));
-            let gw = Gateway::start_in(home, &config);
-            gw.wait_for_event(&available(&redis, n, 0), EVENT_TIMEOUT);
-            gw
-        })
-        .collect();
+    let (_homes, gws) = operated_cluster(&redis, "");
     for gw in &gws {
         wait_live(gw, 2);
     }
@@ -644,4 +603,136 @@ fn a_name_pinned_on_one_gateway_is_refused_to_another_machine_on_the_others_unti
     assert_eq!(end, Ok(ChannelEnd::Bye("replaced".into())));
     let (status, reason) = refusal(AgentThread::start(machine(&gws[0], &a), Behaviour::Serve(echo.addr())));
     assert_eq!((status, reason.as_str()), (409, taken), "a is refused on gw1 now");
+}
+
+/// Two gateways with carol (password and TOTP, `totp = "required"`) and
+/// one ticket key, `extra` added to their `[cluster]`; their folders
+/// first, to be dropped after them.
+fn operated_cluster(redis: &Redis, extra: &str) -> (Vec<TestDir>, Vec<Gateway>) {
+    // argon2's floor, so a sign-in costs tens of milliseconds.
+    let params = Argon2Params {
+        m_kib: 19_456,
+        t: 2,
+        p: 1,
+    };
+    let verifier = Verifier::generate(CAROL_PASSWORD.as_bytes(), &params)
+        .expect("a verifier")
+        .to_text();
+    let block = format!(
+        "[auth]\ntotp = \"required\"\n[[operators]]\nname = \"carol\"\nverifier = {verifier:?}\ntotp_secret = {CAROL_SECRET:?}\n"
+    );
+    // One ticket key for both, copied as docs/CLUSTER.md says.
+    let ticket_key = format!("{}\n", "5a".repeat(32));
+    // Each gateway's folder (config, state) outlives it: declared first,
+    // dropped last.
+    let homes: Vec<TestDir> = (1..=2)
+        .map(|n| TestDir::new(&format!("cluster-operators-gw{n}")))
+        .collect();
+    let gws: Vec<Gateway> = homes
+        .iter()
+        .enumerate()
+        .map(|(i, home)| {
+            let n = i + 1;
+            let state = home.join("state");
+            std::fs::create_dir_all(&state).expect("state folder");
+            std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("mode");
+            let key = state.join("ticket.key");
+            std::fs::write(&key, &ticket_key).expect("ticket key");
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("mode");
+            let mut config = GatewayConfig::operated(&[KEY]);
+            config.listen = vec![SocketAddr::from((Ipv4Addr::new(127, 0, 0, n as u8), 0))];
+            config.tail.push(block.clone());
+            config.tail.push(format!(
+                "[cluster]\nredis = {:?}\nid = \"gw{n}\"\nlease_secs = {LEASE_SECS}\nspread = false\n{extra}",
+                redis.url()
+            ));
+            let gw = Gateway::start_in(home, &config);
+            gw.wait_for_event(&available(redis, n, 0), EVENT_TIMEOUT);
+            gw
+        })
+        .collect();
+    (homes, gws)
+}
+
+#[test]
+fn with_relay_a_control_on_any_gateway_reaches_every_agent_through_its_own_gateway() {
+    let dir = TestDir::new("cluster-relay");
+    let redis = Redis::start(&dir);
+    let gws = cluster(
+        &redis,
+        3,
+        Options {
+            extra: "cross = \"relay\"\n",
+            ..PINNED
+        },
+    );
+    let echo = Service::echo();
+    let _agents: Vec<AgentThread> = gws
+        .iter()
+        .enumerate()
+        .map(|(i, gw)| serve(gw, &[&format!("a{}", i + 1)], &echo))
+        .collect();
+    let mut prng = Prng::new(13);
+    for (x, gw) in gws.iter().enumerate() {
+        for y in (0..3).filter(|&y| y != x) {
+            let payload = prng.bytes(512 * 1024 + x * 3 + y);
+            echo_round_trip(&gw.endpoint(KEY, "ops"), &format!("a{}", y + 1), &payload);
+        }
+        let m = gw.metrics();
+        assert_eq!(
+            (
+                m.sum("ringway_cluster_relays_total", &[]),
+                m.sum("ringway_cluster_redirects_total", &[("kind", "control")])
+            ),
+            (2.0, 0.0),
+            "gw{} relayed its two cross connects and redirected none",
+            x + 1
+        );
+        gw.wait_for_event(
+            &format!(
+                "Control ops connected to Client a{} (relayed to its gateway)",
+                (x + 1) % 3 + 1
+            ),
+            EVENT_TIMEOUT,
+        );
+    }
+    // A connect a gateway relayed is not relayed again.
+    let (status, reason) = {
+        let ep = gws[0].endpoint(KEY, "ops");
+        let head = block_on(async {
+            let conn = client::dial(&ep).await.expect("dial");
+            let extra = [
+                ("Upgrade", proto::UPGRADE_RELAY.to_string()),
+                ("Connection", "Upgrade".to_string()),
+                (proto::H_RELAYED_WRITTEN, "gw9".to_string()),
+            ];
+            client::request(&ep, &conn, "GET", "/v1/connect/a2", &extra)
+                .await
+                .map(|(h, _)| h)
+        })
+        .expect("an answer");
+        (head.status, head.reason)
+    };
+    assert_eq!((status, reason.as_str()), (404, "Not Found"));
+}
+
+#[test]
+fn with_relay_an_operator_s_ticket_reaches_an_agent_on_another_gateway() {
+    let dir = TestDir::new("cluster-relay-operator");
+    let redis = Redis::start(&dir);
+    let (_homes, gws) = operated_cluster(&redis, "cross = \"relay\"\n");
+    for gw in &gws {
+        wait_live(gw, 2);
+    }
+    let echo = Service::echo();
+    let _pc = serve(&gws[1], &["pc"], &echo);
+    let secret = TotpSecret::from_base32(CAROL_SECRET).expect("a secret");
+    let code = totp::code_at(&secret, &totp::Params::DEFAULT, settled_step());
+    let carol = sign_in(&gws[0].endpoint(KEY, "ops"), &code).expect("carol signs in on gw1");
+    echo_round_trip(&carol, "pc", b"relayed with carol's ticket");
+    assert_eq!(gws[0].metrics().sum("ringway_cluster_relays_total", &[]), 1.0);
+    // Without a ticket, gw1 refuses before anything is relayed.
+    let (status, _) = refusal(connect_std(&gws[0].endpoint(KEY, "ops"), "pc"));
+    assert_eq!(status, 401);
+    assert_eq!(gws[0].metrics().sum("ringway_cluster_relays_total", &[]), 1.0);
 }

@@ -75,6 +75,12 @@ pub fn metrics(status: &ClusterStatus) -> String {
         ],
     );
     family(
+        "ringway_cluster_relays_total",
+        "counter",
+        "Controls' connects this gateway relayed to the gateway holding their agent (cross = \"relay\").",
+        one(status.control_relays as f64),
+    );
+    family(
         "ringway_cluster_replaced_elsewhere_total",
         "counter",
         "Agents dropped here because a newer registration of their name is on another gateway.",

@@ -94,6 +94,12 @@ pub struct Endpoint {
 pub struct BootCache(Arc<Mutex<Option<BootId>>>);
 
 impl BootCache {
+    /// A cache that knows `id` already (a cluster says a gateway's boot
+    /// id with its address).
+    pub fn known(id: BootId) -> BootCache {
+        BootCache(Arc::new(Mutex::new(Some(id))))
+    }
+
     /// The id last heard, if any.
     pub fn get(&self) -> Option<BootId> {
         // Poisoned only if a thread panicked while storing a Copy value.
@@ -489,11 +495,16 @@ enum Upgraded {
 }
 
 async fn upgrade_or_redirect(ep: &Endpoint, target: &str) -> Result<Upgraded, ClientError> {
+    upgrade_with(ep, target, &[]).await
+}
+
+async fn upgrade_with(ep: &Endpoint, target: &str, more: &[(&str, String)]) -> Result<Upgraded, ClientError> {
     let stream = dial(ep).await?;
-    let extra = [
+    let mut extra = vec![
         ("Upgrade", proto::UPGRADE_RELAY.to_string()),
         ("Connection", "Upgrade".to_string()),
     ];
+    extra.extend(more.iter().cloned());
     let (head, early) = request(ep, &stream, "GET", target, &extra).await?;
     if head.status == 307 {
         let (to, path) = redirected(ep, &head)?;
@@ -552,7 +563,7 @@ pub fn redirected(ep: &Endpoint, head: &ResponseHead) -> Result<(Endpoint, Strin
     // there is then signed right (no `401 stale_boot` round trip).
     to.boot = BootCache::default();
     if let Some(boot) = head.header(proto::H_LOCATION_BOOT).and_then(BootId::parse) {
-        *to.boot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(boot);
+        to.boot = BootCache::known(boot);
     }
     // Sources bound to this machine's addresses stay valid for any gateway.
     Ok((to, path.to_string()))
@@ -590,6 +601,20 @@ pub async fn connect(ep: &Endpoint, name: &str) -> Result<Session, ClientError> 
                 ))),
             }
         }
+    }
+}
+
+/// Opens a relay session to agent `name` at this gateway only, with
+/// `extra` headers: a `307` is an error, not followed (a cluster gateway
+/// relaying a control's connect to the agent's gateway).
+pub async fn connect_here(ep: &Endpoint, name: &str, extra: &[(&str, String)]) -> Result<Session, ClientError> {
+    let target = format!("{}{}", proto::PATH_CONNECT_PREFIX, pct_encode(name));
+    match upgrade_with(ep, &target, extra).await? {
+        Upgraded::Session(s) => Ok(s),
+        Upgraded::Redirect(to, _) => Err(ClientError::Protocol(format!(
+            "the gateway sent the session on to {}",
+            to.gateway
+        ))),
     }
 }
 

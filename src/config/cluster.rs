@@ -71,6 +71,12 @@ pub struct ClusterConfig {
     pub spread: bool,
     /// Over how long a drain moves the agents away.
     pub drain: Duration,
+    /// `cross = "relay"`: reach an agent on another gateway by dialling
+    /// it and relaying, rather than redirecting the control.
+    pub relay: bool,
+    /// `ca_file`: the CA that signs the other gateways' certificates,
+    /// for relaying to an `https://` advertise (else the system's roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -84,6 +90,8 @@ impl fmt::Debug for ClusterConfig {
             .field("slack_percent", &self.slack_percent)
             .field("spread", &self.spread)
             .field("drain", &self.drain)
+            .field("relay", &self.relay)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -115,6 +123,7 @@ pub(super) struct RawCluster {
     spread: Option<bool>,
     drain_secs: Option<Spanned<u64>>,
     cross: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 /// Whether `id` may name a gateway: 1 to [`MAX_CLUSTER_ID_CHARS`] of
@@ -184,17 +193,18 @@ pub(super) fn parse_cluster(raw: Option<&RawCluster>, src: &Source) -> Result<Op
             Some(url.to_string())
         }
     };
-    if let Some(cross) = &c.cross
-        && cross.get_ref() != "redirect"
-    {
-        return Err(src.error(
-            cross.span(),
-            format!(
-                "cross = {:?}: this version reaches agents on other gateways by \"redirect\" only",
-                cross.get_ref()
-            ),
-        ));
-    }
+    let relay = match c.cross.as_ref().map(|x| (x.get_ref().as_str(), x.span())) {
+        None | Some(("redirect", _)) => false,
+        Some(("relay", _)) => true,
+        Some((other, span)) => {
+            return Err(src.error(span, format!("cross = {other:?} is not \"redirect\" or \"relay\"")));
+        }
+    };
+    let ca_file = match &c.ca_file {
+        None => None,
+        Some(p) if p.get_ref().trim().is_empty() => return Err(src.error(p.span(), "ca_file must name a file")),
+        Some(p) => Some(PathBuf::from(p.get_ref())),
+    };
     let password_file = match &c.password_file {
         None => None,
         Some(p) if p.get_ref().trim().is_empty() => {
@@ -212,6 +222,8 @@ pub(super) fn parse_cluster(raw: Option<&RawCluster>, src: &Source) -> Result<Op
         slack_percent: CLUSTER_SLACK_PERCENT.take(&c.slack_percent, src)?,
         spread: c.spread.unwrap_or(true),
         drain: Duration::from_secs(CLUSTER_DRAIN_SECS.take(&c.drain_secs, src)?),
+        relay,
+        ca_file,
     }))
 }
 
@@ -265,12 +277,13 @@ mod tests {
             parse("redis = \"redis://127.0.0.1\"\nid = \"gw\"\nadvertise = \"10.0.0.1:80\"\n").expect_err("no scheme");
         assert!(e.starts_with("test.toml:4: advertise = \"10.0.0.1:80\" must be"), "{e}");
         assert_eq!(
-            parse(&format!("{BASE}cross = \"relay\"\n")),
-            Err(
-                "test.toml:5: cross = \"relay\": this version reaches agents on other gateways by \"redirect\" only"
-                    .into()
-            )
+            parse(&format!("{BASE}cross = \"tunnel\"\n")),
+            Err("test.toml:5: cross = \"tunnel\" is not \"redirect\" or \"relay\"".into())
         );
+        let c = parse(&format!("{BASE}cross = \"relay\"\nca_file = \"ca.pem\"\n"))
+            .expect("valid")
+            .expect("present");
+        assert_eq!((c.relay, c.ca_file), (true, Some(PathBuf::from("ca.pem"))));
         assert_eq!(
             parse(&format!("{BASE}lease_secs = 1\n")),
             Err("test.toml:5: lease_secs = 1 is out of range (2 to 300)".into())

@@ -53,6 +53,25 @@ pub fn parse_str(text: &str, file: &str) -> Result<ConfigFile, ConfigError> {
     let operators = parse_operators(raw.operators.as_ref(), &auth, &key_names, &src)?;
     let cluster = parse_cluster(raw.cluster.as_ref(), &src)?;
     if let Some(c) = &cluster
+        && c.relay
+    {
+        // A relayed connect is checked here and again by the agent's
+        // gateway: a one-use code or an approval would be asked twice.
+        let why = if auth.totp_per_session {
+            Some("[auth] totp_per_session")
+        } else if auth.approve.is_some() {
+            Some("an [auth] approval hook")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(src.error(
+                raw.gateway.span(),
+                format!("[cluster] cross = \"relay\" cannot be used with {why}: the agent's gateway would ask again; use cross = \"redirect\""),
+            ));
+        }
+    }
+    if let Some(c) = &cluster
         && c.advertise.is_none()
         && gateway.listen[0].ip().is_unspecified()
     {
@@ -128,6 +147,27 @@ mod tests {
             );
         }
         assert!(parse_err(&format!("{MINIMAL}[extra]\n")).starts_with("test.toml:4: unknown field `extra`"));
+    }
+
+    #[test]
+    fn relay_with_one_use_codes_or_an_approval_hook_is_refused() {
+        let cluster = "[cluster]\nredis = \"redis://127.0.0.1\"\nid = \"gw1\"\ncross = \"relay\"\n";
+        for (auth, why) in [
+            ("totp_per_session = true\n", "[auth] totp_per_session"),
+            ("approve_command = \"/bin/true\"\n", "an [auth] approval hook"),
+        ] {
+            assert_eq!(
+                parse_err(&format!("{MINIMAL}[auth]\n{auth}{cluster}")),
+                format!(
+                    "test.toml:1: [cluster] cross = \"relay\" cannot be used with {why}: the agent's gateway would ask again; use cross = \"redirect\""
+                )
+            );
+        }
+        assert!(parse_str(&format!("{MINIMAL}{cluster}"), "test.toml").is_ok());
+        assert_eq!(
+            parse_err("[gateway]\nlisten = [\"0.0.0.0:1\"]\nkeys = [\"Testing1\"]\n[cluster]\nredis = \"redis://h\"\nid = \"g\"\n"),
+            "test.toml:1: [cluster] needs advertise = \"http://HOST:PORT\": the first listen address 0.0.0.0:1 names no host other gateways' clients can reach"
+        );
     }
 
     #[test]

@@ -112,6 +112,7 @@ impl ConfigFile {
                     c.password = Some(pw);
                     c.password_file = Some(path);
                 }
+                c.ca_file = c.ca_file.as_deref().map(resolve);
                 Some(c)
             }
         };

@@ -173,6 +173,8 @@ pub(crate) struct ClusterCounts {
     pub sessions: AtomicU64,
     /// Agents told to move away by a drain.
     pub drained: AtomicU64,
+    /// Controls' connects relayed to the gateway holding their agent.
+    pub control_relays: AtomicU64,
 }
 
 /// A clustered gateway's link to the others.
@@ -200,6 +202,9 @@ pub(crate) struct Cluster {
     /// Releases a name pin in this gateway's own store (set once the
     /// store exists), for `unpin` messages from the others.
     forget_hook: std::sync::OnceLock<ForgetHook>,
+    /// With `cross = "relay"`: how this gateway trusts the others'
+    /// certificates (`ca_file`, else the system's roots).
+    relay_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What an `unpin` message does here: release `name` under the key named
@@ -242,6 +247,8 @@ pub struct ClusterStatus {
     pub agent_redirects: u64,
     /// Controls redirected.
     pub control_redirects: u64,
+    /// Controls' connects relayed to the agent's gateway.
+    pub control_relays: u64,
     /// Local agents replaced by a newer registration elsewhere.
     pub replaced_elsewhere: u64,
     /// Times Redis was lost.
@@ -276,6 +283,7 @@ impl Cluster {
             draining: AtomicBool::new(false),
             drain_rate: AtomicU64::new(0),
             forget_hook: std::sync::OnceLock::new(),
+            relay_tls: relay_tls(config),
         });
         let mut threads = Vec::new();
         for (name, run) in [
@@ -434,6 +442,17 @@ impl Cluster {
         self.ask(kid, |reply| Request::Unpin { agent, key, reply }).await
     }
 
+    /// Whether connects to agents on other gateways are relayed here
+    /// (`cross = "relay"`) rather than redirected.
+    pub(crate) fn relays(&self) -> bool {
+        self.config.relay
+    }
+
+    /// The TLS client settings for relaying to an `https://` gateway.
+    pub(crate) fn relay_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.relay_tls.clone()
+    }
+
     /// Sets what an `unpin` message from another gateway does here.
     pub(crate) fn on_unpin(&self, hook: ForgetHook) {
         let _ = self.forget_hook.set(hook);
@@ -505,6 +524,7 @@ impl Cluster {
             redis_ops: c.redis_ops.load(Ordering::Relaxed),
             agent_redirects: c.agent_redirects.load(Ordering::Relaxed),
             control_redirects: c.control_redirects.load(Ordering::Relaxed),
+            control_relays: c.control_relays.load(Ordering::Relaxed),
             replaced_elsewhere: c.replaced_elsewhere.load(Ordering::Relaxed),
             redis_failures: c.redis_failures.load(Ordering::Relaxed),
             draining: self.draining.load(Ordering::Relaxed),
@@ -724,6 +744,28 @@ impl Cluster {
         // A full inbox drops it; the next reconcile finds the loser again.
         if self.inboxes[owner].try_send(msg).is_ok() {
             self.counts.replaced_elsewhere.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The TLS client settings a relaying gateway dials the others with; a
+/// CA file that cannot be read is logged, and relaying to https then
+/// answers 502 with that reason.
+fn relay_tls(config: &ClusterConfig) -> Option<Arc<rustls::ClientConfig>> {
+    if !config.relay {
+        return None;
+    }
+    let trust = match &config.ca_file {
+        Some(path) => crate::tls::Trust::CaFile(path.clone()),
+        None => crate::tls::Trust::SystemRoots,
+    };
+    match crate::tls::client_config(&trust) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::error!(
+                "[cluster] cannot trust the other gateways' certificates: {e}; relaying to https:// gateways fails"
+            );
+            None
         }
     }
 }

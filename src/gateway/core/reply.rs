@@ -88,6 +88,9 @@ pub(crate) enum Refusal<'a> {
     /// The agent may be on another gateway of the cluster, and the
     /// cluster directory cannot say: why.
     ClusterUnavailable(&'a str),
+    /// Relaying to the agent's gateway failed: the status to give (that
+    /// gateway's, or 502) and the reason.
+    Relay(u16, &'a str),
 }
 
 impl Refusal<'_> {
@@ -128,6 +131,7 @@ impl Refusal<'_> {
             Refusal::Unreachable(_) => 502,
             Refusal::JoinTimeout(..) => 504,
             Refusal::ControlGone => 410,
+            Refusal::Relay(status, _) => *status,
         }
     }
 
@@ -205,6 +209,7 @@ impl Refusal<'_> {
             Refusal::NotApproved => "the connection was not approved".into(),
             Refusal::ApprovalsBusy => "too many connections are waiting for approval; try again later".into(),
             Refusal::ClusterUnavailable(why) => format!("no client of that name is here, and {why}").into(),
+            Refusal::Relay(_, why) => why.to_string().into(),
         }
     }
 

@@ -18,10 +18,13 @@ use futures_channel::oneshot;
 use futures_util::future::{Either, select};
 
 use super::answer::{identity, refuse_proof, reject, send, verify, wants_upgrade};
-use super::operator::{fresh_code, grant};
+use super::operator::{Grant, fresh_code, grant};
 use crate::approve::{Busy, Question, Verdict};
-use crate::auth::KeyId;
+use std::sync::Arc;
+
 use crate::auth::new_nonce;
+use crate::auth::{BootId, KeyId};
+use crate::client::{self, BootCache, ClientError, ClientTls, Endpoint, OperatorTicket, Session};
 use crate::config::Approve;
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
@@ -129,20 +132,79 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
     let _ = send(&shard, &stream, answer).await;
 }
 
-/// An agent not on this gateway: in a cluster, a `307` to the gateway
-/// that holds it (the control CLI follows it once), a `503` when the
-/// cluster directory cannot say, else the `404` a lone gateway gives.
-async fn not_here(shard: &Shard, stream: &Conn, kid: KeyId, agent: &str, name_raw: &str, control_shown: &str) {
-    let agent_shown = sanitize(agent);
+/// Who asks for an agent that is not here, for [`not_here`].
+struct Asker<'a> {
+    kid: KeyId,
+    agent: &'a str,
+    name_raw: &'a str,
+    control: &'a str,
+    control_shown: &'a str,
+    head: &'a RequestHead,
+    granted: Option<&'a Grant>,
+}
+
+/// An agent not on this gateway. In a cluster: with `cross = "relay"`,
+/// this gateway opens the session at the gateway that holds it, as the
+/// control (same key, name and ticket), and returns it with its share of
+/// the connection cap, to be relayed; else a `307` there (the control CLI
+/// follows it once). A `503` when the cluster directory cannot say; the
+/// `404` a lone gateway gives otherwise. `None`: answered here.
+async fn not_here(shard: &Shard, stream: &Conn, asker: Asker<'_>) -> Option<(Session, Permit)> {
+    let agent_shown = sanitize(asker.agent);
+    let control_shown = asker.control_shown;
     let Some(cluster) = &shard.shared.cluster else {
         reject(shard, stream, Refusal::NoSuchClient(&agent_shown)).await;
-        return;
+        return None;
     };
     let key = AgentKey {
-        kid,
-        name: agent.to_string(),
+        kid: asker.kid,
+        name: asker.agent.to_string(),
     };
     match cluster.locate(key).await {
+        // Relayed here by another gateway, and not here: not relayed again.
+        Ok(Located::At { gw, .. }) if gw != cluster.id && asker.head.header(proto::H_RELAYED).is_some() => {
+            reject(shard, stream, Refusal::NoSuchClient(&agent_shown)).await;
+            None
+        }
+        Ok(Located::At {
+            gw,
+            advertise,
+            boot: there,
+        }) if gw != cluster.id && cluster.relays() => {
+            let Some(permit) = shard.shared.connection_permit() else {
+                reject(shard, stream, Refusal::AtConnectionLimit).await;
+                return None;
+            };
+            let ep = match relay_endpoint(shard, cluster, &asker, &advertise, &there) {
+                Ok(ep) => ep,
+                Err(why) => {
+                    log::warn!("cannot relay to gateway {gw}: {why}");
+                    reject(shard, stream, Refusal::Relay(502, &why)).await;
+                    return None;
+                }
+            };
+            let relayed = [(proto::H_RELAYED_WRITTEN, cluster.id.clone())];
+            match client::connect_here(&ep, asker.agent, &relayed).await {
+                Ok(session) => {
+                    cluster.counts.control_relays.fetch_add(1, Ordering::Relaxed);
+                    log::info!("control {control_shown} relayed to gateway {gw} for client {agent_shown}");
+                    Some((session, permit))
+                }
+                Err(ClientError::Refused { status, reason }) => {
+                    // The holder's answer, as it gave it (its reasons are
+                    // the same texts this gateway would give).
+                    let status = if (400..600).contains(&status) { status } else { 502 };
+                    reject(shard, stream, Refusal::Relay(status, &reason)).await;
+                    None
+                }
+                Err(e) => {
+                    let why = format!("gateway {gw} holds client {agent_shown} and could not be reached: {e}");
+                    shard.event(format!("Control {control_shown} could not be relayed: {why}"));
+                    reject(shard, stream, Refusal::Relay(502, &why)).await;
+                    None
+                }
+            }
+        }
         Ok(Located::At {
             gw,
             advertise,
@@ -150,7 +212,7 @@ async fn not_here(shard: &Shard, stream: &Conn, kid: KeyId, agent: &str, name_ra
         }) if gw != cluster.id => {
             cluster.counts.control_redirects.fetch_add(1, Ordering::Relaxed);
             log::info!("control {control_shown} sent to gateway {gw} ({advertise}) for client {agent_shown}");
-            let location = format!("{advertise}{}{name_raw}", proto::PATH_CONNECT_PREFIX);
+            let location = format!("{advertise}{}{}", proto::PATH_CONNECT_PREFIX, asker.name_raw);
             let reason = format!("client {agent_shown} is on gateway {gw}; connect at {advertise}\n");
             let boot = shard.shared.boot.to_string();
             let answer = http::response(
@@ -164,16 +226,85 @@ async fn not_here(shard: &Shard, stream: &Conn, kid: KeyId, agent: &str, name_ra
                 reason.as_bytes(),
             );
             let _ = send(shard, stream, answer).await;
+            None
         }
-        Ok(_) => reject(shard, stream, Refusal::NoSuchClient(&agent_shown)).await,
+        Ok(_) => {
+            reject(shard, stream, Refusal::NoSuchClient(&agent_shown)).await;
+            None
+        }
         Err(why) => {
             let why = why.reason();
             shard.event(format!(
                 "Control {control_shown} asked for Client {agent_shown}, which is not here: {why}"
             ));
             reject(shard, stream, Refusal::ClusterUnavailable(&why)).await;
+            None
         }
     }
+}
+
+/// The endpoint this gateway connects to the holder `advertise` (boot id
+/// `boot`) with, on the control's behalf: the key the control proved, its
+/// name, and its ticket with the possession key the operator's verifier
+/// gives (every gateway of the cluster has the same operators).
+fn relay_endpoint(
+    shard: &Shard,
+    cluster: &crate::gateway::cluster::Cluster,
+    asker: &Asker<'_>,
+    advertise: &str,
+    boot: &str,
+) -> Result<Endpoint, String> {
+    let key = shard
+        .keys
+        .borrow()
+        .key_of(asker.kid)
+        .cloned()
+        .ok_or("the key was removed")?;
+    let (tls, host_port) = match advertise.strip_prefix("https://") {
+        Some(rest) => {
+            let config = cluster
+                .relay_tls()
+                .ok_or("no TLS trust for the other gateways ([cluster] ca_file)")?;
+            let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+            (
+                Some(ClientTls {
+                    config,
+                    server_name: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+                }),
+                rest,
+            )
+        }
+        None => (None, advertise.strip_prefix("http://").unwrap_or(advertise)),
+    };
+    let operator = match asker.granted {
+        None => None,
+        Some(g) => {
+            let ticket = asker.head.header(proto::H_TICKET).ok_or("no ticket")?;
+            let config = shard.config();
+            let op = config
+                .operators
+                .iter()
+                .find(|o| o.name == g.operator)
+                .ok_or("the operator was removed")?;
+            Some(Arc::new(OperatorTicket {
+                operator: g.operator.clone(),
+                ticket: ticket.to_string(),
+                possession: op.verifier.possession_key(ticket),
+                expires_at: 0,
+            }))
+        }
+    };
+    Ok(Endpoint {
+        gateway: host_port.to_string(),
+        key,
+        identity: asker.control.to_string(),
+        bind: None,
+        tls,
+        boot: BootCache::known(BootId::parse(boot).ok_or("a bad boot id in the lease")?),
+        operator,
+        totp: None,
+        agent_key: None,
+    })
 }
 
 /// `GET /v1/connect/<name>`: a relay session to agent `name`.
@@ -303,11 +434,24 @@ pub(crate) async fn connect(
         OpenResult::NotFound | OpenResult::Busy => None,
     };
     shard.pending.borrow_mut().close(slot, &token);
-    let joined = match (opened, outcome) {
-        (_, Some(Ok(Ok(joined)))) => joined,
+    // The agent's side: its data connection, or in a cluster's relay mode
+    // the session opened at the gateway that holds it.
+    let (agent_stream, agent_early, _agent_permit, upstream) = match (opened, outcome) {
+        (_, Some(Ok(Ok(joined)))) => (joined.stream, joined.early, joined.permit, false),
         (OpenResult::NotFound, _) => {
-            not_here(&shard, &stream, kid, &agent, &name_raw, &control_shown).await;
-            return;
+            let asker = Asker {
+                kid,
+                agent: &agent,
+                name_raw: &name_raw,
+                control: &control,
+                control_shown: &control_shown,
+                head: &head,
+                granted: granted.as_ref(),
+            };
+            match not_here(&shard, &stream, asker).await {
+                Some((session, permit)) => (session.stream, session.early, permit, true),
+                None => return,
+            }
         }
         (OpenResult::Busy, _) => {
             refuse_pairing(&shard, &stream, peer, &control_shown, Refusal::NotReading(&agent_shown)).await;
@@ -359,9 +503,8 @@ pub(crate) async fn connect(
             return;
         }
     }
-    let agent_stream = joined.stream;
-    // The data connection's share of the cap lives as long as the relay.
-    let _agent_permit = joined.permit;
+    // The data connection's share of the cap (`_agent_permit`) lives as
+    // long as the relay.
     let counters = Rc::new(Counters::default());
     let (kill, killed) = oneshot::channel::<()>();
     // One reading for the session's record and its audit line.
@@ -377,7 +520,13 @@ pub(crate) async fn connect(
     });
     Stats::inc(&shard.stats.sessions_total);
     let _in_lease = shard.shared.cluster.as_ref().map(SessionShare::new);
-    shard.event(format!("Control {control_shown} connected to Client {agent_shown}"));
+    if upstream {
+        shard.event(format!(
+            "Control {control_shown} connected to Client {agent_shown} (relayed to its gateway)"
+        ));
+    } else {
+        shard.event(format!("Control {control_shown} connected to Client {agent_shown}"));
+    }
     let who = || -> Vec<(&'static str, serde_json::Value)> {
         vec![
             ("operator", operator_of(granted.as_ref()).into()),
@@ -394,12 +543,15 @@ pub(crate) async fn connect(
         let boot = shard.shared.boot.to_string();
         let upgrade = http::switching_protocols(proto::UPGRADE_RELAY, &[(proto::H_BOOT_WRITTEN, &boot)]);
         send(&shard, &stream, upgrade.clone()).await?;
-        send(&shard, &agent_stream, upgrade).await?;
+        // A relayed session's holder answered its own 101 already.
+        if !upstream {
+            send(&shard, &agent_stream, upgrade).await?;
+        }
         relay(
             &stream,
             early,
             &agent_stream,
-            joined.early,
+            agent_early,
             config.limits.relay_buffer,
             &counters,
         )
