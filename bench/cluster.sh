@@ -9,7 +9,8 @@
 #      INFO and each gateway's ringway_cluster_redis_ops_total.
 #   3. Session setup, RUNS times: 100 more agents (x-*) register with gw2
 #      directly; 4 controls open one-round-trip sessions to them for
-#      SETUP_SECS through gw2 (local) and through gw1 (redirect to gw2).
+#      SETUP_SECS through gw2 (local), through gw3 (redirect to gw2) and
+#      through gw1, which has cross = "relay" (relayed to gw2).
 #
 # Everything stays on loopback, is bounded in time, and ends the processes
 # it started by pid. Output: bench/results/cluster-<date>.jsonl lines and
@@ -55,8 +56,9 @@ gw_addr=(); admin=(); gw_pid=()
 for i in 1 2 3; do
     # A folder each: the state folder (name pins) is the config's.
     mkdir -p "$work/gw$i"
-    printf '[gateway]\nlisten = ["127.0.0.%s:0"]\nworkers = 2\ncmpi_secs = 60\nkeys = ["Testing1-bench-key"]\n[limits]\nnew_connections_burst_per_source = 100000\nnew_connections_per_source_per_sec = 100000\n[admin]\nlisten = "127.0.0.1:0"\n[cluster]\nredis = "unix://%s"\nid = "gw%s"\n' \
-        "$i" "$work/redis.sock" "$i" >"$work/gw$i/gw.toml"
+    cross=$([ "$i" = 1 ] && echo relay || echo redirect)
+    printf '[gateway]\nlisten = ["127.0.0.%s:0"]\nworkers = 2\ncmpi_secs = 60\nkeys = ["Testing1-bench-key"]\n[limits]\nnew_connections_burst_per_source = 100000\nnew_connections_per_source_per_sec = 100000\n[admin]\nlisten = "127.0.0.1:0"\n[cluster]\nredis = "unix://%s"\nid = "gw%s"\ncross = "%s"\n' \
+        "$i" "$work/redis.sock" "$i" "$cross" >"$work/gw$i/gw.toml"
     "$root/target/release/ringway" serve --config "$work/gw$i/gw.toml" 2>"$work/gw$i.err" &
     gw_pid+=($!); started+=($!)
 done
@@ -82,7 +84,7 @@ log "gateways ${gw_addr[*]}, redis $work/redis.sock"
 # 1. The fleet, all dialling gw1, in two load generators (open files).
 half=$((AGENTS / 2))
 ramp_secs=$(( (half + RAMP - 1) / RAMP ))
-hold=$((ramp_secs + 15 + IDLE_SECS + RUNS * (2 * SETUP_SECS + 8) + 20))
+hold=$((ramp_secs + 15 + IDLE_SECS + RUNS * (3 * SETUP_SECS + 12) + 20))
 for p in 0 1; do
     "$lg" agents --gateway "${gw_addr[0]}" --key-file "$work/key" --count $half --first-index $((p * half)) \
         --ramp $RAMP --duration $hold --source "127.0.$((10 + p)).1-127.0.$((10 + p)).20" \
@@ -115,12 +117,12 @@ rec step=steady agents=$AGENTS secs=$IDLE_SECS redis_commands_per_sec=$per_sec p
 
 # 3. Session setup to 100 agents on gw2: through gw2, and through gw1 (redirect).
 "$lg" agents --gateway "${gw_addr[1]}" --key-file "$work/key" --count 100 --prefix x- \
-    --duration $((RUNS * (2 * SETUP_SECS + 8) + 10)) --json "$work/x.json" >/dev/null 2>"$work/x.err" &
+    --duration $((RUNS * (3 * SETUP_SECS + 12) + 10)) --json "$work/x.json" >/dev/null 2>"$work/x.err" &
 started+=($!)
 sleep 3
 for r in $(seq 1 "$RUNS"); do
-    for via in 1 0; do
-        case=$([ $via = 1 ] && echo local-gw2 || echo redirect-gw1-to-gw2)
+    for via in 1 2 0; do
+        case=$(case $via in 1) echo local-gw2 ;; 2) echo redirect-gw3-to-gw2 ;; 0) echo relay-gw1-to-gw2 ;; esac)
         j=$work/setup-$case-$r.json
         "$lg" controls --gateway "${gw_addr[$via]}" --key-file "$work/key" --count 4 --agents-prefix x- \
             --pattern pingpong --per-session 1 --duration "$SETUP_SECS" --json "$j" >/dev/null 2>"$work/c.err"
