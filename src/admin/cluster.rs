@@ -54,6 +54,16 @@ pub fn metrics(status: &ClusterStatus) -> String {
         per_gateway(&|g| g.sessions),
     );
     family(
+        "ringway_cluster_lease_age_seconds",
+        "gauge",
+        "Seconds since each live gateway renewed its lease, when this one read them.",
+        status
+            .gateways
+            .iter()
+            .map(|g| (format!("gateway=\"{}\"", g.id), g.lease_age_secs))
+            .collect(),
+    );
+    family(
         "ringway_cluster_view_age_seconds",
         "gauge",
         "Seconds since the leases were last read (-1: never).",
@@ -113,13 +123,14 @@ pub fn console_section(status: &ClusterStatus) -> String {
     for g in &status.gateways {
         let _ = write!(
             rows,
-            "<tr class=\"gateway\"><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"gateway\"><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td></tr>",
             escape(&g.id),
             if g.this { " (this one)" } else { "" },
             escape(&g.advertise),
             g.agents,
             g.sessions,
-            if g.draining { "draining" } else { "serving" }
+            if g.draining { "draining" } else { "serving" },
+            g.lease_age_secs
         );
     }
     let redis = if status.redis_up {
@@ -131,7 +142,7 @@ pub fn console_section(status: &ClusterStatus) -> String {
         .view_age_secs
         .map_or("never".to_string(), |s| format!("{s:.1} s ago"));
     format!(
-        "<h2>Cluster</h2>\n<p class=\"counts\"><span>This gateway: <b id=\"cluster-id\">{}</b></span><span>Directory: <b id=\"cluster-redis\">{}</b></span><span>Leases read: <b id=\"cluster-age\">{age}</b></span></p>\n<table id=\"cluster\"><thead><tr><th>Gateway</th><th>Address</th><th>Clients</th><th>Sessions</th><th>State</th></tr></thead><tbody>{rows}</tbody></table>\n",
+        "<h2>Cluster</h2>\n<p class=\"counts\"><span>This gateway: <b id=\"cluster-id\">{}</b></span><span>Directory: <b id=\"cluster-redis\">{}</b></span><span>Leases read: <b id=\"cluster-age\">{age}</b></span></p>\n<table id=\"cluster\"><thead><tr><th>Gateway</th><th>Address</th><th>Clients</th><th>Sessions</th><th>State</th><th>Lease renewed</th></tr></thead><tbody>{rows}</tbody></table>\n",
         escape(&status.id),
         escape(&redis),
     )
@@ -154,6 +165,7 @@ mod tests {
                     agents: 3,
                     sessions: 1,
                     draining: false,
+                    lease_age_secs: 0.5,
                     this: true,
                 },
                 ClusterRow {
@@ -162,6 +174,7 @@ mod tests {
                     agents: 4,
                     sessions: 0,
                     draining: true,
+                    lease_age_secs: 2.0,
                     this: false,
                 },
             ],
@@ -179,6 +192,7 @@ mod tests {
             "ringway_cluster_agents{gateway=\"gw1\"} 3\n",
             "ringway_cluster_agents{gateway=\"gw2\"} 4\n",
             "ringway_cluster_view_age_seconds 1.5\n",
+            "ringway_cluster_lease_age_seconds{gateway=\"gw2\"} 2\n",
             "ringway_cluster_redirects_total{kind=\"agent\"} 5\n",
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");
@@ -189,7 +203,10 @@ mod tests {
     fn the_cluster_section_escapes_what_redis_holds() {
         let html = console_section(&status());
         assert!(html.contains("<td>gw1 (this one)</td>"), "{html}");
-        assert!(html.contains("<td>0</td><td>draining</td></tr>"), "{html}");
+        assert!(
+            html.contains("<td>0</td><td>draining</td><td>2.0 s</td></tr>"),
+            "{html}"
+        );
         assert!(html.contains("http://&lt;b&gt;:2"), "{html}");
         assert!(html.contains("<b id=\"cluster-redis\">up</b>"), "{html}");
     }

@@ -152,11 +152,12 @@ fn cluster_status(args: &AdminArgs) -> Result<(), String> {
             "serving"
         };
         println!(
-            "{:<20} {:<40} {:>8} {:>8} {state}",
+            "{:<20} {:<40} {:>8} {:>8} {state:<9} {:.1} s ago",
             format!("{}{mark}", text(&g["id"])),
             text(&g["advertise"]),
             g["agents"].as_u64().unwrap_or(0),
-            g["sessions"].as_u64().unwrap_or(0)
+            g["sessions"].as_u64().unwrap_or(0),
+            g["lease_age_secs"].as_f64().unwrap_or(0.0)
         );
     }
     Ok(())

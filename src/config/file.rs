@@ -165,7 +165,9 @@ mod tests {
         }
         assert!(parse_str(&format!("{MINIMAL}{cluster}"), "test.toml").is_ok());
         assert_eq!(
-            parse_err("[gateway]\nlisten = [\"0.0.0.0:1\"]\nkeys = [\"Testing1\"]\n[cluster]\nredis = \"redis://h\"\nid = \"g\"\n"),
+            parse_err(
+                "[gateway]\nlisten = [\"0.0.0.0:1\"]\nkeys = [\"Testing1\"]\n[cluster]\nredis = \"redis://h\"\nid = \"g\"\n"
+            ),
             "test.toml:1: [cluster] needs advertise = \"http://HOST:PORT\": the first listen address 0.0.0.0:1 names no host other gateways' clients can reach"
         );
     }

@@ -224,6 +224,8 @@ pub struct ClusterRow {
     pub sessions: u64,
     /// Whether it is draining (`ringway drain`).
     pub draining: bool,
+    /// Seconds since it last renewed its lease, when the leases were read.
+    pub lease_age_secs: f64,
     /// Whether it is this gateway.
     pub this: bool,
 }
@@ -518,6 +520,7 @@ impl Cluster {
                     agents: l.agents,
                     sessions: l.sessions,
                     draining: l.draining,
+                    lease_age_secs: view.lease_age_ms.get(id).copied().unwrap_or(0) as f64 / 1000.0,
                     this: *id == self.id,
                 })
                 .collect(),
@@ -1218,6 +1221,7 @@ impl Link {
             cmd.query(&mut self.conn)?
         };
         let mut live = std::collections::BTreeMap::new();
+        let mut ages = std::collections::BTreeMap::new();
         let mut dead = Vec::new();
         for (id, lease) in ids.into_iter().zip(leases) {
             match lease.as_deref().and_then(Lease::decode) {
@@ -1233,17 +1237,22 @@ impl Link {
         if !live.is_empty() {
             let mut pipe = redis::pipe();
             for id in live.keys() {
-                pipe.cmd("SCARD").arg(held_key(id));
+                pipe.cmd("SCARD").arg(held_key(id)).cmd("PTTL").arg(lease_key(id));
             }
-            Link::ops(c, live.len());
-            let held: Vec<u64> = pipe.query(&mut self.conn)?;
-            for (lease, n) in live.values_mut().zip(held) {
+            Link::ops(c, 2 * live.len());
+            let answers: Vec<(u64, i64)> = pipe.query(&mut self.conn)?;
+            let lease_ms = c.config.lease.as_millis() as i64;
+            for ((id, lease), (n, ttl)) in live.iter_mut().zip(answers) {
                 lease.agents = n;
+                // Time since its gateway last renewed it (a key without a
+                // TTL, -1, or gone since, -2, counts as just renewed).
+                ages.insert(id.clone(), (lease_ms - ttl.max(0).min(lease_ms)).max(0) as u64);
             }
         }
         {
             let mut view = c.view.lock().unwrap_or_else(|p| p.into_inner());
             view.live = live;
+            view.lease_age_ms = ages;
             view.sent.clear();
             view.kept = 0;
             view.redis_up = true;
