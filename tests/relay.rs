@@ -199,3 +199,39 @@ fn stalled_reader_stalls_the_writer_without_growing_the_gateway() {
     }
     assert_eq!(received, written, "bytes the service got after the stall");
 }
+
+/// `ringway control connect --stdio` is a new process per session (ssh's
+/// ProxyCommand): it keeps the gateway's boot id between runs, so over
+/// plain HTTP only the first run pays the `401 stale_boot` round trip.
+#[test]
+fn control_stdio_keeps_the_boot_id_between_runs_so_a_second_session_signs_once() {
+    let gw = Gateway::start(&GatewayConfig::operated(&[KEY]));
+    let echo = Service::echo();
+    let _agent = gw.serving_agent(KEY, "pc1", echo.addr());
+    let cache = common::TestDir::new("boot-cache");
+    let stale = || {
+        gw.metrics()
+            .sum("ringway_auth_failures_total", &[("reason", "stale_boot")]) as u64
+    };
+    // The agent's own first registration learnt the boot id the same way.
+    let before = stale();
+    for (run, want_stale) in [(1, before + 1), (2, before + 1), (3, before + 1)] {
+        let mut cmd = common::ringway_client(
+            KEY,
+            &["control", "connect", "pc1", "--gateway", &gw.addr().to_string(), "--as", "ops", "--stdio"],
+        );
+        cmd.env("XDG_CACHE_HOME", cache.path());
+        let out = common::run_bounded(cmd, format!("run {run}\n").as_bytes(), EVENT_TIMEOUT);
+        assert!(out.success(), "run {run}: {}", out.stderr);
+        assert_eq!(out.stdout, format!("run {run}\n"), "run {run}: the echo");
+        assert_eq!(stale(), want_stale, "run {run}: stale_boot answers so far");
+    }
+    let stored = std::fs::read_to_string(
+        cache
+            .path()
+            .join("ringway/boots")
+            .join(format!("{}.boot", gw.addr().to_string().replace(':', "_"))),
+    )
+    .expect("the stored boot id");
+    assert_eq!(stored, format!("{}\n", gw.boot()));
+}

@@ -125,6 +125,7 @@ impl ControlArgs {
             }
             ep.totp = totp.clone();
         }
+        super::boots::preload(&mut eps);
         Ok(eps)
     }
 }
@@ -229,9 +230,9 @@ pub fn run(cmd: ControlCommand) -> Result<(), String> {
         }
         ControlCommand::Ls { common, json } => {
             let eps = common.signed_endpoints()?;
-            let agents = super::client_runtime()?
-                .block_on(list_all(&eps))
-                .map_err(|e| e.to_string())?;
+            let agents = super::client_runtime()?.block_on(list_all(&eps));
+            super::boots::remember(&eps);
+            let agents = agents.map_err(|e| e.to_string())?;
             let several = eps.len() > 1;
             if json && several {
                 let listed: Vec<Listed> = agents
@@ -408,6 +409,7 @@ fn connect_listen(eps: Vec<Endpoint>, agent: String, listen: String) -> Result<(
             compio::runtime::spawn(async move {
                 match connect_any(&eps, &agent).await {
                     Ok(session) => {
+                        super::boots::remember(&eps);
                         log::info!("{peer}: session to {agent} open");
                         let counters = Counters::default();
                         let res = relay(
@@ -463,7 +465,9 @@ fn connect_stdio(eps: &[Endpoint], agent: &str) -> Result<(), String> {
     });
     let runtime = super::client_runtime()?;
     let result = runtime.block_on(async {
-        let session = connect_any(eps, agent).await.map_err(|e| e.to_string())?;
+        let session = connect_any(eps, agent).await;
+        super::boots::remember(eps);
+        let session = session.map_err(|e| e.to_string())?;
         let inner = compio::net::TcpStream::from_std(inner).map_err(|e| e.to_string())?;
         let counters = Counters::default();
         relay(

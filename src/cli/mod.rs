@@ -5,6 +5,7 @@
 mod admin;
 mod agent;
 mod agent_file;
+mod boots;
 mod control;
 mod gencert;
 mod genkey;

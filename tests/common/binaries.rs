@@ -21,6 +21,13 @@ pub fn ringway_command(args: &[&str]) -> Command {
 pub fn ringway_client(key: &str, args: &[&str]) -> Command {
     let mut cmd = ringway_command(args);
     cmd.env("RINGWAY_KEY", key);
+    // The boot ids `ringway control` keeps between runs go to a folder of
+    // this test process (a test may point it elsewhere), never the user's
+    // ~/.cache.
+    cmd.env(
+        "XDG_CACHE_HOME",
+        std::env::temp_dir().join(format!("ringway-test-cache-{}", std::process::id())),
+    );
     cmd
 }
 
