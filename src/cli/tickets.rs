@@ -70,10 +70,10 @@ fn folder() -> Result<PathBuf, String> {
     Ok(base.join("ringway").join("tickets"))
 }
 
-/// The file of `gateway`'s ticket: its name is the gateway with anything
-/// but letters, digits, `.` and `-` made `_`.
-pub(super) fn path_for(gateway: &str) -> Result<PathBuf, String> {
-    let name: String = gateway
+/// The name of a gateway's files (its ticket, its boot id): the gateway
+/// as given, with anything but letters, digits, `.` and `-` made `_`.
+pub(super) fn file_stem(gateway: &str) -> String {
+    gateway
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
@@ -82,8 +82,12 @@ pub(super) fn path_for(gateway: &str) -> Result<PathBuf, String> {
                 '_'
             }
         })
-        .collect();
-    Ok(folder()?.join(format!("{name}.json")))
+        .collect()
+}
+
+/// The file of `gateway`'s ticket.
+pub(super) fn path_for(gateway: &str) -> Result<PathBuf, String> {
+    Ok(folder()?.join(format!("{}.json", file_stem(gateway))))
 }
 
 /// Stores `t` for its gateway, replacing any older one.
