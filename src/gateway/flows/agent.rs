@@ -369,6 +369,9 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
         Conn::Plain(s) => ChannelStream::Plain(s),
     };
     shard.live_agents.set(shard.live_agents.get() + 1);
+    // The handshake's and the registration's garbage is freed now, not at
+    // the accept: the heap trimmer waits for registrations to settle.
+    shard.shared.heap.accepted_one();
     // The channel runs as a task of its own, typed by the concrete stream:
     // this setup future (its error paths, the TLS read path a plain agent
     // never takes) is freed now instead of being held by every idle agent.
