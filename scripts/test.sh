@@ -8,7 +8,8 @@
 #   chromium             the console test renders the admin page headless
 #   openssh-client/server  an ssh session through agent, gateway and control
 #   iptables, iproute2   fault tests: packet loss inside network namespaces
-#   redis-server         the clustered directory (load-balanced gateways)
+#   redis-server, redis-tools  the clustered directory (load-balanced
+#                        gateways), and redis-cli to read it back
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,7 @@ have ssh || need+=(openssh-client)
 have iptables || need+=(iptables)
 have ip || need+=(iproute2)
 have redis-server || need+=(redis-server)
+have redis-cli || need+=(redis-tools)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
