@@ -218,7 +218,16 @@ fn control_stdio_keeps_the_boot_id_between_runs_so_a_second_session_signs_once()
     for (run, want_stale) in [(1, before + 1), (2, before + 1), (3, before + 1)] {
         let mut cmd = common::ringway_client(
             KEY,
-            &["control", "connect", "pc1", "--gateway", &gw.addr().to_string(), "--as", "ops", "--stdio"],
+            &[
+                "control",
+                "connect",
+                "pc1",
+                "--gateway",
+                &gw.addr().to_string(),
+                "--as",
+                "ops",
+                "--stdio",
+            ],
         );
         cmd.env("XDG_CACHE_HOME", cache.path());
         let out = common::run_bounded(cmd, format!("run {run}\n").as_bytes(), EVENT_TIMEOUT);
