@@ -100,7 +100,16 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
                 let here: HashSet<String> = agents.iter().map(|a| a.name.clone()).collect();
                 agents.extend(remote.into_iter().filter(|a| !here.contains(&a.name)));
             }
-            Err(why) => partial = Some(why.reason()),
+            // A header value: Redis's error text, with no control
+            // character that could end the line.
+            Err(why) => {
+                partial = Some(
+                    why.reason()
+                        .chars()
+                        .map(|c| if c.is_control() { '?' } else { c })
+                        .collect(),
+                )
+            }
         }
     }
     if let Some(g) = &granted {
