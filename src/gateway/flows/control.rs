@@ -93,7 +93,7 @@ pub(crate) async fn browse(shard: Rc<Shard>, stream: Conn, peer: SocketAddr, hea
     // In a cluster, the key's agents on the other live gateways too. With
     // Redis away, this gateway's own agents are listed, and a header says
     // the list is partial.
-    let mut partial = None;
+    let mut partial: Option<String> = None;
     if let Some(cluster) = &shard.shared.cluster {
         match cluster.list(kid).await {
             Ok(remote) => {
