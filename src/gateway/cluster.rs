@@ -16,7 +16,7 @@ use futures_channel::oneshot;
 use redis::{Connection, RedisResult, Script};
 
 use super::core::cluster::{
-    AgentKey, Board, Claimed, Lease, Located, Message, MirrorShare, PinVerdict, REG_LIMIT, Request, StoredAgent,
+    AgentKey, Board, Claimed, Held, Lease, Located, Message, MirrorShare, PinVerdict, REG_LIMIT, Request, StoredAgent,
     Unavailable, View, agents_key, channel_of, gateways_key, held_key, lease_key, licence_key, pins_key, totp_key,
 };
 use super::core::directory::owner_of;
@@ -322,8 +322,8 @@ impl Cluster {
     }
 
     /// Notes that this gateway holds `agent` as registration `reg`.
-    pub(crate) fn hold(&self, agent: AgentKey, stored: StoredAgent) -> MirrorShare {
-        self.board.hold(agent, stored)
+    pub(crate) fn hold(&self, agent: AgentKey, held: Held) -> MirrorShare {
+        self.board.hold(agent, held)
     }
 
     /// Where to send a new agent instead, if this gateway holds more than
@@ -398,17 +398,17 @@ impl Cluster {
         }
     }
 
-    /// Claims `agent`'s name cluster-wide for `stored`, within `max_clients`.
+    /// Claims `agent`'s name cluster-wide for `held`, within `max_clients`.
     pub(crate) async fn claim(
         &self,
         agent: AgentKey,
-        stored: StoredAgent,
+        held: Held,
         max_clients: usize,
     ) -> Result<Claimed, Unavailable> {
         let kid = agent.kid;
         self.ask(kid, |reply| Request::Claim {
             agent,
-            stored: Box::new(stored),
+            held,
             max_clients,
             reply,
         })
@@ -867,7 +867,7 @@ impl Link {
     }
 
     /// The claim script's command for `agent` in `mode`.
-    fn claim_cmd(&self, c: &Cluster, agent: &AgentKey, stored: &StoredAgent, max: usize, mode: &str) -> redis::Cmd {
+    fn claim_cmd(&self, c: &Cluster, agent: &AgentKey, held: &Held, max: usize, mode: &str) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.claim.get_hash())
             .arg(3)
@@ -875,10 +875,10 @@ impl Link {
             .arg(held_key(&c.id))
             .arg(licence_key())
             .arg(pct_encode(&agent.name))
-            .arg(stored.encode())
+            .arg(&*held.record)
             .arg(&c.id)
-            .arg(stored.reg.to_string())
-            .arg(stored.at_ms.to_string())
+            .arg(held.reg.to_string())
+            .arg(held.at_ms.to_string())
             .arg(max)
             .arg(mode)
             .arg(agent.member())
@@ -922,18 +922,18 @@ impl Link {
         match r {
             Request::Claim {
                 agent,
-                stored,
+                held,
                 max_clients,
                 reply,
             } => {
-                let cmd = self.claim_cmd(c, &agent, &stored, max_clients, "claim");
+                let cmd = self.claim_cmd(c, &agent, &held, max_clients, "claim");
                 Link::ops(c, 1);
                 match cmd.query::<Vec<String>>(&mut self.conn) {
                     Ok(answer) => {
                         let claimed = if answer.first().map(String::as_str) == Some("licence") {
                             Claimed::Licence
                         } else {
-                            self.written.insert(agent, stored.reg);
+                            self.written.insert(agent, held.reg);
                             Claimed::Yes
                         };
                         let _ = reply.send(Ok(claimed));
@@ -1067,7 +1067,7 @@ impl Link {
         if dirty.is_empty() {
             return Ok(());
         }
-        let now: Vec<(AgentKey, Option<StoredAgent>)> = {
+        let now: Vec<(AgentKey, Option<Held>)> = {
             let m = c.board.lock();
             dirty
                 .into_iter()
@@ -1130,7 +1130,7 @@ impl Link {
             .query::<()>(&mut self.conn)?;
         // The lease first, so the scripts below see this gateway alive.
         self.set_lease(c)?;
-        let agents: Vec<(AgentKey, StoredAgent)> = {
+        let agents: Vec<(AgentKey, Held)> = {
             let mut m = c.board.lock();
             m.dirty.clear();
             m.agents.iter().map(|(k, s)| (k.clone(), s.clone())).collect()

@@ -144,6 +144,30 @@ impl StoredAgent {
     }
 }
 
+/// An agent as the mirror holds it until the side thread has written it:
+/// its registration and the record as stored, one string (a handful of
+/// bytes more than Redis's copy), not the fields apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// The registration.
+    pub reg: u64,
+    /// When it registered, ms since 1970.
+    pub at_ms: u64,
+    /// [`StoredAgent::encode`]'s text.
+    pub record: Box<str>,
+}
+
+impl Held {
+    /// What the mirror keeps of `stored`.
+    pub fn of(stored: &StoredAgent) -> Held {
+        Held {
+            reg: stored.reg,
+            at_ms: stored.at_ms,
+            record: stored.encode().into_boxed_str(),
+        }
+    }
+}
+
 /// A gateway's lease value: `1 <agents> <sessions> <boot> <state>
 /// <advertise>`, `<state>` being `serving` or `draining`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -422,7 +446,7 @@ pub(crate) enum Request {
         /// The agent.
         agent: AgentKey,
         /// Its record.
-        stored: Box<StoredAgent>,
+        held: Held,
         /// The licence.
         max_clients: usize,
         /// The answer.
@@ -488,7 +512,7 @@ pub(crate) const MAX_REQUESTS_PER_KEY: usize = MAX_REQUESTS / 4;
 #[derive(Default)]
 pub(crate) struct Mirror {
     /// The agents held here now.
-    pub agents: HashMap<AgentKey, StoredAgent>,
+    pub agents: HashMap<AgentKey, Held>,
     /// Agents added or removed since the last write.
     pub dirty: HashSet<AgentKey>,
     /// Questions waiting for the side thread.
@@ -550,11 +574,11 @@ impl Board {
 
     /// Records that this gateway holds `agent` as `stored`, and returns
     /// the share whose drop says it no longer does.
-    pub fn hold(self: &Arc<Self>, agent: AgentKey, stored: StoredAgent) -> MirrorShare {
-        let reg = stored.reg;
+    pub fn hold(self: &Arc<Self>, agent: AgentKey, held: Held) -> MirrorShare {
+        let reg = held.reg;
         {
             let mut m = self.lock();
-            m.agents.insert(agent.clone(), stored);
+            m.agents.insert(agent.clone(), held);
             m.dirty.insert(agent.clone());
         }
         self.wake();
@@ -775,8 +799,8 @@ mod tests {
             at_ms: reg,
             summary: summary("pc1"),
         };
-        let old = board.hold(agent.clone(), stored(1));
-        let new = board.hold(agent.clone(), stored(2));
+        let old = board.hold(agent.clone(), Held::of(&stored(1)));
+        let new = board.hold(agent.clone(), Held::of(&stored(2)));
         board.lock().dirty.clear();
         drop(old);
         assert_eq!(board.lock().agents.get(&agent).map(|s| s.reg), Some(2));

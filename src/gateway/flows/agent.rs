@@ -22,7 +22,7 @@ use crate::auth::agentkey::{AgentKeyError, AgentPublicKey};
 use crate::conn::Conn;
 use crate::eventlog::sanitize;
 use crate::gateway::cluster::{Cluster, now_ms};
-use crate::gateway::core::cluster::{AgentKey, Claimed, PinVerdict, StoredAgent};
+use crate::gateway::core::cluster::{AgentKey, Claimed, Held, PinVerdict, StoredAgent};
 use crate::gateway::core::directory::{AdmitError, AgentRecord, owner_of};
 use crate::gateway::core::flaps::Flaps;
 use crate::gateway::core::handoff::{Registration, ShardMsg};
@@ -236,7 +236,8 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
                     gateway: None,
                 },
             };
-            match cluster.claim(agent.clone(), stored.clone(), config.max_clients).await {
+            let held = Held::of(&stored);
+            match cluster.claim(agent.clone(), held.clone(), config.max_clients).await {
                 Ok(Claimed::Yes) => {}
                 Ok(Claimed::Licence) => {
                     shard.event(format!(
@@ -253,7 +254,7 @@ pub(crate) async fn serve_handed(shard: Rc<Shard>, reg: Box<Registration>) {
             }
             // Its share of the mirror goes with the record: a refusal
             // below drops both, and the claim is released.
-            Some(cluster.hold(agent, stored))
+            Some(cluster.hold(agent, held))
         }
     };
     let (outbox, outbox_rx) = outbox(OUTBOX_CAPACITY);
