@@ -399,12 +399,7 @@ impl Cluster {
     }
 
     /// Claims `agent`'s name cluster-wide for `held`, within `max_clients`.
-    pub(crate) async fn claim(
-        &self,
-        agent: AgentKey,
-        held: Held,
-        max_clients: usize,
-    ) -> Result<Claimed, Unavailable> {
+    pub(crate) async fn claim(&self, agent: AgentKey, held: Held, max_clients: usize) -> Result<Claimed, Unavailable> {
         let kid = agent.kid;
         self.ask(kid, |reply| Request::Claim {
             agent,
