@@ -809,6 +809,26 @@ fn answer_unavailable(r: Request, why: Unavailable) {
     }
 }
 
+/// Gives the asker Redis's answer, made into what it asked for by `ok`;
+/// an error goes to the asker as "unavailable" and back to the caller,
+/// which drops the connection.
+fn answer<T, U>(
+    reply: oneshot::Sender<Result<U, Unavailable>>,
+    got: RedisResult<T>,
+    ok: impl FnOnce(T) -> U,
+) -> RedisResult<()> {
+    match got {
+        Ok(v) => {
+            let _ = reply.send(Ok(ok(v)));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = reply.send(Err(Unavailable::Redis(e.to_string())));
+            Err(e)
+        }
+    }
+}
+
 /// Milliseconds since 1970.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -914,6 +934,7 @@ impl Link {
     }
 
     fn serve_one(&mut self, c: &Cluster, r: Request) -> RedisResult<()> {
+        Link::ops(c, 1);
         match r {
             Request::Claim {
                 agent,
@@ -921,139 +942,90 @@ impl Link {
                 max_clients,
                 reply,
             } => {
-                let cmd = self.claim_cmd(c, &agent, &held, max_clients, "claim");
-                Link::ops(c, 1);
-                match cmd.query::<Vec<String>>(&mut self.conn) {
-                    Ok(answer) => {
-                        let claimed = if answer.first().map(String::as_str) == Some("licence") {
-                            Claimed::Licence
-                        } else {
-                            self.written.insert(agent, held.reg);
-                            Claimed::Yes
-                        };
-                        let _ = reply.send(Ok(claimed));
+                let got = self
+                    .claim_cmd(c, &agent, &held, max_clients, "claim")
+                    .query::<Vec<String>>(&mut self.conn);
+                let written = &mut self.written;
+                answer(reply, got, |answer| {
+                    if answer.first().map(String::as_str) == Some("licence") {
+                        Claimed::Licence
+                    } else {
+                        written.insert(agent, held.reg);
+                        Claimed::Yes
                     }
-                    Err(e) => {
-                        let _ = reply.send(Err(Unavailable::Redis(e.to_string())));
-                        return Err(e);
-                    }
-                }
+                })
             }
             Request::Locate { agent, reply } => {
-                Link::ops(c, 1);
                 let got: RedisResult<Option<Vec<u8>>> = redis::cmd("HGET")
                     .arg(agents_key(agent.kid))
                     .arg(pct_encode(&agent.name))
                     .query(&mut self.conn);
-                match got {
-                    Ok(raw) => {
-                        let view = c.view.lock().unwrap_or_else(|p| p.into_inner());
-                        let found = raw
-                            .as_deref()
-                            .and_then(StoredAgent::decode)
-                            .and_then(|s| view.lease_of(&s.gw).map(|l| (s.gw, l.clone())));
-                        let _ = reply.send(Ok(match found {
-                            Some((gw, l)) => Located::At {
-                                gw,
-                                advertise: l.advertise,
-                                boot: l.boot,
-                            },
-                            None => Located::Nowhere,
-                        }));
+                answer(reply, got, |raw| {
+                    let view = c.view.lock().unwrap_or_else(|p| p.into_inner());
+                    let found = raw
+                        .as_deref()
+                        .and_then(StoredAgent::decode)
+                        .and_then(|s| view.lease_of(&s.gw).map(|l| (s.gw, l.clone())));
+                    match found {
+                        Some((gw, l)) => Located::At {
+                            gw,
+                            advertise: l.advertise,
+                            boot: l.boot,
+                        },
+                        None => Located::Nowhere,
                     }
-                    Err(e) => {
-                        let _ = reply.send(Err(Unavailable::Redis(e.to_string())));
-                        return Err(e);
-                    }
-                }
+                })
             }
             Request::Pin { agent, key, reply } => {
-                Link::ops(c, 1);
                 let got: RedisResult<String> = self
                     .pin
                     .key(pins_key(agent.kid))
                     .arg(pct_encode(&agent.name))
                     .arg(key)
                     .invoke(&mut self.conn);
-                match got {
-                    Ok(v) => {
-                        let verdict = match v.as_str() {
-                            "new" => PinVerdict::New,
-                            "same" => PinVerdict::Same,
-                            _ => PinVerdict::Taken,
-                        };
-                        let _ = reply.send(Ok(verdict));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(Unavailable::Redis(e.to_string())));
-                        return Err(e);
-                    }
-                }
+                answer(reply, got, |v| match v.as_str() {
+                    "new" => PinVerdict::New,
+                    "same" => PinVerdict::Same,
+                    _ => PinVerdict::Taken,
+                })
             }
             Request::Unpin { agent, key, reply } => {
-                Link::ops(c, 1);
                 let got: RedisResult<i64> = self
                     .unpin
                     .key(pins_key(agent.kid))
                     .arg(pct_encode(&agent.name))
                     .arg(key)
                     .invoke(&mut self.conn);
-                match got {
-                    Ok(_) => {
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(Unavailable::Redis(e.to_string())));
-                        return Err(e);
-                    }
-                }
+                answer(reply, got, |_| ())
             }
             Request::Step { operator, step, reply } => {
-                Link::ops(c, 1);
                 let got: RedisResult<i64> = self
                     .step
                     .key(totp_key(&operator))
                     .arg(step)
                     .arg(STEP_MEMORY_SECS)
                     .invoke(&mut self.conn);
-                match got {
-                    Ok(fresh) => {
-                        let _ = reply.send(Ok(fresh == 1));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(Unavailable::Redis(e.to_string())));
-                        return Err(e);
-                    }
-                }
+                answer(reply, got, |fresh| fresh == 1)
             }
             Request::List { kid, reply } => {
-                Link::ops(c, 1);
                 let got: RedisResult<Vec<(Vec<u8>, Vec<u8>)>> =
                     redis::cmd("HGETALL").arg(agents_key(kid)).query(&mut self.conn);
-                match got {
-                    Ok(fields) => {
-                        let view = c.view.lock().unwrap_or_else(|p| p.into_inner());
-                        let renewed = rfc3339(SystemTime::now() - view.read_at.map_or(Duration::ZERO, |t| t.elapsed()));
-                        let agents = fields
-                            .iter()
-                            .filter_map(|(_, v)| StoredAgent::decode(v))
-                            .filter(|s| s.gw != c.id && view.live.contains_key(&s.gw))
-                            .map(|s| AgentSummary {
-                                gateway: Some(s.gw),
-                                last_poll: renewed.clone(),
-                                ..s.summary
-                            })
-                            .collect();
-                        let _ = reply.send(Ok(agents));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(Unavailable::Redis(e.to_string())));
-                        return Err(e);
-                    }
-                }
+                answer(reply, got, |fields| {
+                    let view = c.view.lock().unwrap_or_else(|p| p.into_inner());
+                    let renewed = rfc3339(SystemTime::now() - view.read_at.map_or(Duration::ZERO, |t| t.elapsed()));
+                    fields
+                        .iter()
+                        .filter_map(|(_, v)| StoredAgent::decode(v))
+                        .filter(|s| s.gw != c.id && view.live.contains_key(&s.gw))
+                        .map(|s| AgentSummary {
+                            gateway: Some(s.gw),
+                            last_poll: renewed.clone(),
+                            ..s.summary
+                        })
+                        .collect()
+                })
             }
         }
-        Ok(())
     }
 
     /// Writes what changed in the mirror: agents that came (if not yet
@@ -1253,7 +1225,6 @@ impl Link {
             view.redis_up = true;
             view.down_reason.clear();
             view.read_at = Some(Instant::now());
-            view.renewals += 1;
         }
         for id in dead {
             self.bury(c, &id)?;

@@ -314,8 +314,6 @@ pub(crate) struct View {
     pub down_reason: String,
     /// When the leases were last read.
     pub read_at: Option<Instant>,
-    /// Leases written (this gateway's renewals), for /metrics.
-    pub renewals: u64,
     /// Each live gateway's lease age when the leases were read, in ms.
     pub lease_age_ms: BTreeMap<String, u64>,
 }
