@@ -4,22 +4,14 @@
 
 use std::fmt::Write;
 
-use super::render::escape;
+use super::render::{escape, write_family};
 use crate::gateway::ClusterStatus;
 
 /// The cluster's `/metrics` families (only a clustered gateway has them).
 pub fn metrics(status: &ClusterStatus) -> String {
     let mut out = String::with_capacity(1024);
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            if labels.is_empty() {
-                let _ = writeln!(out, "{name} {value}");
-            } else {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
-            }
-        }
+        write_family(&mut out, name, kind, help, samples)
     };
     let one = |v: f64| vec![(String::new(), v)];
     let per_gateway = |f: &dyn Fn(&crate::gateway::ClusterRow) -> u64| -> Vec<(String, f64)> {

@@ -60,15 +60,7 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
     let snaps = &snapshot.workers[..];
     let mut out = String::with_capacity(4096);
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            if labels.is_empty() {
-                let _ = writeln!(out, "{name} {value}");
-            } else {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
-            }
-        }
+        write_family(&mut out, name, kind, help, samples)
     };
     let per_worker = |f: &dyn Fn(&WorkerSnapshot) -> u64| -> Vec<(String, u64)> {
         snaps
@@ -300,6 +292,26 @@ pub fn metrics(snapshot: &Snapshot, totals: &Totals) -> String {
         vec![(String::new(), totals.heap_trim_micros)],
     );
     out
+}
+
+/// One metric family in the text format: its HELP and TYPE lines, then a
+/// sample per (labels, value), `labels` as written inside `{}` (empty: none).
+pub(super) fn write_family<V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: Vec<(String, V)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
 }
 
 /// The role as the console and `ringway status` show it: `primary`,
